@@ -1,0 +1,67 @@
+"""Tunable timing and size limits of a connection, with their documented defaults.
+
+The defaults and the reasons for them are listed in docs/protocol.md ("Timers and limits").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._errors import LocalProtocolError
+
+__all__ = ["Config"]
+
+#: Largest Noise message (Noise spec, section 3).
+MAX_NOISE_MESSAGE = 65535
+#: Poly1305 tag size.
+TAG_SIZE = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Per-connection settings. Both sides may choose their own; none must match."""
+
+    heartbeat_interval: float = 1.0
+    """Seconds between pings. Any authenticated traffic from the peer counts as proof of life."""
+    heartbeat_multiplier: float = 3.0
+    """The peer is *down* after ``interval x multiplier`` seconds of silence (BFD's rule)."""
+    suspect_after: float = 1.5
+    """The peer is *suspect* after this many intervals of silence (one heartbeat missed)."""
+    handshake_timeout: float = 10.0
+    """Seconds from the connection's start until the handshake must be complete."""
+    rekey_after_messages: int = 2**20
+    """Transport messages sent under one key before this side rekeys its sending direction."""
+    rekey_after_seconds: float = 120.0
+    """Seconds under one key before this side rekeys its sending direction (WireGuard: 120 s)."""
+    max_body_size: int = 1 << 20
+    """Largest message body this side sends or accepts (bytes)."""
+    padding: int = 64
+    """Pad every transport plaintext up to a multiple of this many bytes; 0 turns padding off."""
+
+    def __post_init__(self) -> None:
+        if not self.heartbeat_interval > 0:
+            raise LocalProtocolError("heartbeat_interval must be > 0")
+        if not self.heartbeat_multiplier >= 1:
+            raise LocalProtocolError("heartbeat_multiplier must be >= 1")
+        if not 0 < self.suspect_after <= self.heartbeat_multiplier:
+            raise LocalProtocolError("suspect_after must be in (0, heartbeat_multiplier]")
+        if not self.handshake_timeout > 0:
+            raise LocalProtocolError("handshake_timeout must be > 0")
+        if not 1 <= self.rekey_after_messages < 2**63:
+            raise LocalProtocolError("rekey_after_messages must be >= 1")
+        if not self.rekey_after_seconds > 0:
+            raise LocalProtocolError("rekey_after_seconds must be > 0")
+        if not 0 <= self.max_body_size <= 1 << 30:
+            raise LocalProtocolError("max_body_size must be between 0 and 1 GiB")
+        if not 0 <= self.padding <= 4096:
+            raise LocalProtocolError("padding must be between 0 and 4096")
+
+    @property
+    def down_after(self) -> float:
+        """Seconds of silence after which the peer is declared down."""
+        return self.heartbeat_interval * self.heartbeat_multiplier
+
+    @property
+    def max_record_size(self) -> int:
+        """Largest reassembled record accepted: a full message record plus its framing."""
+        return self.max_body_size + 512

@@ -1,0 +1,796 @@
+"""The sans-io line protocol: one :class:`Connection` object per transport connection.
+
+Theory of operation
+-------------------
+The connection never touches a socket or a clock. The driver feeds it received bytes with
+:meth:`~Connection.receive_data` (``b""`` for end of stream), pulls :mod:`events
+<hotline._events>` with :meth:`~Connection.next_event` until it returns ``NEED_DATA``, submits
+actions (:meth:`~Connection.send_message`, :meth:`~Connection.send_receipt`,
+:meth:`~Connection.close`), writes whatever :meth:`~Connection.data_to_send` returns, and wakes
+the connection at :meth:`~Connection.next_deadline` with :meth:`~Connection.advance`. Every
+call that depends on time takes ``now``: seconds on any monotonic scale.
+
+Layers, bottom up (docs/protocol.md specifies each byte):
+
+1. *Frames*: a 2-byte big-endian length, then one Noise message (at most 65,535 bytes).
+2. *Handshake*: ``Noise_IK_25519_ChaChaPoly_BLAKE2b``. The initiator's payload is its
+   initiation timestamp; the responder's is empty. The responder names the peer to its driver
+   (:class:`PeerAuthenticated`) and waits: the driver loads that peer's :class:`LineState`,
+   checks nothing itself, and calls :meth:`~Connection.start`, which rejects a timestamp not
+   above the stored watermark (a replayed initiation) before anything is sent back.
+3. *Transport plaintexts*: ``flags(1) || length(2) || content || zero padding``. Flags say
+   whether the content ends a record and whether the sender rekeys after this message. A
+   record is the concatenation of contents up to a final one, so bodies larger than one
+   Noise message travel in pieces; the reassembly buffer is bounded before it grows.
+4. *Records*: msgpack arrays: message, receipt, ping, pong, goodbye.
+
+State lives in one table, ``_TRANSITIONS``; every change goes through ``_set_state``. After a
+remote or authentication error the connection stays in ``ERROR`` for good, and re-raises.
+
+Sequencing inside one connection is strict: each message is the one after the previous. Only
+the first message of a connection may repeat what we already hold, because after a reconnect
+the sender replays everything it has no delivered receipt for; such duplicates are dropped
+and answered with our latest delivered receipt again.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import msgpack
+
+from ._config import MAX_NOISE_MESSAGE, TAG_SIZE, Config
+from ._errors import (
+    AuthenticationError,
+    HotlineError,
+    LineBroken,
+    LineClosed,
+    LocalProtocolError,
+    MessageTooLarge,
+    RemoteProtocolError,
+)
+from ._events import (
+    NEED_DATA,
+    ConnectionBroken,
+    Event,
+    Liveness,
+    LivenessChanged,
+    MessageReceived,
+    NeedData,
+    PeerAuthenticated,
+    PeerClosed,
+    ReceiptReceived,
+    RoundTrip,
+)
+from ._keys import Identity, PublicKey, line_id
+from ._noise import CipherState, HandshakeState
+from ._records import (
+    GENESIS_HEAD,
+    Receipt,
+    ReceiptKind,
+    SignedMessage,
+    decode_message,
+    open_receipt,
+    sign_receipt,
+    strict_unpack,
+    verify_message,
+)
+from ._state import LineState
+
+__all__ = ["PROLOGUE", "PROTOCOL_NAME", "Connection", "ConnectionState", "Role"]
+
+PROTOCOL_NAME = "Noise_IK_25519_ChaChaPoly_BLAKE2b"
+#: Binds hotline's name and protocol version into the handshake transcript.
+PROLOGUE = b"hotline/1"
+
+MAX_PLAINTEXT = MAX_NOISE_MESSAGE - TAG_SIZE
+_HEADER = struct.Struct(">BH")
+MAX_CONTENT = MAX_PLAINTEXT - _HEADER.size
+FLAG_FINAL = 0x01
+FLAG_REKEY = 0x02
+_KNOWN_FLAGS = FLAG_FINAL | FLAG_REKEY
+
+# Record types (the first element of every record array).
+T_MESSAGE = 1
+T_RECEIPT = 2
+T_PING = 3
+T_PONG = 4
+T_GOODBYE = 5
+
+# Pongs we wait for at once; a peer that answers none is declared down long before this fills.
+_MAX_OUTSTANDING_PINGS = 16
+_MAX_REASON = 200
+
+
+class Role(enum.Enum):
+    INITIATOR = "initiator"
+    RESPONDER = "responder"
+
+
+class ConnectionState(enum.Enum):
+    AWAIT_RESPONSE = "await-response"
+    """Initiator: the first handshake message is out; waiting for the answer."""
+    AWAIT_INITIATION = "await-initiation"
+    """Responder: waiting for an initiator's first handshake message."""
+    AUTHENTICATED = "authenticated"
+    """The peer is known; waiting for the driver to call :meth:`Connection.start`."""
+    OPEN = "open"
+    CLOSED = "closed"
+    """A goodbye was sent or received, or the driver closed the connection."""
+    BROKEN = "broken"
+    """End of stream without goodbye, handshake timeout, or the peer went silent."""
+    ERROR = "error"
+    """The peer broke the protocol or failed authentication."""
+
+
+_S = ConnectionState
+_TERMINAL = frozenset({_S.CLOSED, _S.BROKEN, _S.ERROR})
+_TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
+    _S.AWAIT_RESPONSE: frozenset({_S.AUTHENTICATED}) | _TERMINAL,
+    _S.AWAIT_INITIATION: frozenset({_S.AUTHENTICATED}) | _TERMINAL,
+    _S.AUTHENTICATED: frozenset({_S.OPEN}) | _TERMINAL,
+    _S.OPEN: _TERMINAL,
+    _S.CLOSED: frozenset(),
+    _S.BROKEN: frozenset(),
+    _S.ERROR: frozenset(),
+}
+
+_PACKER_ERRORS = (ValueError, OverflowError, TypeError)
+
+
+def _pack(obj: list[Any]) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+class Connection:
+    """One transport connection of a line, as a pure state machine.
+
+    Build one with :meth:`initiate` or :meth:`respond`.
+    """
+
+    _ERROR_TYPES: ClassVar[tuple[type[HotlineError], ...]] = (
+        RemoteProtocolError,
+        AuthenticationError,
+    )
+
+    def __init__(
+        self,
+        identity: Identity,
+        role: Role,
+        *,
+        now: float,
+        config: Config | None = None,
+        peer: PublicKey | None = None,
+        known_peers: Iterable[PublicKey] = (),
+        ephemeral: bytes | None = None,
+    ) -> None:
+        """Prefer :meth:`initiate` and :meth:`respond`, which say what each role needs."""
+        self._identity = identity
+        self._role = role
+        self._config = config or Config()
+        self._peer = peer
+        self._line_id = line_id(identity.public_key, peer) if peer is not None else b""
+        self._known: dict[bytes, PublicKey] = {}
+        for key in known_peers:
+            if key.x25519 in self._known and self._known[key.x25519] != key:
+                raise LocalProtocolError("two known peers share one X25519 key")
+            self._known[key.x25519] = key
+        self._state = (
+            _S.AWAIT_RESPONSE if role is Role.INITIATOR else _S.AWAIT_INITIATION
+        )
+        self._handshake: HandshakeState | None = HandshakeState(
+            PROTOCOL_NAME,
+            initiator=role is Role.INITIATOR,
+            prologue=PROLOGUE,
+            s=identity.x25519_private,
+            e=ephemeral,
+            rs=peer.x25519 if role is Role.INITIATOR and peer is not None else None,
+        )
+        self._handshake_hash = b""
+        self._send_cipher: CipherState | None = None
+        self._recv_cipher: CipherState | None = None
+        self._inbuf = bytearray()
+        self._outbuf = bytearray()
+        self._eof = False
+        self._events: deque[Event] = deque()
+        self._failure: HotlineError | None = None
+        self._epoch = now
+        self._now = now
+        self._handshake_deadline = now + self._config.handshake_timeout
+        self._initiation_timestamp: int | None = None
+        self._line: LineState | None = None
+        # Reassembly of a record that spans several transport messages.
+        self._partial = bytearray()
+        # Inbound sequencing.
+        self._last_seq_here: int | None = None
+        self._received_seq = 0  # The newest message handed to the driver (held or not yet).
+        self._received_head = GENESIS_HEAD
+        self._recv_heads: dict[int, bytes] = {}
+        self._rereceipt_due = False
+        # Liveness.
+        self._liveness = Liveness.CONNECTING
+        self._last_heard = now
+        self._next_ping = now
+        self._ping_id = 0
+        self._pings: dict[int, tuple[int, float]] = {}
+        self.rtt: float | None = None
+        self.smoothed_rtt: float | None = None
+        # Rekeying of our sending direction.
+        self._sent_under_key = 0
+        self._key_since = now
+        self.rekeys_sent = 0
+        self.rekeys_received = 0
+
+    # --- construction ---------------------------------------------------------------
+
+    @classmethod
+    def initiate(
+        cls,
+        identity: Identity,
+        peer: PublicKey,
+        *,
+        now: float,
+        timestamp: int,
+        config: Config | None = None,
+        ephemeral: bytes | None = None,
+    ) -> Connection:
+        """Start a handshake with ``peer``; the first message is ready in :meth:`data_to_send`.
+
+        ``timestamp`` must exceed every initiation timestamp this identity used towards
+        ``peer`` before (nanoseconds since the epoch; the line state keeps the last one in
+        ``LineState.initiation_timestamp``).
+        ``ephemeral`` fixes the ephemeral key, for test vectors only.
+        """
+        if not 0 < timestamp < 2**64:
+            raise LocalProtocolError("the initiation timestamp is a positive 64-bit integer")
+        conn = cls(identity, Role.INITIATOR, now=now, config=config, peer=peer,
+                   ephemeral=ephemeral)
+        assert conn._handshake is not None
+        conn._initiation_timestamp = timestamp
+        conn._write_frame(conn._handshake.write_message(_pack([timestamp])))
+        return conn
+
+    @classmethod
+    def respond(
+        cls,
+        identity: Identity,
+        known_peers: Iterable[PublicKey],
+        *,
+        now: float,
+        config: Config | None = None,
+        ephemeral: bytes | None = None,
+    ) -> Connection:
+        """Wait for an initiation from any of ``known_peers``."""
+        return cls(identity, Role.RESPONDER, now=now, config=config,
+                   known_peers=known_peers, ephemeral=ephemeral)
+
+    # --- read-only views ------------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    @property
+    def role(self) -> Role:
+        return self._role
+
+    @property
+    def peer(self) -> PublicKey | None:
+        """The peer, once known (at once for an initiator, after authentication otherwise)."""
+        return self._peer
+
+    @property
+    def line_id(self) -> bytes:
+        return self._line_id
+
+    @property
+    def liveness(self) -> Liveness:
+        return self._liveness
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def handshake_hash(self) -> bytes:
+        return self._handshake_hash
+
+    @property
+    def initiation_timestamp(self) -> int | None:
+        """Initiator: the timestamp it sent. Responder: the one it received."""
+        return self._initiation_timestamp
+
+    # --- state ----------------------------------------------------------------------
+
+    def _set_state(self, new: ConnectionState) -> None:
+        if new not in _TRANSITIONS[self._state]:
+            raise LocalProtocolError(f"no transition from {self._state.value} to {new.value}")
+        self._state = new
+
+    def _fail(self, error: HotlineError) -> HotlineError:
+        self._failure = error
+        if self._state is not _S.ERROR:
+            self._set_state(_S.ERROR)
+        return error
+
+    def _break(self, reason: str) -> None:
+        self._set_state(_S.BROKEN)
+        self._events.append(ConnectionBroken(reason))
+
+    def _require_open(self) -> LineState:
+        if self._state is _S.OPEN:
+            assert self._line is not None
+            return self._line
+        if self._state is _S.CLOSED:
+            raise LineClosed("the connection is closed")
+        if self._state is _S.BROKEN:
+            raise LineBroken("the connection is broken")
+        if self._state is _S.ERROR:
+            raise LocalProtocolError("the connection failed and cannot be used")
+        raise LocalProtocolError(f"the connection is not open yet ({self._state.value})")
+
+    # --- input ----------------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Buffer bytes from the peer; ``b""`` means the peer closed its side of the stream."""
+        self._now = now
+        if self._eof and data:
+            raise LocalProtocolError("received data after end of stream")
+        if not data:
+            self._eof = True
+        elif self._state not in _TERMINAL:
+            self._inbuf += data
+
+    def next_event(self) -> Event | NeedData:
+        """Return the next event, or ``NEED_DATA`` when more bytes (or time) are needed.
+
+        Raises :class:`RemoteProtocolError` or :class:`AuthenticationError` when the peer's
+        bytes break the protocol; the connection is then in ``ERROR`` for good, and every
+        later call raises the same error again.
+        """
+        if self._events:
+            return self._events.popleft()
+        if self._failure is not None:
+            raise self._failure
+        if self._state is _S.CLOSED:
+            raise LineClosed("the connection is closed")
+        if self._state is _S.BROKEN:
+            raise LineBroken("the connection is broken")
+        try:
+            while not self._events:
+                if self._state is _S.AUTHENTICATED:
+                    break  # Frames wait until the driver has called start().
+                frame = self._take_frame()
+                if frame is None:
+                    if self._eof and self._state not in _TERMINAL:
+                        self._break("the peer closed the connection without a goodbye")
+                    break
+                self._handle_frame(frame)
+                if self._state in _TERMINAL:
+                    break
+        except self._ERROR_TYPES as error:
+            raise self._fail(error) from None
+        if self._rereceipt_due and not self._events:
+            self._resend_delivered_receipt()
+        if self._events:
+            return self._events.popleft()
+        return NEED_DATA
+
+    def _take_frame(self) -> bytes | None:
+        if len(self._inbuf) < 2:
+            return None
+        length = (self._inbuf[0] << 8) | self._inbuf[1]
+        if len(self._inbuf) < 2 + length:
+            return None
+        frame = bytes(self._inbuf[2 : 2 + length])
+        del self._inbuf[: 2 + length]
+        return frame
+
+    def _handle_frame(self, frame: bytes) -> None:
+        if self._state is _S.AWAIT_INITIATION:
+            self._read_initiation(frame)
+        elif self._state is _S.AWAIT_RESPONSE:
+            self._read_response(frame)
+        elif self._state is _S.OPEN:
+            self._read_transport(frame)
+
+    def _read_initiation(self, frame: bytes) -> None:
+        assert self._handshake is not None
+        payload = self._handshake.read_message(frame)
+        remote = self._handshake.remote_static
+        peer = self._known.get(remote) if remote is not None else None
+        if peer is None:
+            raise AuthenticationError(reason="unknown initiator key")
+        timestamp = strict_unpack(payload, max_bin_len=0, max_array_len=1)
+        if type(timestamp) is not list or len(timestamp) != 1:
+            raise RemoteProtocolError("the initiation payload is [timestamp]")
+        value = timestamp[0]
+        if type(value) is not int or not 0 < value < 2**64:
+            raise RemoteProtocolError("the initiation timestamp is a positive 64-bit integer")
+        self._peer = peer
+        self._line_id = line_id(self._identity.public_key, peer)
+        self._initiation_timestamp = value
+        self._handshake_hash = self._handshake.handshake_hash
+        self._set_state(_S.AUTHENTICATED)
+        self._events.append(PeerAuthenticated(peer, value, self._handshake_hash))
+
+    def _read_response(self, frame: bytes) -> None:
+        assert self._handshake is not None
+        assert self._peer is not None
+        payload = self._handshake.read_message(frame)
+        if payload:
+            raise RemoteProtocolError("the handshake response carries no payload")
+        self._finish_handshake()
+        self._set_state(_S.AUTHENTICATED)
+        self._events.append(PeerAuthenticated(self._peer, None, self._handshake_hash))
+
+    def _finish_handshake(self) -> None:
+        assert self._handshake is not None
+        assert self._handshake.complete
+        self._handshake_hash = self._handshake.handshake_hash
+        self._send_cipher, self._recv_cipher = self._handshake.split()
+        self._handshake = None
+        self._key_since = self._now
+
+    def _read_transport(self, frame: bytes) -> None:
+        assert self._recv_cipher is not None
+        if len(frame) < TAG_SIZE:
+            raise AuthenticationError(reason="transport message shorter than its tag")
+        try:
+            plaintext = self._recv_cipher.decrypt_with_ad(b"", frame)
+        except AuthenticationError:
+            raise AuthenticationError(reason="transport message failed decryption") from None
+        self._heard()
+        if len(plaintext) < _HEADER.size:
+            raise RemoteProtocolError("transport plaintext shorter than its header")
+        flags, length = _HEADER.unpack_from(plaintext)
+        if flags & ~_KNOWN_FLAGS:
+            raise RemoteProtocolError(f"unknown transport flags {flags:#04x}")
+        end = _HEADER.size + length
+        if end > len(plaintext):
+            raise RemoteProtocolError("transport content longer than its message")
+        if plaintext.count(0, end) != len(plaintext) - end:
+            raise RemoteProtocolError("transport padding must be zero bytes")
+        if len(self._partial) + length > self._config.max_record_size:
+            raise RemoteProtocolError("record larger than the limit")
+        if flags & FLAG_REKEY:
+            # The sender switched keys after this message: so do we, before the next one.
+            self._recv_cipher.rekey()
+            self.rekeys_received += 1
+        if not flags & FLAG_FINAL:
+            self._partial += memoryview(plaintext)[_HEADER.size : end]
+            return
+        if self._partial:
+            self._partial += memoryview(plaintext)[_HEADER.size : end]
+            record = bytes(self._partial)
+            self._partial.clear()
+        else:
+            record = plaintext[_HEADER.size : end]
+        self._handle_record(record)
+
+    def _heard(self) -> None:
+        silent = self._now - self._last_heard
+        self._last_heard = self._now
+        if self._liveness is Liveness.SUSPECT:
+            self._liveness = Liveness.UP
+            self._events.append(LivenessChanged(Liveness.UP, silent))
+
+    def _handle_record(self, record: bytes) -> None:
+        fields = strict_unpack(record, max_bin_len=self._config.max_record_size, max_array_len=3)
+        if type(fields) is not list or not fields or type(fields[0]) is not int:
+            raise RemoteProtocolError("a record is an array that starts with its type")
+        kind = fields[0]
+        if kind == T_MESSAGE:
+            envelope, signature = _fields(fields, 3, bytes, bytes)
+            self._receive_message(envelope, signature)
+        elif kind == T_RECEIPT:
+            envelope, signature = _fields(fields, 3, bytes, bytes)
+            self._receive_receipt(envelope, signature)
+        elif kind == T_PING:
+            ping_id, sent = _fields(fields, 3, int, int)
+            self._emit_record([T_PONG, ping_id, sent])
+        elif kind == T_PONG:
+            ping_id, sent = _fields(fields, 3, int, int)
+            self._receive_pong(ping_id, sent)
+        elif kind == T_GOODBYE:
+            (reason,) = _fields(fields, 2, str)
+            self._set_state(_S.CLOSED)
+            self._events.append(PeerClosed(reason[:_MAX_REASON]))
+        else:
+            raise RemoteProtocolError(f"unknown record type {kind}")
+
+    def _receive_message(self, envelope: bytes, signature: bytes) -> None:
+        assert self._line is not None
+        assert self._peer is not None
+        line = self._line
+        message = decode_message(
+            envelope, signature, sender=self._peer, line_id=self._line_id,
+            max_body_size=self._config.max_body_size,
+        )
+        seq = message.seq
+        received = self._received_seq
+        if self._last_seq_here is not None and seq != self._last_seq_here + 1:
+            raise RemoteProtocolError(
+                f"message {seq} follows message {self._last_seq_here} in one connection"
+            )
+        if seq > received + 1:
+            raise RemoteProtocolError(f"message {seq} skips ahead of {received + 1}")
+        self._last_seq_here = seq
+        if seq <= received:
+            # A replay after reconnect. Known heads let us catch a forked chain.
+            known = self._received_head if seq == received else self._recv_heads.get(seq)
+            if known is not None and known != message.hash:
+                raise RemoteProtocolError(f"message {seq} differs from the one received before")
+            if seq <= line.delivered_upto:
+                self._rereceipt_due = True
+            return
+        if message.prev != self._received_head:
+            raise RemoteProtocolError(f"message {seq} does not continue the chain")
+        verify_message(message, self._peer)
+        self._received_seq = seq
+        self._received_head = message.hash
+        self._recv_heads[seq] = message.hash
+        self._events.append(MessageReceived(message))
+
+    def _receive_receipt(self, envelope: bytes, signature: bytes) -> None:
+        assert self._line is not None
+        assert self._peer is not None
+        line = self._line
+        receipt = open_receipt(envelope, signature, signer=self._peer, line_id=self._line_id)
+        upto = receipt.upto
+        if upto > line.sent_seq:
+            raise RemoteProtocolError(f"receipt for message {upto}, which was never sent")
+        if receipt.kind is ReceiptKind.DELIVERED:
+            mark = line.peer_delivered
+        else:
+            mark = line.peer_acknowledged
+            if upto > line.peer_delivered:
+                raise RemoteProtocolError(f"message {upto} acknowledged before it was delivered")
+        if upto < mark:
+            raise RemoteProtocolError(
+                f"{receipt.kind.value} receipt went back from {mark} to {upto}"
+            )
+        known = line.head_of_sent(upto)
+        if known is None or known != receipt.head:
+            raise RemoteProtocolError(f"receipt for {upto} names a chain head we never sent")
+        if upto == mark:
+            return  # A receipt repeated on resume: nothing new.
+        line.apply_peer_receipt(receipt)
+        self._events.append(ReceiptReceived(receipt))
+
+    def _receive_pong(self, ping_id: int, sent: int) -> None:
+        entry = self._pings.get(ping_id)
+        if entry is None or entry[0] != sent:
+            raise RemoteProtocolError("pong for a ping that was never sent")
+        for old in [key for key in self._pings if key <= ping_id]:
+            del self._pings[old]
+        rtt = max(0.0, self._now - entry[1])
+        self.rtt = rtt
+        # RFC 6298's smoothing (alpha = 1/8).
+        self.smoothed_rtt = rtt if self.smoothed_rtt is None else (
+            0.875 * self.smoothed_rtt + 0.125 * rtt
+        )
+        self._events.append(RoundTrip(rtt, self.smoothed_rtt))
+
+    # --- actions --------------------------------------------------------------------
+
+    def start(self, line: LineState, now: float) -> None:
+        """Open the authenticated connection, resuming ``line``.
+
+        The connection takes ``line`` and keeps it current as receipts arrive; the driver
+        must not start a second connection on the same state while this one is open.
+        On the responder side this is where a replayed initiation is refused
+        (:class:`AuthenticationError`), before any answer is sent.
+        """
+        if self._state is not _S.AUTHENTICATED:
+            raise LocalProtocolError(
+                f"start() needs an authenticated connection, not {self._state.value}"
+            )
+        line.check()
+        self._now = now
+        if self._role is Role.RESPONDER:
+            assert self._handshake is not None
+            assert self._initiation_timestamp is not None
+            if self._initiation_timestamp <= line.peer_initiation_watermark:
+                raise self._fail(AuthenticationError(reason="replayed initiation"))
+            line.peer_initiation_watermark = self._initiation_timestamp
+            self._write_frame(self._handshake.write_message(b""))
+            self._finish_handshake()
+        else:
+            assert self._initiation_timestamp is not None
+            line.initiation_timestamp = max(line.initiation_timestamp, self._initiation_timestamp)
+        self._line = line
+        self._received_seq = line.received_seq
+        self._received_head = line.received_head
+        self._set_state(_S.OPEN)
+        self._liveness = Liveness.UP
+        self._last_heard = now
+        self._next_ping = now
+        self._key_since = now
+        # Our receipts first, so the peer can retire what we hold before it replays it.
+        for receipt in (line.delivered_receipt, line.acknowledged_receipt):
+            if receipt is not None:
+                self._emit_record([T_RECEIPT, receipt.envelope, receipt.signature])
+        for message in line.pending:
+            self._emit_message(message)
+        self._send_ping()
+
+    def send_message(self, message: SignedMessage) -> None:
+        """Transmit the message just added to the line state by :meth:`LineState.next_message`."""
+        line = self._require_open()
+        if len(message.body) > self._config.max_body_size:
+            raise MessageTooLarge(
+                f"body of {len(message.body)} bytes is over the limit of "
+                f"{self._config.max_body_size}"
+            )
+        if message.seq != line.sent_seq or line.head_of_sent(message.seq) != message.hash:
+            raise LocalProtocolError("send_message() takes the line's newest message")
+        self._emit_message(message)
+
+    def send_receipt(
+        self, kind: ReceiptKind, upto: int, *, head: bytes, timestamp: int
+    ) -> Receipt:
+        """Sign and send a cumulative receipt for the peer's messages up to ``upto``.
+
+        A delivered receipt may cover only messages the driver has recorded as held with
+        :meth:`LineState.record_received` (a durable driver: after it stored them). The
+        returned receipt is already recorded in the line state; a durable driver stores it too.
+        """
+        line = self._require_open()
+        if kind is ReceiptKind.DELIVERED:
+            low, high = line.delivered_upto, line.received_seq
+        else:
+            low, high = line.acknowledged_upto, line.delivered_upto
+        if not low < upto <= high:
+            raise LocalProtocolError(
+                f"a {kind.value} receipt now must cover a held message in {low + 1}..{high}"
+            )
+        expected = line.received_head if upto == line.received_seq else self._recv_heads.get(upto)
+        if expected is not None and expected != head:
+            raise LocalProtocolError(f"head does not match message {upto}")
+        receipt = sign_receipt(self._identity, self._line_id, kind, upto, head, timestamp)
+        self._emit_record([T_RECEIPT, receipt.envelope, receipt.signature])
+        if kind is ReceiptKind.DELIVERED:
+            for seq in [s for s in self._recv_heads if s < upto]:
+                del self._recv_heads[seq]
+        line.record_own_receipt(receipt)
+        self._rereceipt_due = False
+        return receipt
+
+    def close(self, reason: str = "closed") -> None:
+        """Say goodbye (when open) and close; the goodbye is in :meth:`data_to_send`."""
+        if self._state in _TERMINAL:
+            return
+        if self._state is _S.OPEN:
+            self._emit_record([T_GOODBYE, reason[:_MAX_REASON]])
+        self._set_state(_S.CLOSED)
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write to the peer, in order; empties the buffer."""
+        data = bytes(self._outbuf)
+        self._outbuf.clear()
+        return data
+
+    # --- time -----------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`advance` must be called next, or ``None`` if no timer runs."""
+        if self._state in (_S.AWAIT_RESPONSE, _S.AWAIT_INITIATION, _S.AUTHENTICATED):
+            return self._handshake_deadline
+        if self._state is not _S.OPEN:
+            return None
+        config = self._config
+        deadlines = [
+            self._next_ping,
+            self._last_heard + config.down_after,
+            self._key_since + config.rekey_after_seconds,
+        ]
+        if self._liveness is Liveness.UP:
+            deadlines.append(self._last_heard + config.suspect_after * config.heartbeat_interval)
+        return min(deadlines)
+
+    def advance(self, now: float) -> None:
+        """Run the timers that are due at ``now``: handshake timeout, pings, liveness, rekey."""
+        self._now = now
+        state = self._state
+        if state in (_S.AWAIT_RESPONSE, _S.AWAIT_INITIATION, _S.AUTHENTICATED):
+            if now >= self._handshake_deadline:
+                self._break("the handshake timed out")
+            return
+        if state is not _S.OPEN:
+            return
+        config = self._config
+        silent = now - self._last_heard
+        if silent >= config.down_after:
+            self._liveness = Liveness.DOWN
+            self._events.append(LivenessChanged(Liveness.DOWN, silent))
+            self._break(f"the peer was silent for {silent:.3f} s")
+            return
+        if (
+            self._liveness is Liveness.UP
+            and silent >= config.suspect_after * config.heartbeat_interval
+        ):
+            self._liveness = Liveness.SUSPECT
+            self._events.append(LivenessChanged(Liveness.SUSPECT, silent))
+        if now >= self._next_ping or now >= self._key_since + config.rekey_after_seconds:
+            # An idle line still rekeys on time: the ping carries the rekey flag.
+            self._send_ping()
+
+    def _send_ping(self) -> None:
+        self._ping_id += 1
+        sent = max(0, int((self._now - self._epoch) * 1_000_000))
+        self._pings[self._ping_id] = (sent, self._now)
+        if len(self._pings) > _MAX_OUTSTANDING_PINGS:
+            del self._pings[min(self._pings)]
+        self._next_ping = self._now + self._config.heartbeat_interval
+        self._emit_record([T_PING, self._ping_id, sent])
+
+    # --- output ---------------------------------------------------------------------
+
+    def _resend_delivered_receipt(self) -> None:
+        self._rereceipt_due = False
+        receipt = self._line.delivered_receipt if self._line is not None else None
+        if receipt is not None and self._state is _S.OPEN:
+            self._emit_record([T_RECEIPT, receipt.envelope, receipt.signature])
+
+    def _emit_message(self, message: SignedMessage) -> None:
+        self._emit_record([T_MESSAGE, message.envelope, message.signature])
+
+    def _write_frame(self, noise_message: bytes) -> None:
+        self._outbuf += len(noise_message).to_bytes(2, "big")
+        self._outbuf += noise_message
+
+    def _emit_record(self, record: list[Any]) -> None:
+        try:
+            data = _pack(record)
+        except _PACKER_ERRORS as exc:  # pragma: no cover - our own records always pack
+            raise LocalProtocolError(f"cannot encode record: {exc}") from None
+        cipher = self._send_cipher
+        assert cipher is not None
+        config = self._config
+        view = memoryview(data)
+        offset = 0
+        while True:
+            chunk = view[offset : offset + MAX_CONTENT]
+            offset += len(chunk)
+            flags = FLAG_FINAL if offset >= len(data) else 0
+            self._sent_under_key += 1
+            rekey = (
+                self._sent_under_key >= config.rekey_after_messages
+                or self._now - self._key_since >= config.rekey_after_seconds
+            )
+            if rekey:
+                flags |= FLAG_REKEY
+            size = _HEADER.size + len(chunk)
+            if config.padding:
+                size = min(-(-size // config.padding) * config.padding, MAX_PLAINTEXT)
+            plaintext = bytearray(size)
+            _HEADER.pack_into(plaintext, 0, flags, len(chunk))
+            plaintext[_HEADER.size : _HEADER.size + len(chunk)] = chunk
+            self._write_frame(cipher.encrypt_with_ad(b"", bytes(plaintext)))
+            if rekey:
+                cipher.rekey()
+                self.rekeys_sent += 1
+                self._sent_under_key = 0
+                self._key_since = self._now
+            if flags & FLAG_FINAL:
+                return
+
+
+def _fields(fields: list[Any], count: int, *types: type) -> list[Any]:
+    """Check a record's length and the types of the fields after its type tag."""
+    if len(fields) != count:
+        raise RemoteProtocolError(f"record type {fields[0]} has {count} fields")
+    values = fields[1:]
+    for value, expected in zip(values, types, strict=True):
+        if type(value) is not expected:
+            raise RemoteProtocolError(
+                f"record type {fields[0]}: expected {expected.__name__}, got {type(value).__name__}"
+            )
+        if isinstance(value, int) and not 0 <= value < 2**64:
+            raise RemoteProtocolError(f"record type {fields[0]}: integer out of range")
+    return values

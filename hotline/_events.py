@@ -1,0 +1,114 @@
+"""Events that the sans-io :class:`~hotline.Connection` hands to its driver."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from ._keys import PublicKey
+from ._records import Receipt, SignedMessage
+
+__all__ = [
+    "NEED_DATA",
+    "ConnectionBroken",
+    "Event",
+    "Liveness",
+    "LivenessChanged",
+    "MessageReceived",
+    "NeedData",
+    "PeerAuthenticated",
+    "PeerClosed",
+    "ReceiptReceived",
+    "RoundTrip",
+]
+
+
+class Liveness(enum.Enum):
+    """What this side believes about the peer, from the traffic it has (not) seen."""
+
+    CONNECTING = "connecting"
+    UP = "up"
+    SUSPECT = "suspect"
+    DOWN = "down"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAuthenticated:
+    """The handshake proved who the peer is. The driver answers with ``Connection.start``."""
+
+    peer: PublicKey
+    initiation_timestamp: int | None
+    """The initiator's timestamp (responder side only): must exceed the stored watermark."""
+    handshake_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A new message, verified (signature, sequence, chain), in order, never seen before."""
+
+    message: SignedMessage
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptReceived:
+    """A verified receipt from the peer that covers more of our messages than before."""
+
+    receipt: Receipt
+
+
+@dataclass(frozen=True, slots=True)
+class RoundTrip:
+    """A pong came back: the last and the smoothed round-trip time, in seconds."""
+
+    rtt: float
+    smoothed_rtt: float
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessChanged:
+    """The peer's liveness changed (up -> suspect -> down, or back up)."""
+
+    state: Liveness
+    silent_for: float
+
+
+@dataclass(frozen=True, slots=True)
+class PeerClosed:
+    """The peer said goodbye: a clean close, told apart from a cut."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionBroken:
+    """The connection failed underneath: end of stream without goodbye, peer down, timeout."""
+
+    reason: str
+
+
+Event = (
+    PeerAuthenticated
+    | MessageReceived
+    | ReceiptReceived
+    | RoundTrip
+    | LivenessChanged
+    | PeerClosed
+    | ConnectionBroken
+)
+
+
+class NeedData:
+    """Sentinel type: no complete event is buffered; feed more bytes."""
+
+    _instance: NeedData | None = None
+
+    def __new__(cls) -> NeedData:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = NeedData()

@@ -1,0 +1,270 @@
+"""Signed messages and receipts: the objects that outlive a connection.
+
+Theory of operation
+-------------------
+A *message* and a *receipt* are each an **envelope** (a canonical msgpack array) plus an
+Ed25519 **signature** over ``DOMAIN || envelope``. The envelope bytes travel as they were
+signed and are stored as they were received, so the bytes that are verified are the bytes
+that were signed: nobody re-encodes anything before checking a signature. Decoding is still
+strict (exact field count and types, no maps, no extension types, str and bytes kept apart),
+and an envelope must be in the canonical encoding (re-encoding it gives the same bytes), so
+one message has exactly one valid encoding.
+
+Every envelope starts with the line identifier and the signer's public key, so a signature
+is bound to this pair of parties and to the direction it travels; the domain prefix binds it
+to its kind (message or receipt), so no signature can be replayed as another kind of
+statement or outside hotline.
+
+Messages form a hash chain per direction: each names the hash of the previous one, and the
+first names 32 zero bytes. A receipt names the sequence number it covers *and* the chain head
+there, so it commits to the whole history up to that point, not just to a count.
+
+This module is pure computation: it knows neither connections nor storage. The connection,
+the store and the offline verifier all use it.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from ._errors import AuthenticationError, LocalProtocolError, RemoteProtocolError
+from ._keys import Identity, PublicKey
+
+__all__ = [
+    "GENESIS_HEAD",
+    "HASH_SIZE",
+    "Receipt",
+    "ReceiptKind",
+    "SignedMessage",
+    "message_hash",
+    "decode_message",
+    "open_message",
+    "open_receipt",
+    "sign_message",
+    "sign_receipt",
+    "strict_unpack",
+    "verify_message",
+]
+
+DOMAIN_MESSAGE = b"hotline-v1/message\x00"
+DOMAIN_RECEIPT = b"hotline-v1/receipt\x00"
+DOMAIN_MESSAGE_HASH = b"hotline-v1/message-hash\x00"
+
+HASH_SIZE = 32
+SIGNATURE_SIZE = 64
+#: The ``prev`` of the first message in each direction.
+GENESIS_HEAD = bytes(HASH_SIZE)
+_U64_MAX = 2**64 - 1
+
+
+class ReceiptKind(enum.Enum):
+    """What a cumulative receipt says about the messages up to its sequence number."""
+
+    #: "I hold all your messages up to N (durably stored), whose chain head is H."
+    DELIVERED = "delivered"
+    #: "My application has processed all your messages up to N, whose chain head is H."
+    ACKNOWLEDGED = "acknowledged"
+
+
+@dataclass(frozen=True, slots=True)
+class SignedMessage:
+    """One message of a direction's chain, with the exact bytes that were signed."""
+
+    seq: int
+    timestamp: int
+    """The sender's wall clock when it queued the message, in nanoseconds since the Unix epoch."""
+    prev: bytes
+    body: bytes
+    envelope: bytes
+    signature: bytes
+    hash: bytes
+    """The chain head after this message: what the next message names as ``prev``."""
+
+    def __repr__(self) -> str:
+        return f"<SignedMessage seq={self.seq} body={len(self.body)} bytes>"
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A signed, cumulative receipt: covers every message of one direction up to ``upto``."""
+
+    kind: ReceiptKind
+    upto: int
+    head: bytes
+    timestamp: int
+    envelope: bytes
+    signature: bytes
+
+    def __repr__(self) -> str:
+        return f"<Receipt {self.kind.value} upto={self.upto}>"
+
+
+def message_hash(envelope: bytes) -> bytes:
+    """The chain hash of a message: BLAKE2b-256 over a domain prefix and its envelope."""
+    return hashlib.blake2b(DOMAIN_MESSAGE_HASH + envelope, digest_size=HASH_SIZE).digest()
+
+
+def strict_unpack(data: bytes, *, max_bin_len: int, max_array_len: int = 16) -> Any:
+    """Decode one msgpack object with no maps, no extension types and bounded sizes.
+
+    Raises :class:`RemoteProtocolError` for anything else, trailing bytes included.
+    """
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_bin_len=max_bin_len,
+            max_str_len=1024,
+            max_array_len=max_array_len,
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except (ValueError, msgpack.UnpackException, TypeError, RecursionError) as exc:
+        # msgpack signals malformed input with a family of ValueError subclasses
+        # (ExtraData, FormatError, StackError, "... exceeds max_..._len").
+        raise RemoteProtocolError(f"malformed record: {type(exc).__name__}") from None
+
+
+def _pack(obj: list[Any]) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _check_u64(value: object, name: str) -> int:
+    if type(value) is not int or not 0 <= value <= _U64_MAX:
+        raise RemoteProtocolError(f"{name} must be an unsigned 64-bit integer")
+    return value
+
+
+def _check_bytes(value: object, name: str, size: int | None = None) -> bytes:
+    if type(value) is not bytes or (size is not None and len(value) != size):
+        raise RemoteProtocolError(
+            f"{name} must be {'a byte string' if size is None else f'{size} bytes'}"
+        )
+    return value
+
+
+def _decode_envelope(envelope: bytes, fields: int, max_bin_len: int) -> list[Any]:
+    decoded = strict_unpack(envelope, max_bin_len=max_bin_len, max_array_len=fields)
+    if type(decoded) is not list or len(decoded) != fields:
+        raise RemoteProtocolError(f"an envelope must be an array of {fields} fields")
+    if _pack(decoded) != envelope:
+        raise RemoteProtocolError("envelope is not in the canonical encoding")
+    return decoded
+
+
+def _check_signature(signer: PublicKey, domain: bytes, envelope: bytes, signature: bytes) -> None:
+    if not signer.verify(domain + envelope, signature):
+        raise AuthenticationError(reason="bad signature")
+
+
+def sign_message(
+    identity: Identity, line_id: bytes, seq: int, timestamp: int, prev: bytes, body: bytes
+) -> SignedMessage:
+    """Sign message ``seq`` of this identity's direction of the line ``line_id``."""
+    if not 1 <= seq <= _U64_MAX:
+        raise LocalProtocolError("sequence numbers run from 1 to 2**64-1")
+    if not 0 <= timestamp <= _U64_MAX:
+        raise LocalProtocolError("timestamp must be nanoseconds since the epoch, >= 0")
+    if len(prev) != HASH_SIZE or len(line_id) != HASH_SIZE:
+        raise LocalProtocolError("prev and line_id must be 32 bytes")
+    if not isinstance(body, bytes | bytearray | memoryview):
+        raise LocalProtocolError(f"a body is bytes, not {type(body).__name__}")
+    body = bytes(body)
+    envelope = _pack([line_id, identity.public_key.raw, seq, timestamp, prev, body])
+    signature = identity.sign(DOMAIN_MESSAGE + envelope)
+    return SignedMessage(
+        seq, timestamp, prev, body, envelope, signature, message_hash(envelope)
+    )
+
+
+def open_message(
+    envelope: bytes, signature: bytes, *, sender: PublicKey, line_id: bytes, max_body_size: int
+) -> SignedMessage:
+    """Verify and decode a message that ``sender`` signed for ``line_id``.
+
+    The signature is checked first (:class:`AuthenticationError`), then the envelope
+    (:class:`RemoteProtocolError`). Sequence and chain are the caller's to check: only it
+    knows what it expects next.
+    """
+    _check_bytes(signature, "signature", SIGNATURE_SIZE)
+    _check_signature(sender, DOMAIN_MESSAGE, envelope, signature)
+    return decode_message(
+        envelope, signature, sender=sender, line_id=line_id, max_body_size=max_body_size
+    )
+
+
+def verify_message(message: SignedMessage, sender: PublicKey) -> None:
+    """Check the signature of a message from :func:`decode_message` (AuthenticationError)."""
+    _check_signature(sender, DOMAIN_MESSAGE, message.envelope, message.signature)
+
+
+def decode_message(
+    envelope: bytes, signature: bytes, *, sender: PublicKey, line_id: bytes, max_body_size: int
+) -> SignedMessage:
+    """Decode a message strictly *without* checking its signature; see :func:`verify_message`.
+
+    A connection decodes first so that it can drop a replayed duplicate without paying for a
+    signature check; it verifies every message it accepts.
+    """
+    _check_bytes(signature, "signature", SIGNATURE_SIZE)
+    fields = _decode_envelope(envelope, 6, max_body_size)
+    env_line, env_sender, seq, timestamp, prev, body = fields
+    _check_bytes(env_line, "line id", HASH_SIZE)
+    _check_bytes(env_sender, "sender", 32)
+    if env_line != line_id or env_sender != sender.raw:
+        raise RemoteProtocolError("message signed for another line or by another sender")
+    _check_u64(seq, "seq")
+    if seq == 0:
+        raise RemoteProtocolError("sequence numbers start at 1")
+    _check_u64(timestamp, "timestamp")
+    _check_bytes(prev, "prev", HASH_SIZE)
+    _check_bytes(body, "body")
+    return SignedMessage(seq, timestamp, prev, body, envelope, signature, message_hash(envelope))
+
+
+def sign_receipt(
+    identity: Identity, line_id: bytes, kind: ReceiptKind, upto: int, head: bytes, timestamp: int
+) -> Receipt:
+    """Sign a cumulative receipt for the peer's messages 1..``upto`` (chain head ``head``)."""
+    if not 1 <= upto <= _U64_MAX:
+        raise LocalProtocolError("a receipt covers messages 1..upto with upto >= 1")
+    if len(head) != HASH_SIZE or len(line_id) != HASH_SIZE:
+        raise LocalProtocolError("head and line_id must be 32 bytes")
+    if not 0 <= timestamp <= _U64_MAX:
+        raise LocalProtocolError("timestamp must be nanoseconds since the epoch, >= 0")
+    envelope = _pack([line_id, identity.public_key.raw, kind.value, upto, head, timestamp])
+    signature = identity.sign(DOMAIN_RECEIPT + envelope)
+    return Receipt(kind, upto, head, timestamp, envelope, signature)
+
+
+def open_receipt(
+    envelope: bytes, signature: bytes, *, signer: PublicKey, line_id: bytes
+) -> Receipt:
+    """Verify and decode a receipt that ``signer`` signed for ``line_id``."""
+    _check_bytes(signature, "signature", SIGNATURE_SIZE)
+    _check_signature(signer, DOMAIN_RECEIPT, envelope, signature)
+    fields = _decode_envelope(envelope, 6, HASH_SIZE)
+    env_line, env_signer, kind, upto, head, timestamp = fields
+    _check_bytes(env_line, "line id", HASH_SIZE)
+    _check_bytes(env_signer, "signer", 32)
+    if env_line != line_id or env_signer != signer.raw:
+        raise RemoteProtocolError("receipt signed for another line or by another signer")
+    if type(kind) is not str:
+        raise RemoteProtocolError("receipt kind must be a string")
+    try:
+        receipt_kind = ReceiptKind(kind)
+    except ValueError:
+        raise RemoteProtocolError(f"unknown receipt kind {kind!r}") from None
+    _check_u64(upto, "upto")
+    if upto == 0:
+        raise RemoteProtocolError("a receipt covers at least message 1")
+    _check_bytes(head, "head", HASH_SIZE)
+    _check_u64(timestamp, "timestamp")
+    return Receipt(receipt_kind, upto, head, timestamp, envelope, signature)

@@ -1,0 +1,144 @@
+"""The line's state that outlives a connection: sequence numbers, chain heads, receipts.
+
+A :class:`LineState` is what a new connection resumes from. The store persists it; the
+driver (or a test) evolves it with the methods below as messages are queued, persisted and
+receipted, and hands it to :meth:`Connection.start` when a connection authenticates. Only
+the *outbound* messages not yet covered by a delivered receipt are held (``pending``): they
+are what a new connection retransmits. Inbound messages live in the application's store,
+not here: the connection needs only the chain head to check the next one.
+
+The rules that keep a line consistent are checked here, once, for every caller:
+sequence numbers advance by one, chains link, receipts only move forward and never past
+what was sent, and an acknowledged receipt never runs ahead of the delivered one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from ._errors import LocalProtocolError
+from ._keys import Identity
+from ._records import GENESIS_HEAD, Receipt, ReceiptKind, SignedMessage, sign_message
+
+__all__ = ["LineState"]
+
+
+@dataclass
+class LineState:
+    """Both directions' sequence numbers, chain heads and receipt marks for one line."""
+
+    # Outbound: what we sent and what the peer has receipted.
+    sent_seq: int = 0
+    sent_head: bytes = GENESIS_HEAD
+    peer_delivered: int = 0
+    peer_acknowledged: int = 0
+    pending: deque[SignedMessage] = field(default_factory=deque)
+    """Our messages ``peer_delivered + 1 .. sent_seq``, in order: retransmitted on resume."""
+    sent_heads: dict[int, bytes] = field(default_factory=dict)
+    """Chain heads of our messages ``peer_acknowledged .. sent_seq``, to check receipts with."""
+    # Inbound: what we hold of the peer's messages and what we have receipted.
+    received_seq: int = 0
+    received_head: bytes = GENESIS_HEAD
+    delivered_receipt: Receipt | None = None
+    acknowledged_receipt: Receipt | None = None
+    # The highest handshake initiation timestamp accepted from the peer.
+    peer_initiation_watermark: int = 0
+    # The highest initiation timestamp this side has used (so it never repeats one).
+    initiation_timestamp: int = 0
+
+    @property
+    def delivered_upto(self) -> int:
+        return self.delivered_receipt.upto if self.delivered_receipt else 0
+
+    @property
+    def acknowledged_upto(self) -> int:
+        return self.acknowledged_receipt.upto if self.acknowledged_receipt else 0
+
+    def check(self) -> None:
+        """Raise :class:`LocalProtocolError` if the fields contradict each other."""
+        if not 0 <= self.peer_acknowledged <= self.peer_delivered <= self.sent_seq:
+            raise LocalProtocolError("need 0 <= peer_acknowledged <= peer_delivered <= sent_seq")
+        expected = self.peer_delivered + 1
+        prev: bytes | None = None
+        for message in self.pending:
+            if message.seq != expected or (prev is not None and message.prev != prev):
+                raise LocalProtocolError("pending messages must continue the chain in order")
+            expected += 1
+            prev = message.hash
+        if expected != self.sent_seq + 1:
+            raise LocalProtocolError("pending must hold exactly peer_delivered+1 .. sent_seq")
+        if self.pending and self.pending[-1].hash != self.sent_head:
+            raise LocalProtocolError("the last pending message must be the chain head")
+        if not 0 <= self.acknowledged_upto <= self.delivered_upto <= self.received_seq:
+            raise LocalProtocolError("need acknowledged <= delivered <= received_seq")
+        if len(self.sent_head) != 32 or len(self.received_head) != 32:
+            raise LocalProtocolError("chain heads are 32 bytes")
+
+    def head_of_sent(self, seq: int) -> bytes | None:
+        """The chain head after our message ``seq``, if this state still knows it."""
+        if seq == self.sent_seq:
+            return self.sent_head
+        return self.sent_heads.get(seq)
+
+    # --- outbound -------------------------------------------------------------------
+
+    def next_message(
+        self, identity: Identity, line_id: bytes, body: bytes, timestamp: int
+    ) -> SignedMessage:
+        """Sign the next message and append it to ``pending``.
+
+        A durable caller persists the returned message (and so the new ``sent_seq``) before it
+        transmits it, so that a restart never reuses a sequence number.
+        """
+        message = sign_message(
+            identity, line_id, self.sent_seq + 1, timestamp, self.sent_head, body
+        )
+        self.append_sent(message)
+        return message
+
+    def append_sent(self, message: SignedMessage) -> None:
+        """Record an already signed message as the next one sent (used when reloading)."""
+        if message.seq != self.sent_seq + 1 or message.prev != self.sent_head:
+            raise LocalProtocolError("a sent message must continue our chain")
+        self.sent_seq = message.seq
+        self.sent_head = message.hash
+        self.sent_heads[message.seq] = message.hash
+        self.pending.append(message)
+
+    def apply_peer_receipt(self, receipt: Receipt) -> list[SignedMessage]:
+        """Move the peer's receipt marks forward; return the messages a delivered receipt retired.
+
+        The connection has already checked the receipt against this state; this only applies it.
+        """
+        retired: list[SignedMessage] = []
+        if receipt.kind is ReceiptKind.DELIVERED:
+            if receipt.upto > self.peer_delivered:
+                self.peer_delivered = receipt.upto
+                while self.pending and self.pending[0].seq <= receipt.upto:
+                    retired.append(self.pending.popleft())
+        elif receipt.upto > self.peer_acknowledged:
+            for seq in range(self.peer_acknowledged, receipt.upto):
+                self.sent_heads.pop(seq, None)
+            self.peer_acknowledged = receipt.upto
+        return retired
+
+    # --- inbound --------------------------------------------------------------------
+
+    def record_received(self, message: SignedMessage) -> None:
+        """Record a peer message as held (persisted, for a durable caller)."""
+        if message.seq != self.received_seq + 1 or message.prev != self.received_head:
+            raise LocalProtocolError("a received message must continue the peer's chain")
+        self.received_seq = message.seq
+        self.received_head = message.hash
+
+    def record_own_receipt(self, receipt: Receipt) -> None:
+        """Record a receipt this side signed for the peer (so it is re-sent on resume)."""
+        if receipt.kind is ReceiptKind.DELIVERED:
+            if receipt.upto < self.delivered_upto or receipt.upto > self.received_seq:
+                raise LocalProtocolError("delivered receipts move forward, up to received_seq")
+            self.delivered_receipt = receipt
+        else:
+            if receipt.upto < self.acknowledged_upto or receipt.upto > self.delivered_upto:
+                raise LocalProtocolError("acknowledged receipts move forward, up to delivered")
+            self.acknowledged_receipt = receipt
