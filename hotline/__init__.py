@@ -8,6 +8,8 @@ store are imported on first use of their names.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._config import Config
 from ._connection import PROLOGUE, PROTOCOL_NAME, Connection, ConnectionState, Role
 from ._errors import (
@@ -50,11 +52,68 @@ from ._records import (
     sign_receipt,
 )
 from ._state import LineState
+from ._store import Batch, Direction, MemoryStore, Store, TranscriptEntry
 
 __version__ = "0.1.0"
 
+# The driver, the listener, the SQLite store and the verifier import trio or sqlite3, so they
+# load on first use of their names (PEP 562): the sans-io core above stays free of both.
+_LAZY = {
+    "Line": "_line",
+    "Message": "_line",
+    "Outgoing": "_line",
+    "PeerState": "_line",
+    "Stats": "_line",
+    "open_line": "_line",
+    "Listener": "_listener",
+    "open_listener": "_listener",
+    "SQLiteStore": "_sqlite",
+    "VerifyReport": "_verify",
+    "verify_store": "_verify",
+    "verify_transcript": "_verify",
+}
+
+
+def __getattr__(name: str) -> object:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'hotline' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+if TYPE_CHECKING:
+    from ._line import Line, Message, Outgoing, PeerState, Stats, open_line
+    from ._listener import Listener, open_listener
+    from ._sqlite import SQLiteStore
+    from ._verify import VerifyReport, verify_store, verify_transcript
+
 __all__ = [
     "GENESIS_HEAD",
+    "Batch",
+    "Direction",
+    "Line",
+    "Listener",
+    "MemoryStore",
+    "Message",
+    "Outgoing",
+    "PeerState",
+    "SQLiteStore",
+    "Stats",
+    "Store",
+    "TranscriptEntry",
+    "VerifyReport",
+    "open_line",
+    "open_listener",
+    "verify_store",
+    "verify_transcript",
     "NEED_DATA",
     "PROLOGUE",
     "PROTOCOL_NAME",

@@ -38,6 +38,24 @@ class Config:
     padding: int = 64
     """Pad every transport plaintext up to a multiple of this many bytes; 0 turns padding off."""
 
+    # The settings below are the trio driver's (hotline.open_line); the sans-io core ignores them.
+    reconnect_initial: float = 0.1
+    """Seconds before the first redial after a connection ends."""
+    reconnect_max: float = 5.0
+    """The cap of the exponential redial backoff (WireGuard retries its handshake every 5 s)."""
+    reconnect_jitter: float = 0.25
+    """Each backoff delay is scaled by a random factor in [1 - jitter, 1]."""
+    connect_timeout: float = 5.0
+    """Seconds to wait for a TCP connection to be established."""
+    outbox_limit: int = 1024
+    """Our messages held without a delivered receipt before send() waits (or raises)."""
+    outbox_limit_bytes: int = 64 << 20
+    """The same limit in bytes of message bodies."""
+    inbox_window: int = 1024
+    """Received messages the application has not consumed before the line stops reading."""
+    max_pending_handshakes: int = 32
+    """A listener's bound on connections that have not finished their handshake."""
+
     def __post_init__(self) -> None:
         if not self.heartbeat_interval > 0:
             raise LocalProtocolError("heartbeat_interval must be > 0")
@@ -55,6 +73,16 @@ class Config:
             raise LocalProtocolError("max_body_size must be between 0 and 1 GiB")
         if not 0 <= self.padding <= 4096:
             raise LocalProtocolError("padding must be between 0 and 4096")
+        if not 0 < self.reconnect_initial <= self.reconnect_max:
+            raise LocalProtocolError("need 0 < reconnect_initial <= reconnect_max")
+        if not 0 <= self.reconnect_jitter < 1:
+            raise LocalProtocolError("reconnect_jitter must be in [0, 1)")
+        if not self.connect_timeout > 0:
+            raise LocalProtocolError("connect_timeout must be > 0")
+        if self.outbox_limit < 1 or self.outbox_limit_bytes < self.max_body_size:
+            raise LocalProtocolError("the outbox must hold at least one message of maximum size")
+        if self.inbox_window < 1 or self.max_pending_handshakes < 1:
+            raise LocalProtocolError("inbox_window and max_pending_handshakes must be >= 1")
 
     @property
     def down_after(self) -> float:

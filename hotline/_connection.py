@@ -75,7 +75,6 @@ from ._records import (
     SignedMessage,
     decode_message,
     open_receipt,
-    sign_receipt,
     strict_unpack,
     verify_message,
 )
@@ -335,7 +334,7 @@ class Connection:
 
     # --- input ----------------------------------------------------------------------
 
-    def receive_data(self, data: bytes, now: float) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
         """Buffer bytes from the peer; ``b""`` means the peer closed its side of the stream."""
         self._now = now
         if self._eof and data:
@@ -631,35 +630,21 @@ class Connection:
             raise LocalProtocolError("send_message() takes the line's newest message")
         self._emit_message(message)
 
-    def send_receipt(
-        self, kind: ReceiptKind, upto: int, *, head: bytes, timestamp: int
-    ) -> Receipt:
-        """Sign and send a cumulative receipt for the peer's messages up to ``upto``.
-
-        A delivered receipt may cover only messages the driver has recorded as held with
-        :meth:`LineState.record_received` (a durable driver: after it stored them). The
-        returned receipt is already recorded in the line state; a durable driver stores it too.
-        """
+    def send_receipt(self, receipt: Receipt) -> None:
+        """Transmit a receipt just signed with :meth:`LineState.sign_own_receipt`."""
         line = self._require_open()
-        if kind is ReceiptKind.DELIVERED:
-            low, high = line.delivered_upto, line.received_seq
-        else:
-            low, high = line.acknowledged_upto, line.delivered_upto
-        if not low < upto <= high:
-            raise LocalProtocolError(
-                f"a {kind.value} receipt now must cover a held message in {low + 1}..{high}"
-            )
-        expected = line.received_head if upto == line.received_seq else self._recv_heads.get(upto)
-        if expected is not None and expected != head:
-            raise LocalProtocolError(f"head does not match message {upto}")
-        receipt = sign_receipt(self._identity, self._line_id, kind, upto, head, timestamp)
+        current = (
+            line.delivered_receipt
+            if receipt.kind is ReceiptKind.DELIVERED
+            else line.acknowledged_receipt
+        )
+        if current is not receipt:
+            raise LocalProtocolError("send_receipt() takes the line's newest receipt of its kind")
         self._emit_record([T_RECEIPT, receipt.envelope, receipt.signature])
-        if kind is ReceiptKind.DELIVERED:
-            for seq in [s for s in self._recv_heads if s < upto]:
+        if receipt.kind is ReceiptKind.DELIVERED:
+            for seq in [s for s in self._recv_heads if s < receipt.upto]:
                 del self._recv_heads[seq]
-        line.record_own_receipt(receipt)
-        self._rereceipt_due = False
-        return receipt
+            self._rereceipt_due = False
 
     def close(self, reason: str = "closed") -> None:
         """Say goodbye (when open) and close; the goodbye is in :meth:`data_to_send`."""

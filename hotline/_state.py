@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 
 from ._errors import LocalProtocolError
 from ._keys import Identity
-from ._records import GENESIS_HEAD, Receipt, ReceiptKind, SignedMessage, sign_message
+from ._records import (
+    GENESIS_HEAD,
+    Receipt,
+    ReceiptKind,
+    SignedMessage,
+    sign_message,
+    sign_receipt,
+)
 
 __all__ = ["LineState"]
 
@@ -131,6 +138,41 @@ class LineState:
             raise LocalProtocolError("a received message must continue the peer's chain")
         self.received_seq = message.seq
         self.received_head = message.hash
+
+    def sign_own_receipt(
+        self,
+        identity: Identity,
+        line_id: bytes,
+        kind: ReceiptKind,
+        upto: int,
+        head: bytes,
+        timestamp: int,
+    ) -> Receipt:
+        """Sign a receipt for the peer's messages up to ``upto`` and record it here.
+
+        A delivered receipt may cover only messages recorded as held (:meth:`record_received`;
+        a durable caller records them after storing them), an acknowledged one only messages
+        already covered by a delivered receipt. ``head`` is the hash of message ``upto``.
+        Receipts are signed here, not by a connection, so that an application can acknowledge
+        while the peer is away; the next connection sends the latest of each kind.
+        """
+        if kind is ReceiptKind.DELIVERED:
+            low, high = self.delivered_upto, self.received_seq
+        else:
+            low, high = self.acknowledged_upto, self.delivered_upto
+        if not low < upto <= high:
+            raise LocalProtocolError(
+                f"a {kind.value} receipt now must cover a held message in {low + 1}..{high}"
+            )
+        if upto == self.received_seq and head != self.received_head:
+            raise LocalProtocolError(f"head does not match message {upto}")
+        if kind is ReceiptKind.ACKNOWLEDGED and self.delivered_receipt is not None and (
+            upto == self.delivered_upto and head != self.delivered_receipt.head
+        ):
+            raise LocalProtocolError(f"head does not match message {upto}")
+        receipt = sign_receipt(identity, line_id, kind, upto, head, timestamp)
+        self.record_own_receipt(receipt)
+        return receipt
 
     def record_own_receipt(self, receipt: Receipt) -> None:
         """Record a receipt this side signed for the peer (so it is re-sent on resume)."""

@@ -1,0 +1,903 @@
+"""The live line: a trio driver over the sans-io core and a store.
+
+Theory of operation
+-------------------
+A :class:`Line` is one party's end of a line to one peer. It outlives connections: it owns
+the :class:`~hotline.LineState` (loaded from the store when the line opens), the group-commit
+task, the application's inbox and outbox, and at most one live *session* (a transport stream
+plus a sans-io :class:`~hotline.Connection`). Dialers and listeners produce authenticated
+connections and hand them to :meth:`Line._run_session`; the line decides which one lives.
+
+Durability comes first, and one task writes. ``send()`` signs the next message at once (so
+concurrent senders get consecutive numbers), puts it in the open :class:`~hotline.Batch`, and
+waits until the committer has made that batch durable. Only then is the message added to the
+line state and transmitted, so a message on the wire is always a message on disk: a crash never
+makes us reuse a sequence number the peer has seen. Received messages go the same way: stored
+first, then the delivered receipt is signed and sent, then the application may see them.
+Everything that arrives while a commit is in flight joins the next batch: one fsync per burst.
+
+A session runs three tasks: a reader (bytes -> core -> events), a timer (wakes the core at its
+next deadline), and a writer (the only task that writes to the stream; others *kick* it).
+When a session ends for any reason, the line marks the peer down and, if it dials, redials
+with capped exponential backoff and jitter. When two sessions authenticate at once (both
+sides dialled), both sides keep the one initiated by the party with the smaller public key;
+a newer session from the same initiator replaces the older one (that side redialled because
+it gave the old one up).
+
+The reader stops reading while the application is ``inbox_window`` messages behind, and
+``send()`` waits while ``outbox_limit`` messages (or bytes) have no delivered receipt, so
+memory stays bounded however slow the application or however long the peer is away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, TypeVar
+
+import trio
+
+from ._config import Config
+from ._connection import Connection, ConnectionState, Role
+from ._errors import (
+    AuthenticationError,
+    HotlineError,
+    LineBroken,
+    LineClosed,
+    LocalProtocolError,
+    MessageTooLarge,
+    OutboxFull,
+    RemoteProtocolError,
+    StoreError,
+)
+from ._events import (
+    NEED_DATA,
+    ConnectionBroken,
+    Liveness,
+    LivenessChanged,
+    MessageReceived,
+    PeerAuthenticated,
+    PeerClosed,
+    ReceiptReceived,
+    RoundTrip,
+)
+from ._keys import Identity, PublicKey, line_id
+from ._records import Receipt, ReceiptKind, SignedMessage, sign_message
+from ._state import LineState
+from ._store import Batch, MemoryStore, Store
+
+if TYPE_CHECKING:
+    from ._listener import Listener
+
+__all__ = ["Line", "Message", "Outgoing", "PeerState", "Stats", "open_line"]
+
+logger = logging.getLogger("hotline")
+
+_READ_SIZE = 65536
+#: How long a closing line waits to flush its goodbye and its last commit.
+_CLOSE_TIMEOUT = 2.0
+_INBOX_PAGE = 256
+_WATCH_BACKLOG = 10_000
+
+_T = TypeVar("_T")
+Address = tuple[str, int]
+Connector = Callable[[], Awaitable[trio.abc.Stream]]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message from the peer, as the application sees it."""
+
+    seq: int
+    timestamp: int
+    """The sender's clock when it queued the message: nanoseconds since the Unix epoch."""
+    body: bytes
+    hash: bytes
+    _line: Line = field(repr=False, compare=False)
+
+    @property
+    def sent_at(self) -> datetime:
+        """The sender's timestamp as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.timestamp / 1e9, tz=UTC)
+
+    def ack(self) -> None:
+        """Acknowledge this message and every one before it (persisted, then receipted)."""
+        self._line._acknowledge(self.seq, self.hash)
+
+
+class Outgoing:
+    """A message this side queued durably; await its receipts."""
+
+    def __init__(self, line: Line, message: SignedMessage) -> None:
+        self._line = line
+        self.message = message
+
+    @property
+    def seq(self) -> int:
+        return self.message.seq
+
+    async def delivered(self) -> Receipt:
+        """The peer's signed receipt saying it holds this message (and all before it)."""
+        return await self._line._wait_receipt(ReceiptKind.DELIVERED, self.seq)
+
+    async def acknowledged(self) -> Receipt:
+        """The peer's signed receipt saying its application processed this message."""
+        return await self._line._wait_receipt(ReceiptKind.ACKNOWLEDGED, self.seq)
+
+    def __repr__(self) -> str:
+        return f"<Outgoing seq={self.seq}>"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerState:
+    """A change of the peer's liveness, as :meth:`Line.watch` reports it."""
+
+    state: Liveness
+    rtt: float | None
+    reason: str = ""
+
+
+@dataclass
+class Stats:
+    """Counters of one line since it was opened."""
+
+    sent: int = 0
+    received: int = 0
+    retransmitted: int = 0
+    reconnects: int = 0
+    """Sessions started after the first."""
+    sessions: int = 0
+    rejected_connections: int = 0
+
+
+LineEvent = PeerState | ReceiptReceived | RoundTrip
+
+
+class _Session:
+    """One transport connection while it is (about to be) the line's live one."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, stream: trio.abc.Stream, conn: Connection) -> None:
+        self.id = next(self._ids)
+        self.stream = stream
+        self.conn = conn
+        self.wake = trio.Event()
+        self.scope = trio.CancelScope()
+        self.end_reason = ""
+        self.started = False
+
+    @property
+    def initiated_by_us(self) -> bool:
+        return self.conn.role is Role.INITIATOR
+
+    def kick(self) -> None:
+        self.wake.set()
+
+    def end(self, reason: str) -> None:
+        """End the session now (whatever is unwritten is attempted once more, briefly)."""
+        if not self.end_reason:
+            self.end_reason = reason
+        self.scope.cancel()
+
+    def close(self, reason: str) -> None:
+        """Say goodbye: the writer flushes it and then ends the session."""
+        if not self.end_reason:
+            self.end_reason = reason
+        self.conn.close(reason)
+        self.kick()
+        # A peer that reads nothing must not hold the goodbye (and us) forever.
+        self.scope.deadline = min(self.scope.deadline, trio.current_time() + _CLOSE_TIMEOUT / 2)
+
+
+class Line:
+    """One end of a line to one peer. Open it with :func:`open_line`."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        peer: PublicKey,
+        store: Store,
+        *,
+        config: Config | None = None,
+        auto_ack: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:
+        if identity.public_key == peer:
+            raise LocalProtocolError("a line needs two different keys")
+        self.identity = identity
+        self.peer = peer
+        self.config = config or Config()
+        self.auto_ack = auto_ack
+        self.line_id = line_id(identity.public_key, peer)
+        self.stats = Stats()
+        self._store = store
+        self._store_blocks = not isinstance(store, MemoryStore)
+        self._store_lock = trio.Lock()
+        self._rng = rng or random.Random()
+        self._state = LineState()
+        self._liveness = Liveness.CONNECTING
+        self._active: _Session | None = None
+        self._closed = False
+        self._failure: BaseException | None = None
+        # Group commit.
+        self._batch = Batch()
+        self._batch_done = trio.Event()
+        self._commit_wanted = trio.Event()
+        # Outbound.
+        self._next_seq = 1
+        self._next_head = b""
+        self._sizes: deque[tuple[int, int]] = deque()
+        self._outbox_bytes = 0
+        self._outbox_space = trio.Event()
+        self._transmitted_high = 0
+        self._peer_receipts: dict[ReceiptKind, Receipt] = {}
+        self._waiters: dict[ReceiptKind, list[tuple[int, int, trio.Event]]] = {
+            ReceiptKind.DELIVERED: [],
+            ReceiptKind.ACKNOWLEDGED: [],
+        }
+        self._waiter_ids = itertools.count()
+        # Inbound.
+        self._highest_queued_in = 0
+        self._cache: dict[int, SignedMessage] = {}
+        self._yield_next = 1
+        self._last_yielded: Message | None = None
+        self._inbox_changed = trio.Event()
+        self._inbox_consumed = trio.Event()
+        self._ack_target: tuple[int, bytes] | None = None
+        # Observers.
+        self._watchers: list[tuple[deque[LineEvent], list[trio.Event]]] = []
+        self._no_session = trio.Event()
+        self._no_session.set()
+        self.listen_addresses: list[Address] = []
+
+    # --- opening and closing ----------------------------------------------------------
+
+    async def _load(self) -> None:
+        state = await self._store_call(self._store.load, self.identity.public_key, self.peer)
+        self._state = state
+        self._next_seq = state.sent_seq + 1
+        self._next_head = state.sent_head
+        for message in state.pending:
+            self._sizes.append((message.seq, len(message.body)))
+            self._outbox_bytes += len(message.body)
+        self._highest_queued_in = state.received_seq
+        self._yield_next = state.acknowledged_upto + 1
+        if state.received_seq > state.delivered_upto:
+            # We crashed between storing messages and storing their receipt: sign it now.
+            self._queue_delivered_receipt()
+        logger.debug(
+            "line %s loaded: sent %d (peer holds %d), received %d (acknowledged %d)",
+            self.line_id.hex()[:16], state.sent_seq, state.peer_delivered,
+            state.received_seq, state.acknowledged_upto,
+        )
+
+    async def aclose(self) -> None:
+        """Say goodbye to the peer, flush what is pending, and close. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT):
+            if self._failure is None:
+                await self._flush_commits()
+            session = self._active
+            if session is not None:
+                session.close("the line was closed")
+                await self._no_session.wait()
+        self._wake_everyone()
+
+    def _wake_everyone(self) -> None:
+        for waiters in self._waiters.values():
+            for _, _, event in waiters:
+                event.set()
+            waiters.clear()
+        self._inbox_changed.set()
+        self._outbox_space.set()
+        self._batch_done.set()
+        for _, events in self._watchers:
+            for event in events:
+                event.set()
+
+    def _check_usable(self) -> None:
+        if self._failure is not None:
+            raise StoreError(f"the line's store failed: {self._failure}") from self._failure
+        if self._closed:
+            raise LineClosed("the line is closed")
+
+    # --- public state ------------------------------------------------------------------
+
+    @property
+    def liveness(self) -> Liveness:
+        """What this side believes about the peer: connecting, up, suspect or down."""
+        return self._liveness
+
+    @property
+    def rtt(self) -> float | None:
+        """The last measured round-trip time in seconds (None before the first pong)."""
+        return self._active.conn.rtt if self._active is not None else None
+
+    @property
+    def smoothed_rtt(self) -> float | None:
+        return self._active.conn.smoothed_rtt if self._active is not None else None
+
+    @property
+    def outbox_size(self) -> int:
+        """Our messages queued without a delivered receipt."""
+        return self._next_seq - 1 - self._state.peer_delivered
+
+    @property
+    def state(self) -> LineState:
+        """The line's resumable state (read it; do not change it)."""
+        return self._state
+
+    async def wait_liveness(self, state: Liveness) -> None:
+        """Return once the peer's liveness is ``state``."""
+        async for change in self.watch():
+            if self._liveness is state:
+                return
+            del change
+
+    async def watch(self) -> AsyncIterator[LineEvent]:
+        """Every change of liveness, every new receipt from the peer, and every round trip.
+
+        Events are queued per watcher (the oldest are dropped past 10,000), so a watcher
+        that reads slowly still sees every transition in order.
+        """
+        queue: deque[LineEvent] = deque(maxlen=_WATCH_BACKLOG)
+        events: list[trio.Event] = [trio.Event()]
+        entry = (queue, events)
+        self._watchers.append(entry)
+        try:
+            yield PeerState(self._liveness, self.rtt)
+            while not self._closed or queue:
+                if not queue:
+                    await events[0].wait()
+                    events[0] = trio.Event()
+                    continue
+                yield queue.popleft()
+        finally:
+            self._watchers.remove(entry)
+
+    def _notify(self, event: LineEvent) -> None:
+        for queue, events in self._watchers:
+            queue.append(event)
+            events[0].set()
+
+    def _set_liveness(self, state: Liveness, reason: str = "") -> None:
+        if state is self._liveness:
+            return
+        self._liveness = state
+        logger.info("peer %s is %s%s", self.peer.fingerprint(), state.value,
+                    f" ({reason})" if reason else "")
+        self._notify(PeerState(state, self.rtt, reason))
+
+    # --- sending -----------------------------------------------------------------------
+
+    async def send(self, body: bytes, *, wait: bool = True) -> Outgoing:
+        """Queue ``body`` durably and return once it is stored, with its sequence number.
+
+        Waits while the outbox is full, or raises :class:`OutboxFull` if ``wait`` is false.
+        Once this call has assigned the message its sequence number, the message belongs to
+        the line: cancelling the call then does not unsend it (it is stored and delivered).
+        """
+        self._check_usable()
+        if not isinstance(body, bytes | bytearray | memoryview):
+            raise LocalProtocolError(f"a body is bytes, not {type(body).__name__}")
+        body = bytes(body)
+        if len(body) > self.config.max_body_size:
+            raise MessageTooLarge(
+                f"body of {len(body)} bytes is over the limit of {self.config.max_body_size}"
+            )
+        while self._outbox_full(len(body)):
+            if not wait:
+                raise OutboxFull(
+                    f"{self.outbox_size} messages ({self._outbox_bytes} bytes) await receipts"
+                )
+            self._outbox_space = trio.Event() if self._outbox_space.is_set() else (
+                self._outbox_space
+            )
+            await self._outbox_space.wait()
+            self._check_usable()
+        message = sign_message(
+            self.identity, self.line_id, self._next_seq, time.time_ns(), self._next_head, body
+        )
+        self._next_seq += 1
+        self._next_head = message.hash
+        self._sizes.append((message.seq, len(body)))
+        self._outbox_bytes += len(body)
+        self._batch.sent.append(message)
+        done = self._batch_done
+        self._commit_wanted.set()
+        self.stats.sent += 1
+        with trio.CancelScope(shield=True):
+            # The message is already part of the chain; let its commit finish.
+            await done.wait()
+        self._check_usable()
+        return Outgoing(self, message)
+
+    def _outbox_full(self, size: int) -> bool:
+        return self.outbox_size >= self.config.outbox_limit or (
+            self.outbox_size > 0 and self._outbox_bytes + size > self.config.outbox_limit_bytes
+        )
+
+    async def _wait_receipt(self, kind: ReceiptKind, seq: int) -> Receipt:
+        while True:
+            receipt = self._peer_receipts.get(kind)
+            if receipt is not None and receipt.upto >= seq:
+                return receipt
+            self._check_usable()
+            event = trio.Event()
+            heapq.heappush(self._waiters[kind], (seq, next(self._waiter_ids), event))
+            await event.wait()
+
+    def _on_peer_receipt(self, receipt: Receipt) -> None:
+        self._peer_receipts[receipt.kind] = receipt
+        self._batch.peer_receipts.append(receipt)
+        self._commit_wanted.set()
+        waiters = self._waiters[receipt.kind]
+        while waiters and waiters[0][0] <= receipt.upto:
+            heapq.heappop(waiters)[2].set()
+        if receipt.kind is ReceiptKind.DELIVERED:
+            while self._sizes and self._sizes[0][0] <= receipt.upto:
+                self._outbox_bytes -= self._sizes.popleft()[1]
+            self._outbox_space.set()
+        self._notify(ReceiptReceived(receipt))
+
+    # --- receiving ---------------------------------------------------------------------
+
+    def __aiter__(self) -> Line:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self.receive()
+        except LineClosed:
+            raise StopAsyncIteration from None
+
+    async def receive(self) -> Message:
+        """The next message from the peer, in order, each once (again only if unacknowledged
+        when this node crashed). With ``auto_ack``, asking for the next message acknowledges
+        the previous one."""
+        if self.auto_ack and self._last_yielded is not None:
+            self._last_yielded.ack()
+        while self._yield_next > self._state.received_seq:
+            self._check_usable()
+            self._inbox_changed = trio.Event()
+            await self._inbox_changed.wait()
+        seq = self._yield_next
+        signed = self._cache.pop(seq, None)
+        if signed is None:
+            page = await self._store_call(self._store.inbox, seq - 1, _INBOX_PAGE)
+            self._cache.update((m.seq, m) for m in page)
+            signed = self._cache.pop(seq)
+        self._yield_next = seq + 1
+        self._inbox_consumed.set()
+        message = Message(signed.seq, signed.timestamp, signed.body, signed.hash, self)
+        self._last_yielded = message
+        return message
+
+    def _acknowledge(self, seq: int, head: bytes) -> None:
+        if seq >= self._yield_next:
+            raise LocalProtocolError(f"message {seq} has not been received yet")
+        if self._ack_target is None or seq > self._ack_target[0]:
+            self._ack_target = (seq, head)
+            self._commit_wanted.set()
+
+    def _sign_pending_ack(self) -> None:
+        target = self._ack_target
+        if target is None or target[0] <= self._state.acknowledged_upto:
+            return
+        receipt = self._state.sign_own_receipt(
+            self.identity, self.line_id, ReceiptKind.ACKNOWLEDGED, target[0], target[1],
+            time.time_ns(),
+        )
+        self._batch.own_receipts.append(receipt)
+        self._send_receipt(receipt)
+
+    def _queue_delivered_receipt(self) -> None:
+        state = self._state
+        receipt = state.sign_own_receipt(
+            self.identity, self.line_id, ReceiptKind.DELIVERED, state.received_seq,
+            state.received_head, time.time_ns(),
+        )
+        self._batch.own_receipts.append(receipt)
+        self._commit_wanted.set()
+        self._send_receipt(receipt)
+
+    def _send_receipt(self, receipt: Receipt) -> None:
+        session = self._active
+        if session is not None and session.started:
+            session.conn.send_receipt(receipt)
+            session.kick()
+
+    # --- the store ---------------------------------------------------------------------
+
+    async def _store_call(self, fn: Callable[..., _T], *args: object) -> _T:
+        async with self._store_lock:
+            if not self._store_blocks:
+                return fn(*args)
+            return await trio.to_thread.run_sync(fn, *args)
+
+    async def _committer(self) -> None:
+        while True:
+            await self._commit_wanted.wait()
+            self._commit_wanted = trio.Event()
+            self._sign_pending_ack()
+            batch, done = self._batch, self._batch_done
+            self._batch, self._batch_done = Batch(), trio.Event()
+            if batch:
+                try:
+                    await self._store_call(self._store.commit, batch)
+                except BaseException as exc:
+                    self._failure = exc
+                    logger.error("the store failed; the line stops: %s", exc)  # noqa: TRY400
+                    self._wake_everyone()
+                    done.set()
+                    raise
+                self._after_commit(batch)
+            done.set()
+
+    def _after_commit(self, batch: Batch) -> None:
+        session = self._active
+        live = session if session is not None and session.started else None
+        for message in batch.sent:
+            self._state.append_sent(message)
+            if live is not None:
+                live.conn.send_message(message)
+                self._transmitted_high = message.seq
+        if batch.received:
+            for message in batch.received:
+                self._state.record_received(message)
+            self._queue_delivered_receipt()
+            self._inbox_changed.set()
+        if live is not None:
+            live.kick()
+
+    async def _flush_commits(self) -> None:
+        """Wait until everything queued so far is durable."""
+        while self._batch or self._commit_wanted.is_set():
+            done = self._batch_done
+            self._commit_wanted.set()
+            await done.wait()
+            if self._failure is not None:
+                return
+
+    async def flush(self) -> None:
+        """Return once every message queued and every acknowledgement made so far is stored."""
+        self._check_usable()
+        await self._flush_commits()
+        self._check_usable()
+
+    # --- sessions ----------------------------------------------------------------------
+
+    def _admit(self, session: _Session) -> bool:
+        """Decide whether ``session`` may replace the live one (the same rule on both sides)."""
+        old = self._active
+        if old is None or old.conn.liveness is not Liveness.UP:
+            return True
+        if session.initiated_by_us == old.initiated_by_us:
+            return True  # Its initiator gave the old one up and dialled again.
+        # Crossing dials: keep the one initiated by the smaller key.
+        we_are_smaller = self.identity.public_key < self.peer
+        return session.initiated_by_us == we_are_smaller
+
+    async def _run_session(
+        self, stream: trio.abc.Stream, conn: Connection, hello: PeerAuthenticated
+    ) -> bool:
+        """Run an authenticated connection as the live session until it ends.
+
+        Returns whether it became the live session.
+        """
+        session = _Session(stream, conn)
+        try:
+            if self._closed:
+                return False
+            await self._flush_commits()
+            if self._closed or self._failure is not None or not self._admit(session):
+                self.stats.rejected_connections += 1
+                logger.info("session %d: another connection to %s is kept", session.id,
+                            self.peer.fingerprint())
+                return False
+            old = self._active
+            try:
+                conn.start(self._state, trio.current_time())
+            except AuthenticationError as exc:
+                logger.warning("session %d: refused: %s", session.id, exc.reason)
+                return False
+            if old is not None:
+                old.close("replaced by a newer connection")
+            self._active = session
+            self._no_session = trio.Event()
+            session.started = True
+            self.stats.sessions += 1
+            if self.stats.sessions > 1:
+                self.stats.reconnects += 1
+            retransmitted = sum(1 for m in self._state.pending if m.seq <= self._transmitted_high)
+            self.stats.retransmitted += retransmitted
+            self._transmitted_high = max(self._transmitted_high, self._state.sent_seq)
+            if conn.role is Role.RESPONDER:
+                self._batch.peer_initiation_watermark = self._state.peer_initiation_watermark
+            else:
+                self._batch.initiation_timestamp = self._state.initiation_timestamp
+            self._commit_wanted.set()
+            logger.info(
+                "session %d: up with %s as %s; resending %d",
+                session.id, self.peer.fingerprint(), conn.role.value, len(self._state.pending),
+            )
+            self._set_liveness(Liveness.UP)
+            with session.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._reader, session)
+                    nursery.start_soon(self._writer, session)
+                    nursery.start_soon(self._timer, session)
+            return True
+        finally:
+            await self._finish_session(session)
+
+    async def _finish_session(self, session: _Session) -> None:
+        with trio.CancelScope(shield=True):
+            if session.started:
+                with trio.move_on_after(_CLOSE_TIMEOUT / 2):
+                    data = session.conn.data_to_send()
+                    if data:
+                        with contextlib.suppress(
+                            trio.BrokenResourceError, trio.ClosedResourceError, OSError
+                        ):
+                            await session.stream.send_all(data)
+            await trio.aclose_forcefully(session.stream)
+        if self._active is session:
+            self._active = None
+            self._no_session.set()
+            reason = session.end_reason or "the connection ended"
+            logger.info("session %d: ended: %s", session.id, reason)
+            if not self._closed:
+                self._set_liveness(Liveness.DOWN, reason)
+
+    async def _reader(self, session: _Session) -> None:
+        conn = session.conn
+        try:
+            # Frames that arrived with the handshake are already buffered in the core.
+            self._process(session)
+            while True:
+                while (
+                    self._highest_queued_in - (self._yield_next - 1) >= self.config.inbox_window
+                ):
+                    self._inbox_consumed = trio.Event()
+                    await self._inbox_consumed.wait()
+                data = await session.stream.receive_some(_READ_SIZE)
+                conn.receive_data(data, trio.current_time())
+                self._process(session)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            session.end(f"the connection failed: {exc!r}")
+
+    def _process(self, session: _Session) -> None:
+        """Drain the core's events. Ends the session on a terminal event or a peer fault."""
+        conn = session.conn
+        try:
+            while True:
+                event = conn.next_event()
+                if event is NEED_DATA:
+                    break
+                if isinstance(event, MessageReceived):
+                    message = event.message
+                    if message.seq <= self._highest_queued_in:
+                        continue  # Already being stored from an earlier connection.
+                    self._highest_queued_in = message.seq
+                    self._batch.received.append(message)
+                    self._cache[message.seq] = message
+                    self._commit_wanted.set()
+                    self.stats.received += 1
+                elif isinstance(event, ReceiptReceived):
+                    self._on_peer_receipt(event.receipt)
+                elif isinstance(event, RoundTrip):
+                    self._notify(event)
+                elif isinstance(event, LivenessChanged):
+                    self._set_liveness(event.state, f"silent for {event.silent_for:.3f} s")
+                elif isinstance(event, PeerClosed):
+                    session.end(f"the peer said goodbye: {event.reason}")
+                    break
+                elif isinstance(event, ConnectionBroken):
+                    session.end(event.reason)
+                    break
+        except AuthenticationError as exc:
+            logger.warning("session %d: authentication failed: %s", session.id, exc.reason)
+            session.end(f"authentication failed ({exc.reason})")
+        except RemoteProtocolError as exc:
+            logger.warning("session %d: protocol error from the peer: %s", session.id, exc)
+            session.end(f"protocol error: {exc}")
+        except (LineClosed, LineBroken) as exc:
+            session.end(str(exc))
+        session.kick()
+
+    async def _writer(self, session: _Session) -> None:
+        try:
+            while True:
+                await session.wake.wait()
+                session.wake = trio.Event()
+                data = session.conn.data_to_send()
+                if data:
+                    await session.stream.send_all(data)
+                if session.conn.state is ConnectionState.CLOSED:
+                    session.end(session.end_reason or "closed")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            session.end(f"the connection failed: {exc!r}")
+
+    async def _timer(self, session: _Session) -> None:
+        conn = session.conn
+        while True:
+            deadline = conn.next_deadline()
+            if deadline is None:
+                await trio.sleep_forever()
+                return
+            await trio.sleep_until(deadline)
+            conn.advance(trio.current_time())
+            self._process(session)
+
+    # --- dialling, listening, foreign streams -------------------------------------------
+
+    def _initiate(self) -> Connection:
+        timestamp = max(time.time_ns(), self._state.initiation_timestamp + 1)
+        self._state.initiation_timestamp = timestamp
+        return Connection.initiate(
+            self.identity, self.peer, now=trio.current_time(), timestamp=timestamp,
+            config=self.config,
+        )
+
+    async def run_stream(self, stream: trio.abc.Stream, *, initiator: bool) -> None:
+        """Run the line over a stream the caller already has, until that connection ends.
+
+        Raises :class:`AuthenticationError` or :class:`RemoteProtocolError` if the handshake
+        fails, :class:`LineBroken` if it times out or the stream ends during it.
+        """
+        self._check_usable()
+        if initiator:
+            conn = self._initiate()
+        else:
+            conn = Connection.respond(
+                self.identity, [self.peer], now=trio.current_time(), config=self.config
+            )
+        try:
+            hello = await authenticate(stream, conn)
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        await self._run_session(stream, conn, hello)
+
+    def _backoff(self, attempt: int) -> float:
+        config = self.config
+        delay = min(config.reconnect_max, config.reconnect_initial * 2.0 ** (attempt - 1))
+        return delay * (1 - config.reconnect_jitter * self._rng.random())
+
+    async def _dialer(self, connect: Connector) -> None:
+        attempt = 0
+        while True:
+            await self._no_session.wait()
+            if attempt > 0:
+                await trio.sleep(self._backoff(attempt))
+                if self._active is not None:
+                    continue
+            attempt += 1
+            try:
+                with trio.fail_after(self.config.connect_timeout):
+                    stream = await connect()
+            except (OSError, trio.TooSlowError) as exc:
+                logger.debug("dial %d failed: %r", attempt, exc)
+                continue
+            conn = self._initiate()
+            try:
+                hello = await authenticate(stream, conn)
+            except (HotlineError, trio.BrokenResourceError, OSError) as exc:
+                reason = exc.reason if isinstance(exc, AuthenticationError) else str(exc)
+                logger.warning("handshake with %s failed: %s: %s", self.peer.fingerprint(),
+                               type(exc).__name__, reason)
+                await trio.aclose_forcefully(stream)
+                continue
+            if await self._run_session(stream, conn, hello):
+                attempt = 1
+
+    async def _serve(
+        self, listener: Listener, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        listener.add(self)
+        try:
+            task_status.started()
+            await trio.sleep_forever()
+        finally:
+            listener.remove(self)
+
+
+async def authenticate(stream: trio.abc.Stream, conn: Connection) -> PeerAuthenticated:
+    """Run ``conn``'s handshake over ``stream`` until the peer is authenticated.
+
+    Bounded by the connection's handshake timeout (:class:`LineBroken` when it expires).
+    """
+    deadline = conn.next_deadline()
+    assert deadline is not None
+    with trio.move_on_at(deadline):
+        data = conn.data_to_send()
+        if data:
+            await stream.send_all(data)
+        while True:
+            event = conn.next_event()
+            if isinstance(event, PeerAuthenticated):
+                return event
+            if isinstance(event, ConnectionBroken):
+                raise LineBroken(event.reason)
+            if event is NEED_DATA:
+                received = await stream.receive_some(_READ_SIZE)
+                conn.receive_data(received, trio.current_time())
+    raise LineBroken("the handshake timed out")
+
+
+def _as_connector(connect: Address | Connector) -> Connector:
+    if callable(connect):
+        return connect
+    host, port = connect
+
+    async def tcp() -> trio.abc.Stream:
+        return await trio.open_tcp_stream(host, port)
+
+    return tcp
+
+
+@asynccontextmanager
+async def open_line(
+    identity: Identity,
+    peer: PublicKey,
+    *,
+    store: Store | str | os.PathLike[str],
+    listen: Address | None = None,
+    connect: Address | Connector | None = None,
+    listener: Listener | None = None,
+    config: Config | None = None,
+    durability: str = "FULL",
+    auto_ack: bool = True,
+    rng: random.Random | None = None,
+) -> AsyncIterator[Line]:
+    """Open this node's end of the line to ``peer``.
+
+    ``store`` is a :class:`~hotline.Store` or the path of a SQLite file (created if absent,
+    with ``durability`` "FULL" or "NORMAL"). ``listen`` binds a TCP port for this line
+    alone; ``listener`` shares one :func:`open_listener` port among several lines.
+    ``connect`` is a ``(host, port)`` to dial, or an async callable returning any
+    ``trio.abc.Stream`` (a Unix socket, a tunnel). Neither is needed if the caller runs
+    streams itself with :meth:`Line.run_stream`.
+    """
+    owned_store: Store | None = None
+    if isinstance(store, str | os.PathLike):
+        from ._sqlite import SQLiteStore
+
+        owned_store = store = SQLiteStore(store, synchronous=durability)
+    try:
+        line = Line(identity, peer, store, config=config, auto_ack=auto_ack, rng=rng)
+        await line._load()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(line._committer)
+            if listen is not None:
+                from ._listener import Listener
+
+                own = Listener(identity, config=config)
+                line.listen_addresses = await nursery.start(own.serve, *listen)
+                await nursery.start(line._serve, own)
+            if listener is not None:
+                await nursery.start(line._serve, listener)
+            if connect is not None:
+                nursery.start_soon(line._dialer, _as_connector(connect))
+            try:
+                yield line
+            finally:
+                await line.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        if owned_store is not None:
+            owned_store.close()

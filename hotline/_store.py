@@ -1,0 +1,216 @@
+"""The store interface, and the in-memory store.
+
+Theory of operation
+-------------------
+A store keeps one line: both public keys, every signed message and receipt in both
+directions (the audit transcript), the outbox, the inbox and the marks that let a line
+resume (:class:`~hotline.LineState`). The driver talks to it through four calls:
+
+- :meth:`Store.load` once, when the line opens: it checks that the store belongs to this
+  pair of keys and returns the state to resume from.
+- :meth:`Store.commit` with a :class:`Batch` of everything that happened since the last
+  commit: messages queued and received, receipts signed and received, handshake
+  watermarks. A batch is applied atomically and, in a durable store, durably. Batching is
+  the group commit: one fsync covers every message of a burst.
+- :meth:`Store.inbox` to re-read held messages the application has not acknowledged.
+- :meth:`Store.transcript` for the offline verifier and ``hotline log``.
+
+All methods are synchronous. A driver runs them off its event loop (a worker thread),
+one at a time.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ._errors import LocalProtocolError, StoreMismatch
+from ._keys import PublicKey
+from ._records import Receipt, ReceiptKind, SignedMessage
+from ._state import LineState
+
+__all__ = ["Batch", "Direction", "MemoryStore", "Store", "TranscriptEntry"]
+
+
+class Direction(enum.Enum):
+    """Which way a signed record travelled, seen from the store's owner."""
+
+    OUT = "out"
+    """Signed by this node (our messages, our receipts)."""
+    IN = "in"
+    """Signed by the peer."""
+
+
+@dataclass
+class Batch:
+    """Everything to make durable in one transaction, in the order it happened."""
+
+    sent: list[SignedMessage] = field(default_factory=list)
+    """Our new messages: outbox and transcript. Sequence numbers continue the stored ones."""
+    received: list[SignedMessage] = field(default_factory=list)
+    """The peer's new messages: inbox and transcript. Stored before their delivered receipt."""
+    own_receipts: list[Receipt] = field(default_factory=list)
+    """Receipts we signed for the peer's messages (they also carry our acknowledgement mark)."""
+    peer_receipts: list[Receipt] = field(default_factory=list)
+    """Receipts the peer signed for our messages (a delivered one retires outbox messages)."""
+    peer_initiation_watermark: int | None = None
+    initiation_timestamp: int | None = None
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.sent
+            or self.received
+            or self.own_receipts
+            or self.peer_receipts
+            or self.peer_initiation_watermark is not None
+            or self.initiation_timestamp is not None
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptEntry:
+    """One signed record of the transcript, in the order the store recorded it."""
+
+    direction: Direction
+    kind: str
+    """``"message"``, ``"delivered"`` or ``"acknowledged"``."""
+    seq: int
+    """The message's sequence number, or the receipt's ``upto``."""
+    envelope: bytes
+    signature: bytes
+
+
+class Store(Protocol):
+    """What the driver needs from a store. See the module docstring for the protocol."""
+
+    def load(self, identity: PublicKey, peer: PublicKey) -> LineState:
+        """Return the line's state; a new store takes these keys, another store must match.
+
+        Raises :class:`StoreMismatch` when the store belongs to another pair of keys.
+        """
+        ...
+
+    def commit(self, batch: Batch) -> None:
+        """Apply ``batch`` atomically (and durably, if the store is durable)."""
+        ...
+
+    def inbox(self, after: int, limit: int) -> list[SignedMessage]:
+        """Held peer messages with ``seq > after``, in order, at most ``limit`` of them."""
+        ...
+
+    def transcript(self) -> Iterator[TranscriptEntry]:
+        """Every signed record, in the order it was recorded."""
+        ...
+
+    def keys(self) -> tuple[PublicKey, PublicKey] | None:
+        """``(identity, peer)`` public keys the store belongs to, or None for a new store."""
+        ...
+
+    def close(self) -> None:
+        """Release the store's resources. Committed data stays (in a durable store)."""
+        ...
+
+
+class MemoryStore:
+    """A store that keeps everything in memory: for tests, and for callers who want no durability.
+
+    It follows the same rules as the durable store (key binding, ordering), so code tested
+    against it behaves the same against SQLite.
+    """
+
+    def __init__(self) -> None:
+        self._keys: tuple[PublicKey, PublicKey] | None = None
+        self._sent: dict[int, SignedMessage] = {}
+        self._received: dict[int, SignedMessage] = {}
+        self._transcript: list[TranscriptEntry] = []
+        self._state = LineState()
+        self._closed = False
+
+    def keys(self) -> tuple[PublicKey, PublicKey] | None:
+        return self._keys
+
+    def load(self, identity: PublicKey, peer: PublicKey) -> LineState:
+        self._check_open()
+        if self._keys is None:
+            self._keys = (identity, peer)
+        elif self._keys != (identity, peer):
+            raise StoreMismatch("this store belongs to another line (other keys)")
+        return self._copy_state()
+
+    def _copy_state(self) -> LineState:
+        state = self._state
+        copy = LineState(
+            peer_delivered=state.peer_delivered,
+            peer_acknowledged=state.peer_acknowledged,
+            received_seq=state.received_seq,
+            received_head=state.received_head,
+            delivered_receipt=state.delivered_receipt,
+            acknowledged_receipt=state.acknowledged_receipt,
+            peer_initiation_watermark=state.peer_initiation_watermark,
+            initiation_timestamp=state.initiation_timestamp,
+        )
+        copy.sent_seq = state.sent_seq
+        copy.sent_head = state.sent_head
+        copy.pending.extend(state.pending)
+        copy.sent_heads.update(state.sent_heads)
+        return copy
+
+    def commit(self, batch: Batch) -> None:
+        self._check_open()
+        if self._keys is None:
+            raise LocalProtocolError("load() the store before committing to it")
+        # Validate on a copy, so that a bad batch changes nothing.
+        state = self._copy_state()
+        for message in batch.sent:
+            state.append_sent(message)
+        for message in batch.received:
+            state.record_received(message)
+        for receipt in batch.own_receipts:
+            state.record_own_receipt(receipt)
+        for receipt in batch.peer_receipts:
+            state.apply_peer_receipt(receipt)
+        if batch.peer_initiation_watermark is not None:
+            state.peer_initiation_watermark = max(
+                state.peer_initiation_watermark, batch.peer_initiation_watermark
+            )
+        if batch.initiation_timestamp is not None:
+            state.initiation_timestamp = max(
+                state.initiation_timestamp, batch.initiation_timestamp
+            )
+        self._state = state
+        for message in batch.sent:
+            self._sent[message.seq] = message
+            self._transcript.append(_message_entry(Direction.OUT, message))
+        for message in batch.received:
+            self._received[message.seq] = message
+            self._transcript.append(_message_entry(Direction.IN, message))
+        for receipt in batch.own_receipts:
+            self._transcript.append(_receipt_entry(Direction.OUT, receipt))
+        for receipt in batch.peer_receipts:
+            self._transcript.append(_receipt_entry(Direction.IN, receipt))
+
+    def inbox(self, after: int, limit: int) -> list[SignedMessage]:
+        self._check_open()
+        end = min(self._state.received_seq, after + limit)
+        return [self._received[seq] for seq in range(after + 1, end + 1)]
+
+    def transcript(self) -> Iterator[TranscriptEntry]:
+        return iter(list(self._transcript))
+
+    def close(self) -> None:
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LocalProtocolError("the store is closed")
+
+
+def _message_entry(direction: Direction, message: SignedMessage) -> TranscriptEntry:
+    return TranscriptEntry(direction, "message", message.seq, message.envelope, message.signature)
+
+
+def _receipt_entry(direction: Direction, receipt: Receipt) -> TranscriptEntry:
+    kind = "delivered" if receipt.kind is ReceiptKind.DELIVERED else "acknowledged"
+    return TranscriptEntry(direction, kind, receipt.upto, receipt.envelope, receipt.signature)
