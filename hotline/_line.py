@@ -39,7 +39,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -839,6 +839,25 @@ async def authenticate(stream: trio.abc.Stream, conn: Connection) -> PeerAuthent
     raise LineBroken("the handshake timed out")
 
 
+@contextlib.contextmanager
+def unwrap_single_exception() -> Iterator[None]:
+    """Let an error leave a nursery as itself, not inside a group of one.
+
+    trio wraps whatever leaves a nursery (the body included) in an exception group. Callers
+    of ``open_line`` should see ``OSError`` for a port in use, ``StoreMismatch`` for another
+    line's store, or their own exception from the body, as they would without a nursery.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        error: BaseException = group
+        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+            error = error.exceptions[0]
+        if error is group:
+            raise
+        raise error from group.__cause__
+
+
 def _as_connector(connect: Address | Connector) -> Connector:
     if callable(connect):
         return connect
@@ -879,25 +898,26 @@ async def open_line(
 
         owned_store = store = SQLiteStore(store, synchronous=durability)
     try:
-        line = Line(identity, peer, store, config=config, auto_ack=auto_ack, rng=rng)
-        await line._load()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(line._committer)
-            if listen is not None:
-                from ._listener import Listener
+        with unwrap_single_exception():
+            line = Line(identity, peer, store, config=config, auto_ack=auto_ack, rng=rng)
+            await line._load()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(line._committer)
+                if listen is not None:
+                    from ._listener import Listener
 
-                own = Listener(identity, config=config)
-                line.listen_addresses = await nursery.start(own.serve, *listen)
-                await nursery.start(line._serve, own)
-            if listener is not None:
-                await nursery.start(line._serve, listener)
-            if connect is not None:
-                nursery.start_soon(line._dialer, _as_connector(connect))
-            try:
-                yield line
-            finally:
-                await line.aclose()
-                nursery.cancel_scope.cancel()
+                    own = Listener(identity, config=config)
+                    line.listen_addresses = await nursery.start(own.serve, *listen)
+                    await nursery.start(line._serve, own)
+                if listener is not None:
+                    await nursery.start(line._serve, listener)
+                if connect is not None:
+                    nursery.start_soon(line._dialer, _as_connector(connect))
+                try:
+                    yield line
+                finally:
+                    await line.aclose()
+                    nursery.cancel_scope.cancel()
     finally:
         if owned_store is not None:
             owned_store.close()

@@ -25,7 +25,7 @@ from ._config import Config
 from ._connection import Connection
 from ._errors import AuthenticationError, HotlineError, LocalProtocolError
 from ._keys import Identity
-from ._line import Address, Line, authenticate
+from ._line import Address, Line, authenticate, unwrap_single_exception
 
 __all__ = ["Listener", "open_listener"]
 
@@ -111,9 +111,10 @@ async def open_listener(
 ) -> AsyncIterator[Listener]:
     """Listen on one port for every line of ``identity`` opened with ``listener=``."""
     listener = Listener(identity, config=config)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(listener.serve, host, port)
-        try:
-            yield listener
-        finally:
-            nursery.cancel_scope.cancel()
+    with unwrap_single_exception():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(listener.serve, host, port)
+            try:
+                yield listener
+            finally:
+                nursery.cancel_scope.cancel()
