@@ -50,7 +50,6 @@ from ._errors import (
     LineBroken,
     LineClosed,
     LocalProtocolError,
-    MessageTooLarge,
     RemoteProtocolError,
 )
 from ._events import (
@@ -210,6 +209,7 @@ class Connection:
         self._received_head = GENESIS_HEAD
         self._recv_heads: dict[int, bytes] = {}
         self._rereceipt_due = False
+        self._transmitted_high = 0
         # Liveness.
         self._liveness = Liveness.CONNECTING
         self._last_heard = now
@@ -397,9 +397,20 @@ class Connection:
         elif self._state is _S.OPEN:
             self._read_transport(frame)
 
+    def _read_handshake(self, frame: bytes) -> bytes:
+        assert self._handshake is not None
+        try:
+            return self._handshake.read_message(frame)
+        except AuthenticationError as exc:
+            # Noise's own error says nothing, on purpose; this side's logs should.
+            raise AuthenticationError(
+                reason=exc.reason or "handshake message failed authentication "
+                "(wrong key, tampered, or not a hotline peer)"
+            ) from None
+
     def _read_initiation(self, frame: bytes) -> None:
         assert self._handshake is not None
-        payload = self._handshake.read_message(frame)
+        payload = self._read_handshake(frame)
         remote = self._handshake.remote_static
         peer = self._known.get(remote) if remote is not None else None
         if peer is None:
@@ -420,7 +431,7 @@ class Connection:
     def _read_response(self, frame: bytes) -> None:
         assert self._handshake is not None
         assert self._peer is not None
-        payload = self._handshake.read_message(frame)
+        payload = self._read_handshake(frame)
         if payload:
             raise RemoteProtocolError("the handshake response carries no payload")
         self._finish_handshake()
@@ -562,9 +573,13 @@ class Connection:
         self._events.append(ReceiptReceived(receipt))
 
     def _receive_pong(self, ping_id: int, sent: int) -> None:
-        entry = self._pings.get(ping_id)
-        if entry is None or entry[0] != sent:
+        if ping_id > self._ping_id:
             raise RemoteProtocolError("pong for a ping that was never sent")
+        entry = self._pings.get(ping_id)
+        if entry is None:
+            return  # A ping so old we stopped tracking it; its pong still proved life.
+        if entry[0] != sent:
+            raise RemoteProtocolError("pong does not echo its ping")
         for old in [key for key in self._pings if key <= ping_id]:
             del self._pings[old]
         rtt = max(0.0, self._now - entry[1])
@@ -619,15 +634,15 @@ class Connection:
         self._send_ping()
 
     def send_message(self, message: SignedMessage) -> None:
-        """Transmit the message just added to the line state by :meth:`LineState.next_message`."""
+        """Transmit the message just added to the line state by :meth:`LineState.next_message`.
+
+        A message added before :meth:`start` is already transmitted by it: do not send it again.
+        """
         line = self._require_open()
-        if len(message.body) > self._config.max_body_size:
-            raise MessageTooLarge(
-                f"body of {len(message.body)} bytes is over the limit of "
-                f"{self._config.max_body_size}"
-            )
         if message.seq != line.sent_seq or line.head_of_sent(message.seq) != message.hash:
             raise LocalProtocolError("send_message() takes the line's newest message")
+        if message.seq <= self._transmitted_high:
+            raise LocalProtocolError(f"message {message.seq} was already transmitted")
         self._emit_message(message)
 
     def send_receipt(self, receipt: Receipt) -> None:
@@ -668,15 +683,22 @@ class Connection:
             return self._handshake_deadline
         if self._state is not _S.OPEN:
             return None
-        config = self._config
-        deadlines = [
-            self._next_ping,
-            self._last_heard + config.down_after,
-            self._key_since + config.rekey_after_seconds,
-        ]
+        deadlines = [self._next_ping, self._down_at(), self._rekey_at()]
         if self._liveness is Liveness.UP:
-            deadlines.append(self._last_heard + config.suspect_after * config.heartbeat_interval)
+            deadlines.append(self._suspect_at())
         return min(deadlines)
+
+    # advance() compares ``now`` with these very expressions, never with a difference such as
+    # ``now - last_heard``: in floating point the two can disagree, and a deadline that has
+    # passed but does not fire would make a driver spin at one instant.
+    def _down_at(self) -> float:
+        return self._last_heard + self._config.down_after
+
+    def _suspect_at(self) -> float:
+        return self._last_heard + self._config.suspect_after * self._config.heartbeat_interval
+
+    def _rekey_at(self) -> float:
+        return self._key_since + self._config.rekey_after_seconds
 
     def advance(self, now: float) -> None:
         """Run the timers that are due at ``now``: handshake timeout, pings, liveness, rekey."""
@@ -688,20 +710,16 @@ class Connection:
             return
         if state is not _S.OPEN:
             return
-        config = self._config
         silent = now - self._last_heard
-        if silent >= config.down_after:
+        if now >= self._down_at():
             self._liveness = Liveness.DOWN
             self._events.append(LivenessChanged(Liveness.DOWN, silent))
             self._break(f"the peer was silent for {silent:.3f} s")
             return
-        if (
-            self._liveness is Liveness.UP
-            and silent >= config.suspect_after * config.heartbeat_interval
-        ):
+        if self._liveness is Liveness.UP and now >= self._suspect_at():
             self._liveness = Liveness.SUSPECT
             self._events.append(LivenessChanged(Liveness.SUSPECT, silent))
-        if now >= self._next_ping or now >= self._key_since + config.rekey_after_seconds:
+        if now >= self._next_ping or now >= self._rekey_at():
             # An idle line still rekeys on time: the ping carries the rekey flag.
             self._send_ping()
 
@@ -723,6 +741,7 @@ class Connection:
             self._emit_record([T_RECEIPT, receipt.envelope, receipt.signature])
 
     def _emit_message(self, message: SignedMessage) -> None:
+        self._transmitted_high = message.seq
         self._emit_record([T_MESSAGE, message.envelope, message.signature])
 
     def _write_frame(self, noise_message: bytes) -> None:
@@ -746,7 +765,7 @@ class Connection:
             self._sent_under_key += 1
             rekey = (
                 self._sent_under_key >= config.rekey_after_messages
-                or self._now - self._key_since >= config.rekey_after_seconds
+                or self._now >= self._rekey_at()
             )
             if rekey:
                 flags |= FLAG_REKEY

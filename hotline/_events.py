@@ -40,6 +40,8 @@ class PeerAuthenticated:
     initiation_timestamp: int | None
     """The initiator's timestamp (responder side only): must exceed the stored watermark."""
     handshake_hash: bytes
+    """The initiator's final handshake hash. The responder's is the hash after message 1, as
+    it has not written message 2 yet; ``Connection.handshake_hash`` is final after start()."""
 
 
 @dataclass(frozen=True, slots=True)

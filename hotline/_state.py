@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from ._errors import LocalProtocolError
+from ._config import Config
+from ._errors import LocalProtocolError, MessageTooLarge
 from ._keys import Identity
 from ._records import (
     GENESIS_HEAD,
@@ -29,6 +30,8 @@ from ._records import (
 )
 
 __all__ = ["LineState"]
+
+DEFAULT_MAX_BODY = Config().max_body_size
 
 
 @dataclass
@@ -91,13 +94,25 @@ class LineState:
     # --- outbound -------------------------------------------------------------------
 
     def next_message(
-        self, identity: Identity, line_id: bytes, body: bytes, timestamp: int
+        self,
+        identity: Identity,
+        line_id: bytes,
+        body: bytes,
+        timestamp: int,
+        *,
+        max_body_size: int = DEFAULT_MAX_BODY,
     ) -> SignedMessage:
         """Sign the next message and append it to ``pending``.
 
-        A durable caller persists the returned message (and so the new ``sent_seq``) before it
-        transmits it, so that a restart never reuses a sequence number.
+        A body over ``max_body_size`` raises :class:`MessageTooLarge` before it is signed:
+        once signed, a message is part of the chain and must be delivered. A durable caller
+        persists the returned message (and so the new ``sent_seq``) before it transmits it,
+        so that a restart never reuses a sequence number.
         """
+        if len(body) > max_body_size:
+            raise MessageTooLarge(
+                f"body of {len(body)} bytes is over the limit of {max_body_size}"
+            )
         message = sign_message(
             identity, line_id, self.sent_seq + 1, timestamp, self.sent_head, body
         )
