@@ -1,0 +1,180 @@
+"""A stateful hypothesis test of two cores talking through ``corepair``.
+
+Random sends both ways, partial transfers, delivered receipts, acknowledgements, time
+passing (usually below the down threshold, sometimes above it), reconnects that drop what is
+in flight, frequent rekeys and tampered frames, with the line's invariants checked after
+every step and, at the end, a final reconnect after which everything sent must have arrived
+exactly once and in order.
+"""
+
+from __future__ import annotations
+
+import hypothesis.strategies as st
+from corepair import Pair, snapshot
+from hypothesis import HealthCheck, event, settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from hotline import AuthenticationError, Config, ConnectionState
+
+SIDES = st.sampled_from(["a", "b"])
+CONFIG = Config(rekey_after_messages=4, rekey_after_seconds=2.5)
+
+
+class LineMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pair = Pair(config=CONFIG, auto_deliver=False)
+        self.pair.connect()
+
+    def _both_open(self) -> bool:
+        return all(node.is_open for node in self.pair.nodes)
+
+    # --- rules ------------------------------------------------------------------------
+
+    @rule(side=SIDES, body=st.binary(max_size=48))
+    def send(self, side: str, body: bytes) -> None:
+        self.pair.send(side, body)
+
+    @rule(side=SIDES, bodies=st.lists(st.binary(max_size=32), min_size=2, max_size=8))
+    def send_burst(self, side: str, bodies: list[bytes]) -> None:
+        for body in bodies:
+            self.pair.send(side, body)
+
+    @rule(side=SIDES, nbytes=st.integers(min_value=1, max_value=400))
+    def transfer_some(self, side: str, nbytes: int) -> None:
+        self.pair.transfer(side, nbytes)
+
+    @rule()
+    def pump(self) -> None:
+        self.pair.pump()
+
+    @rule(side=SIDES, count=st.none() | st.integers(min_value=1, max_value=4))
+    def deliver(self, side: str, count: int | None) -> None:
+        self.pair.node(side).deliver(self.pair.now, count)
+
+    @rule(side=SIDES)
+    def acknowledge(self, side: str) -> None:
+        self.pair.node(side).acknowledge(self.pair.now)
+
+    @rule(dt=st.sampled_from([0.25, 0.5, 1.0, 1.5, 2.75, 4.0]))
+    def advance(self, dt: float) -> None:
+        """Time passes and the link carries everything: the line stays up."""
+        self.pair.advance(dt)
+
+    @rule(dt=st.sampled_from([0.5, 1.0, 1.5, 2.0, 3.5]))
+    def advance_silently(self, dt: float) -> None:
+        """Time passes and nothing moves: the peers grow suspect, or give each other up."""
+        self.pair.advance(dt, pump=False)
+        for node in self.pair.nodes:
+            if node.conn is not None and node.conn.state is ConnectionState.BROKEN:
+                event("a peer was declared down")
+
+    @rule(initiator=SIDES)
+    def reconnect(self, initiator: str) -> None:
+        self.pair.reconnect(initiator=initiator)
+
+    @precondition(lambda self: self._both_open())
+    @rule(side=SIDES, body=st.binary(max_size=16), position=st.integers(min_value=0),
+          initiator=SIDES)
+    def tamper(self, side: str, body: bytes, position: int, initiator: str) -> None:
+        """One flipped byte in a message's frame: refused, and nothing changes."""
+        pair = self.pair
+        pair.pump()  # Frame boundaries line up again.
+        if not self._both_open():
+            return
+        pair.send(side, body)
+        pair.collect()
+        wire = pair.wire[side]
+        data = bytearray(wire)
+        wire.clear()
+        frame_length = 2 + int.from_bytes(data[:2], "big")
+        data[2 + position % (frame_length - 2)] ^= 0x40
+        receiver = pair.node("b" if side == "a" else "a")
+        before = (snapshot(receiver.state), len(receiver.events), len(receiver.held))
+        try:
+            pair.feed(receiver.name, bytes(data))
+        except AuthenticationError:
+            pass
+        else:
+            raise AssertionError("a tampered frame was accepted")
+        assert receiver.conn is not None
+        assert receiver.conn.state is ConnectionState.ERROR
+        assert (snapshot(receiver.state), len(receiver.events), len(receiver.held)) == before
+        event("a tampered frame was refused")
+        pair.reconnect(initiator=initiator)
+
+    # --- invariants -------------------------------------------------------------------
+
+    @invariant()
+    def exactly_once_in_order(self) -> None:
+        for node in self.pair.nodes:
+            peer = node.peer
+            assert peer is not None
+            n = len(node.delivered)
+            assert node.delivered == [m.body for m in peer.sent[:n]]
+            assert [m.seq for m in node.delivered_messages] == list(range(1, n + 1))
+            assert node.state.received_seq == n
+            held = [m.seq for m in node.held]
+            assert held == list(range(n + 1, n + 1 + len(held)))
+
+    @invariant()
+    def receipts_cover_only_delivered_messages(self) -> None:
+        for node in self.pair.nodes:
+            peer = node.peer
+            assert peer is not None
+            state = node.state
+            state.check()
+            assert 0 <= state.peer_acknowledged <= state.peer_delivered <= state.sent_seq
+            assert state.acknowledged_upto <= state.delivered_upto <= len(node.delivered)
+            assert state.peer_delivered <= peer.state.delivered_upto
+            assert state.peer_acknowledged <= peer.state.acknowledged_upto
+            for receipt in node.receipts:
+                assert receipt.upto <= len(peer.delivered)
+                assert receipt.head == peer.delivered_messages[receipt.upto - 1].hash
+            assert [m.seq for m in state.pending] == list(
+                range(state.peer_delivered + 1, state.sent_seq + 1)
+            )
+
+    @invariant()
+    def rekeys_match(self) -> None:
+        for node in self.pair.nodes:
+            peer = node.peer
+            assert peer is not None
+            if node.conn is not None and peer.conn is not None and node.is_open:
+                assert node.conn.rekeys_sent >= peer.conn.rekeys_received
+
+    def teardown(self) -> None:
+        """A clean connection at the end delivers everything ever sent, once, in order."""
+        pair = self.pair
+        rekeys = sum(node.conn.rekeys_sent for node in pair.nodes if node.conn is not None)
+        event("rekeys on the last connection", "many" if rekeys >= 5 else str(rekeys))
+        sent = sum(len(node.sent) for node in pair.nodes)
+        event("messages sent", f"{min(sent // 10 * 10, 50)}+")
+        pair.reconnect()
+        for node in pair.nodes:
+            node.deliver(pair.now)
+            node.acknowledge(pair.now)
+        pair.pump()
+        for node in pair.nodes:
+            node.deliver(pair.now)
+            node.acknowledge(pair.now)
+        pair.pump()
+        self.exactly_once_in_order()
+        self.receipts_cover_only_delivered_messages()
+        for node in pair.nodes:
+            peer = node.peer
+            assert peer is not None
+            assert node.delivered == [m.body for m in peer.sent]
+            assert node.state.peer_delivered == node.state.peer_acknowledged == node.state.sent_seq
+            assert not node.state.pending
+
+
+LineMachine.TestCase.settings = settings(
+    max_examples=75,
+    stateful_step_count=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestLine = LineMachine.TestCase
