@@ -234,6 +234,7 @@ class Line:
         self._batch = Batch()
         self._batch_done = trio.Event()
         self._commit_wanted = trio.Event()
+        self._inflight: trio.Event | None = None
         # Outbound.
         self._next_seq = 1
         self._next_head = b""
@@ -501,8 +502,9 @@ class Line:
             self.identity, self.line_id, ReceiptKind.ACKNOWLEDGED, target[0], target[1],
             time.time_ns(),
         )
+        # Sent only once committed (see _after_commit): a crash must never make the next
+        # connection re-send an older acknowledged receipt than the peer already holds.
         self._batch.own_receipts.append(receipt)
-        self._send_receipt(receipt)
 
     def _queue_delivered_receipt(self) -> None:
         state = self._state
@@ -535,6 +537,7 @@ class Line:
             self._sign_pending_ack()
             batch, done = self._batch, self._batch_done
             self._batch, self._batch_done = Batch(), trio.Event()
+            self._inflight = done
             if batch:
                 try:
                     await self._store_call(self._store.commit, batch)
@@ -545,6 +548,7 @@ class Line:
                     done.set()
                     raise
                 self._after_commit(batch)
+            self._inflight = None
             done.set()
 
     def _after_commit(self, batch: Batch) -> None:
@@ -555,6 +559,12 @@ class Line:
             if live is not None:
                 live.conn.send_message(message)
                 self._transmitted_high = message.seq
+        for receipt in batch.own_receipts:
+            if (
+                receipt.kind is ReceiptKind.ACKNOWLEDGED
+                and receipt is self._state.acknowledged_receipt
+            ):
+                self._send_receipt(receipt)
         if batch.received:
             for message in batch.received:
                 self._state.record_received(message)
@@ -565,10 +575,13 @@ class Line:
 
     async def _flush_commits(self) -> None:
         """Wait until everything queued so far is durable."""
-        while self._batch or self._commit_wanted.is_set():
-            done = self._batch_done
-            self._commit_wanted.set()
-            await done.wait()
+        while self._batch or self._commit_wanted.is_set() or self._inflight is not None:
+            if self._inflight is not None:
+                await self._inflight.wait()
+            else:
+                done = self._batch_done
+                self._commit_wanted.set()
+                await done.wait()
             if self._failure is not None:
                 return
 
