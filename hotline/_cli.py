@@ -94,8 +94,14 @@ def _load_any_public(path: str) -> PublicKey:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    if not args.force:
+        for path in (args.file, args.file + ".pub"):
+            if os.path.exists(path):
+                raise CliError(f"{path!r} exists: use --force to replace it")
     identity = Identity.generate(comment=args.comment)
     passphrase = _read_passphrase(args.passphrase_file)
+    if passphrase == b"":
+        raise CliError(f"the passphrase file {args.passphrase_file!r} is empty")
     identity.save(args.file, passphrase, overwrite=args.force)
     print(identity.public_key.fingerprint())
     return 0
@@ -147,6 +153,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError("give --listen HOST:PORT, --connect HOST:PORT, or both")
     identity = load_identity(args.key, args.passphrase_file)
     peer = load_peer(args.peer)
+    if peer == identity.public_key:
+        raise CliError("--peer is this node's own key: a line needs the other party's key")
     data_dir = Path(args.data)
     try:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -237,7 +245,7 @@ async def _run(
         try:
             async with open_line(
                 identity, peer, store=store_path, listen=args.listen, connect=args.connect,
-                config=config, auto_ack=False,
+                config=config, auto_ack=False, durability=args.durability,
             ) as line, trio.open_nursery() as nursery:
                 nursery.start_soon(read_stdin, line, stdin_done)
                 nursery.start_soon(watch, line)
@@ -374,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--until-delivered", action="store_true",
                      help="exit once standard input is done and every message is delivered")
     run.add_argument("--passphrase-file", metavar="F", help="passphrase of the key")
+    run.add_argument("--durability", choices=("FULL", "NORMAL"), default="FULL",
+                     help="FULL (default): a receipted message survives power loss; NORMAL: "
+                     "it survives a crash of the process")
     run.set_defaults(handler=cmd_run)
 
     log = commands.add_parser("log", help="print the transcript held in a store")
@@ -404,6 +415,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _die(str(exc))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (| head): that is its choice, not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

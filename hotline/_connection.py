@@ -592,19 +592,23 @@ class Connection:
 
     # --- actions --------------------------------------------------------------------
 
-    def start(self, line: LineState, now: float) -> None:
+    def start(self, line: LineState, now: float, *, config: Config | None = None) -> None:
         """Open the authenticated connection, resuming ``line``.
 
         The connection takes ``line`` and keeps it current as receipts arrive; the driver
         must not start a second connection on the same state while this one is open.
         On the responder side this is where a replayed initiation is refused
-        (:class:`AuthenticationError`), before any answer is sent.
+        (:class:`AuthenticationError`), before any answer is sent. ``config`` replaces the
+        connection's settings from here on (a listener shared by several lines handshakes
+        with its own settings, then each line runs with its own).
         """
         if self._state is not _S.AUTHENTICATED:
             raise LocalProtocolError(
                 f"start() needs an authenticated connection, not {self._state.value}"
             )
         line.check()
+        if config is not None:
+            self._config = config
         self._now = now
         if self._role is Role.RESPONDER:
             assert self._handshake is not None

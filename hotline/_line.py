@@ -235,6 +235,7 @@ class Line:
         self._batch_done = trio.Event()
         self._commit_wanted = trio.Event()
         self._inflight: trio.Event | None = None
+        self._nursery: trio.Nursery | None = None
         # Outbound.
         self._next_seq = 1
         self._next_head = b""
@@ -541,12 +542,16 @@ class Line:
             if batch:
                 try:
                     await self._store_call(self._store.commit, batch)
-                except BaseException as exc:
+                except Exception as exc:
+                    # The line cannot go on without its store: stop it, and let open_line
+                    # raise this one error (senders waiting on the batch see it too).
                     self._failure = exc
                     logger.error("the store failed; the line stops: %s", exc)  # noqa: TRY400
                     self._wake_everyone()
                     done.set()
-                    raise
+                    if self._nursery is not None:
+                        self._nursery.cancel_scope.cancel()
+                    return
                 self._after_commit(batch)
             self._inflight = None
             done.set()
@@ -623,7 +628,7 @@ class Line:
                 return False
             old = self._active
             try:
-                conn.start(self._state, trio.current_time())
+                conn.start(self._state, trio.current_time(), config=self.config)
             except AuthenticationError as exc:
                 logger.warning("session %d: refused: %s", session.id, exc.reason)
                 return False
@@ -915,6 +920,7 @@ async def open_line(
             line = Line(identity, peer, store, config=config, auto_ack=auto_ack, rng=rng)
             await line._load()
             async with trio.open_nursery() as nursery:
+                line._nursery = nursery
                 nursery.start_soon(line._committer)
                 if listen is not None:
                     from ._listener import Listener
@@ -931,6 +937,8 @@ async def open_line(
                 finally:
                     await line.aclose()
                     nursery.cancel_scope.cancel()
+            if line._failure is not None:
+                raise StoreError(f"the line's store failed: {line._failure}") from line._failure
     finally:
         if owned_store is not None:
             owned_store.close()
