@@ -1,0 +1,613 @@
+"""The durable store: one line kept in one SQLite database file.
+
+Theory of operation
+-------------------
+:class:`SQLiteStore` implements :class:`~hotline._store.Store` with the standard library's
+``sqlite3`` and follows :class:`~hotline._store.MemoryStore`'s rules exactly. Each
+:meth:`~SQLiteStore.commit` is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction, so a batch
+is all-or-nothing, and in WAL mode one commit costs one fsync of the log (``synchronous=FULL``,
+the default: a receipted message survives power loss) or none (``NORMAL``: it survives a crash
+of the process, but a power loss can roll back the last commits). Grouping messages into
+batches is the caller's job; this module never splits or merges them.
+
+A batch is checked before anything is written, with :class:`~hotline.LineState`'s own
+methods applied to a copy of the marks, so an invalid batch raises
+:class:`~hotline.LocalProtocolError` and writes nothing. The store keeps a full
+:class:`~hotline.LineState` in memory (the *mirror*) and advances it only once the
+transaction has committed, so a failed commit leaves both the file and the mirror as they
+were. Every ``sqlite3.Error`` leaves a public method as :class:`~hotline.StoreError`.
+
+Schema (version 1, kept in ``PRAGMA user_version``)::
+
+    meta        id = 1, identity, peer (32-byte raw public keys), line_id, created (ns)
+    transcript  ord INTEGER PRIMARY KEY, direction, kind, seq, envelope, signature
+    messages    (direction, seq) PRIMARY KEY, ord -> transcript, timestamp, prev, hash, body_at
+    receipts    ord PRIMARY KEY -> transcript, direction, kind, upto, head, timestamp
+    state       id = 1, sent_seq, sent_head, received_seq, received_head, peer_delivered,
+                peer_acknowledged, peer_initiation_watermark, initiation_timestamp,
+                delivered_receipt, acknowledged_receipt (ords of our latest receipts)
+
+``direction`` is ``'out'`` (signed by this node) or ``'in'`` (signed by the peer); ``kind``
+is ``'message'``, ``'delivered'`` or ``'acknowledged'``; ``seq`` in ``transcript`` is a
+message's sequence number or a receipt's ``upto``. The signed bytes live once, in
+``transcript``, whose ``ord`` is the order of recording (rows are never deleted, so it only
+grows); ``messages`` and ``receipts`` hold their decoded fields. A body is the tail of its
+envelope from byte ``body_at`` on: storing it again would double every write. The outbox is
+our messages above ``peer_delivered``, the inbox is the peer's messages; both are ranges of
+the ``messages`` primary key, so loading reads only the pending and unacknowledged rows.
+SQLite integers are signed 64-bit, so the unsigned 64-bit timestamps and watermarks are
+stored in two's complement; sequence numbers cannot get that far.
+
+The file is created with mode 0600 (the transcript is private); SQLite gives its ``-wal`` and
+``-shm`` side files the database file's mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+from ._errors import (
+    AuthenticationError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    StoreError,
+    StoreMismatch,
+    StoreVersionError,
+)
+from ._keys import PublicKey, line_id
+from ._records import Receipt, ReceiptKind, SignedMessage, open_receipt
+from ._state import LineState
+from ._store import Batch, Direction, TranscriptEntry
+
+__all__ = ["SQLiteStore"]
+
+SCHEMA_VERSION = 1
+
+_SYNCHRONOUS = ("FULL", "NORMAL")
+
+# Rows per query when streaming the transcript: bounds memory with large bodies, and no
+# statement stays open between pages (a caller may commit while it iterates).
+_TRANSCRIPT_PAGE = 128
+
+_U64 = 1 << 64
+_I64_MAX = (1 << 63) - 1
+
+_SCHEMA = (
+    """
+    CREATE TABLE meta (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        identity BLOB NOT NULL,
+        peer BLOB NOT NULL,
+        line_id BLOB NOT NULL,
+        created INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE transcript (
+        ord INTEGER PRIMARY KEY,
+        direction TEXT NOT NULL CHECK (direction IN ('out', 'in')),
+        kind TEXT NOT NULL CHECK (kind IN ('message', 'delivered', 'acknowledged')),
+        seq INTEGER NOT NULL,
+        envelope BLOB NOT NULL,
+        signature BLOB NOT NULL
+    )
+    """,
+    # WITHOUT ROWID: the rows are small (the blobs are in transcript), so the primary key's
+    # b-tree is the table and an insert touches one tree, not two.
+    """
+    CREATE TABLE messages (
+        direction TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        ord INTEGER NOT NULL REFERENCES transcript (ord),
+        timestamp INTEGER NOT NULL,
+        prev BLOB NOT NULL,
+        hash BLOB NOT NULL,
+        body_at INTEGER NOT NULL,
+        PRIMARY KEY (direction, seq)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE receipts (
+        ord INTEGER PRIMARY KEY REFERENCES transcript (ord),
+        direction TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        upto INTEGER NOT NULL,
+        head BLOB NOT NULL,
+        timestamp INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        sent_seq INTEGER NOT NULL,
+        sent_head BLOB NOT NULL,
+        received_seq INTEGER NOT NULL,
+        received_head BLOB NOT NULL,
+        peer_delivered INTEGER NOT NULL,
+        peer_acknowledged INTEGER NOT NULL,
+        peer_initiation_watermark INTEGER NOT NULL,
+        initiation_timestamp INTEGER NOT NULL,
+        delivered_receipt INTEGER REFERENCES receipts (ord),
+        acknowledged_receipt INTEGER REFERENCES receipts (ord)
+    )
+    """,
+    """
+    INSERT INTO state VALUES (1, 0, zeroblob(32), 0, zeroblob(32), 0, 0, 0, 0, NULL, NULL)
+    """,
+)
+
+_INSERT_TRANSCRIPT = (
+    "INSERT INTO transcript (ord, direction, kind, seq, envelope, signature)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (direction, seq, ord, timestamp, prev, hash, body_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_RECEIPT = (
+    "INSERT INTO receipts (ord, direction, kind, upto, head, timestamp) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_UPDATE_STATE = (
+    "UPDATE state SET sent_seq = ?, sent_head = ?, received_seq = ?, received_head = ?,"
+    " peer_delivered = ?, peer_acknowledged = ?, peer_initiation_watermark = ?,"
+    " initiation_timestamp = ?, delivered_receipt = ?, acknowledged_receipt = ? WHERE id = 1"
+)
+_SELECT_STATE = (
+    "SELECT sent_seq, sent_head, received_seq, received_head, peer_delivered,"
+    " peer_acknowledged, peer_initiation_watermark, initiation_timestamp,"
+    " delivered_receipt, acknowledged_receipt FROM state WHERE id = 1"
+)
+# CROSS JOIN pins messages as the outer loop: a range scan of its primary key, then one
+# rowid lookup per row in transcript.
+_SELECT_MESSAGES = (
+    "SELECT m.seq, m.timestamp, m.prev, m.hash, m.body_at, t.envelope, t.signature"
+    " FROM messages AS m CROSS JOIN transcript AS t ON t.ord = m.ord"
+    " WHERE m.direction = ? AND m.seq > ? ORDER BY m.seq LIMIT ?"
+)
+_SELECT_HEADS = (
+    "SELECT seq, hash FROM messages WHERE direction = 'out' AND seq >= ? ORDER BY seq"
+)
+_SELECT_TRANSCRIPT = (
+    "SELECT ord, direction, kind, seq, envelope, signature FROM transcript"
+    " WHERE ord > ? ORDER BY ord LIMIT ?"
+)
+
+
+def _to_i64(value: int, name: str) -> int:
+    if not 0 <= value < _U64:
+        raise LocalProtocolError(f"{name} must be an unsigned 64-bit integer")
+    return value - _U64 if value > _I64_MAX else value
+
+
+def _from_i64(value: int) -> int:
+    return value + _U64 if value < 0 else value
+
+
+def _copy_state(state: LineState) -> LineState:
+    copy = _marks_of(state)
+    copy.pending.extend(state.pending)
+    copy.sent_heads.update(state.sent_heads)
+    return copy
+
+
+def _marks_of(state: LineState) -> LineState:
+    """A LineState with ``state``'s marks but no pending messages or sent heads.
+
+    Validating a batch needs only the marks (the LineState methods check sequence numbers,
+    chain heads and receipt marks, never the pending list), and copying the outbox for every
+    commit would make a commit cost O(outbox) while the peer is away.
+    """
+    marks = LineState(
+        peer_delivered=state.peer_delivered,
+        peer_acknowledged=state.peer_acknowledged,
+        received_seq=state.received_seq,
+        received_head=state.received_head,
+        delivered_receipt=state.delivered_receipt,
+        acknowledged_receipt=state.acknowledged_receipt,
+        peer_initiation_watermark=state.peer_initiation_watermark,
+        initiation_timestamp=state.initiation_timestamp,
+    )
+    marks.sent_seq = state.sent_seq
+    marks.sent_head = state.sent_head
+    return marks
+
+
+def _apply(state: LineState, batch: Batch) -> None:
+    """Apply ``batch`` to ``state`` in MemoryStore's order (raises LocalProtocolError)."""
+    for message in batch.sent:
+        state.append_sent(message)
+    for message in batch.received:
+        state.record_received(message)
+    for receipt in batch.own_receipts:
+        state.record_own_receipt(receipt)
+    for receipt in batch.peer_receipts:
+        state.apply_peer_receipt(receipt)
+    if batch.peer_initiation_watermark is not None:
+        state.peer_initiation_watermark = max(
+            state.peer_initiation_watermark, batch.peer_initiation_watermark
+        )
+    if batch.initiation_timestamp is not None:
+        state.initiation_timestamp = max(state.initiation_timestamp, batch.initiation_timestamp)
+
+
+def _mismatch(stored: tuple[PublicKey, PublicKey], identity: PublicKey, peer: PublicKey) -> str:
+    stored_identity, stored_peer = stored
+    if (identity, peer) == (stored_peer, stored_identity):
+        what = "the keys are swapped: this is the peer's end of the line"
+    elif identity != stored_identity and peer != stored_peer:
+        what = "both keys differ"
+    elif identity != stored_identity:
+        what = "this node's identity differs"
+    else:
+        what = "the peer differs"
+    return (
+        f"this store belongs to the line between {stored_identity.fingerprint()} (this node)"
+        f" and {stored_peer.fingerprint()} (the peer), not between {identity.fingerprint()}"
+        f" and {peer.fingerprint()}: {what}"
+    )
+
+
+def _create_private(path: str) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (SQLite then fills it)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot create the store {path!r}: {exc.strerror}") from None
+    try:
+        if hasattr(os, "fchmod"):
+            # Only widens what a strict umask narrowed; SQLite must be able to write it.
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    # A durable store must not lose its own directory entry to a power cut.
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+class SQLiteStore:
+    """A durable :class:`~hotline._store.Store` in one SQLite file (see the module docstring).
+
+    ``synchronous`` is ``"FULL"`` (the default: a committed batch survives power loss) or
+    ``"NORMAL"`` (it survives a crash of the process; a power loss can lose the last commits).
+    The file is created (mode 0600) if it does not exist.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
+        self._open(path, synchronous, create=True)
+
+    @classmethod
+    def open_existing(
+        cls, path: str | os.PathLike[str], *, synchronous: str = "FULL"
+    ) -> SQLiteStore:
+        """Open a store that must already exist (for reading it): StoreError if it does not."""
+        store = cls.__new__(cls)
+        store._open(path, synchronous, create=False)
+        return store
+
+    def _open(self, path: str | os.PathLike[str], synchronous: str, *, create: bool) -> None:
+        if synchronous not in _SYNCHRONOUS:
+            raise LocalProtocolError(
+                f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}"
+            )
+        name = os.fspath(path)
+        if not isinstance(name, str) or name in ("", ":memory:"):
+            raise LocalProtocolError("a SQLiteStore needs a file path (use MemoryStore in memory)")
+        self._path = name
+        self._keys: tuple[PublicKey, PublicKey] | None = None
+        self._state: LineState | None = None
+        # Ords of our latest delivered and acknowledged receipts, as in the state row.
+        self._receipt_ords: tuple[int | None, int | None] = (None, None)
+        self._next_ord = 1
+        if create:
+            _create_private(name)
+        elif not os.path.exists(name):
+            raise StoreError(f"there is no store at {name!r}")
+        # mode=rw: the file exists by now, and SQLite must not create one where it vanished.
+        uri = Path(name).absolute().as_uri() + "?mode=rw"
+        try:
+            # check_same_thread=False: the trio driver calls every method from a worker thread,
+            # never two at a time, and not always from the same thread.
+            conn = sqlite3.connect(
+                uri, uri=True, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {name!r}: {exc}") from exc
+        self._conn = conn
+        try:
+            self._setup(synchronous)
+        except BaseException:
+            conn.close()
+            raise
+        self._closed = False
+
+    def _setup(self, synchronous: str) -> None:
+        with self._errors("cannot open the store"):
+            try:
+                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            except sqlite3.DatabaseError as exc:
+                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
+                    raise StoreError(
+                        f"{self._path!r} is not a hotline store: it is not a SQLite database"
+                    ) from None
+                raise
+            self._check_version(version)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            if version == 0:
+                # Only a new file takes the write lock here: a reader (``hotline log``) must
+                # not contend with the process that owns the line.
+                with self._transaction():
+                    # Read again under the lock: another process may have just created it.
+                    version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                    self._check_version(version)
+                    if version == 0:
+                        self._create_schema()
+            (last,) = self._conn.execute("SELECT coalesce(max(ord), 0) FROM transcript").fetchone()
+            self._next_ord = last + 1
+
+    def _check_version(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise StoreVersionError(
+                f"store schema version {version} is newer than this hotline"
+                f" (knows up to {SCHEMA_VERSION}): upgrade hotline"
+            )
+
+    def _create_schema(self) -> None:
+        (tables,) = self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        if tables:
+            raise StoreError(
+                f"{self._path!r} is not a hotline store: a SQLite database with other tables"
+            )
+        for statement in _SCHEMA:
+            self._conn.execute(statement)
+        self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # --- the Store protocol ---------------------------------------------------------------
+
+    def keys(self) -> tuple[PublicKey, PublicKey] | None:
+        self._check_open()
+        if self._keys is None:
+            with self._errors("cannot read the store"):
+                row = self._conn.execute("SELECT identity, peer FROM meta WHERE id = 1").fetchone()
+            if row is not None:
+                self._keys = self._public_keys(row[0], row[1])
+        return self._keys
+
+    def load(self, identity: PublicKey, peer: PublicKey) -> LineState:
+        self._check_open()
+        lid = line_id(identity, peer)
+        stored = self.keys()
+        if stored is None:
+            with self._errors("cannot write the store"), self._transaction():
+                self._conn.execute(
+                    "INSERT INTO meta (id, identity, peer, line_id, created)"
+                    " VALUES (1, ?, ?, ?, ?)",
+                    (identity.raw, peer.raw, lid, time.time_ns()),
+                )
+            self._keys = (identity, peer)
+        elif stored != (identity, peer):
+            raise StoreMismatch(_mismatch(stored, identity, peer))
+        with self._errors("cannot read the store"):
+            state = self._read_state(identity, lid)
+        self._state = state
+        return _copy_state(state)
+
+    def commit(self, batch: Batch) -> None:
+        self._check_open()
+        mirror = self._state
+        if mirror is None:
+            raise LocalProtocolError("load() the store before committing to it")
+        if not batch:
+            return
+        # Check everything before writing anything: a bad batch raises here, untouched.
+        after = _marks_of(mirror)
+        _apply(after, batch)
+        for message in batch.sent + batch.received:
+            if not message.envelope.endswith(message.body):
+                raise LocalProtocolError(f"message {message.seq}: body is not its envelope's")
+        next_ord = self._next_ord
+        transcript: list[tuple[int, str, str, int, bytes, bytes]] = []
+        messages: list[tuple[str, int, int, int, bytes, bytes, int]] = []
+        receipts: list[tuple[int, str, str, int, bytes, int]] = []
+        for way, chain in (("out", batch.sent), ("in", batch.received)):
+            for m in chain:
+                timestamp = _to_i64(m.timestamp, "timestamp")
+                body_at = len(m.envelope) - len(m.body)
+                transcript.append((next_ord, way, "message", m.seq, m.envelope, m.signature))
+                messages.append((way, m.seq, next_ord, timestamp, m.prev, m.hash, body_at))
+                next_ord += 1
+        delivered_ord, acknowledged_ord = self._receipt_ords
+        for way, signed in (("out", batch.own_receipts), ("in", batch.peer_receipts)):
+            for r in signed:
+                kind = r.kind.value
+                timestamp = _to_i64(r.timestamp, "timestamp")
+                transcript.append((next_ord, way, kind, r.upto, r.envelope, r.signature))
+                receipts.append((next_ord, way, kind, r.upto, r.head, timestamp))
+                if way == "out" and r.kind is ReceiptKind.DELIVERED:
+                    delivered_ord = next_ord
+                elif way == "out":
+                    acknowledged_ord = next_ord
+                next_ord += 1
+        state_row = (
+            after.sent_seq,
+            after.sent_head,
+            after.received_seq,
+            after.received_head,
+            after.peer_delivered,
+            after.peer_acknowledged,
+            _to_i64(after.peer_initiation_watermark, "peer_initiation_watermark"),
+            _to_i64(after.initiation_timestamp, "initiation_timestamp"),
+            delivered_ord,
+            acknowledged_ord,
+        )
+        with self._errors("cannot commit to the store"), self._transaction():
+            (last,) = self._conn.execute("SELECT coalesce(max(ord), 0) FROM transcript").fetchone()
+            if last != self._next_ord - 1:
+                raise StoreError("the store was changed by another writer: reopen it")
+            self._conn.executemany(_INSERT_TRANSCRIPT, transcript)
+            if messages:
+                self._conn.executemany(_INSERT_MESSAGE, messages)
+            if receipts:
+                self._conn.executemany(_INSERT_RECEIPT, receipts)
+            self._conn.execute(_UPDATE_STATE, state_row)
+        # Committed: only now may the mirror move. The batch was checked, so this cannot fail.
+        _apply(mirror, batch)
+        self._next_ord = next_ord
+        self._receipt_ords = (delivered_ord, acknowledged_ord)
+
+    def inbox(self, after: int, limit: int) -> list[SignedMessage]:
+        self._check_open()
+        if limit <= 0 or after >= _I64_MAX:
+            return []
+        with self._errors("cannot read the store"):
+            return self._read_messages(Direction.IN, max(after, 0), min(limit, _I64_MAX))
+
+    def transcript(self) -> Iterator[TranscriptEntry]:
+        self._check_open()
+        return self._transcript_pages()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._errors("cannot close the store"):
+            self._conn.close()
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LocalProtocolError("the store is closed")
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.Error, OverflowError) as exc:
+            # OverflowError: sqlite3 refuses an int beyond 64 bits; it is the store's failure.
+            raise StoreError(f"{what} {self._path!r}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # IMMEDIATE takes the write lock up front, so the transaction cannot fail half way
+        # through for want of it.
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._conn.execute("COMMIT")
+        except BaseException:
+            # A failed COMMIT may or may not have rolled back already.
+            if self._conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+            raise
+
+    def _public_keys(self, identity: bytes, peer: bytes) -> tuple[PublicKey, PublicKey]:
+        try:
+            return PublicKey(identity), PublicKey(peer)
+        except LocalProtocolError:
+            raise StoreError(f"the store {self._path!r} is corrupt: bad public keys") from None
+
+    def _read_state(self, identity: PublicKey, lid: bytes) -> LineState:
+        row = self._conn.execute(_SELECT_STATE).fetchone()
+        (stored_lid,) = self._conn.execute("SELECT line_id FROM meta WHERE id = 1").fetchone()
+        if row is None or stored_lid != lid:
+            raise StoreError(f"the store {self._path!r} is corrupt: no state or wrong line id")
+        (
+            sent_seq,
+            sent_head,
+            received_seq,
+            received_head,
+            peer_delivered,
+            peer_acknowledged,
+            watermark,
+            initiation,
+            delivered_ord,
+            acknowledged_ord,
+        ) = row
+        state = LineState(
+            peer_delivered=peer_delivered,
+            peer_acknowledged=peer_acknowledged,
+            received_seq=received_seq,
+            received_head=received_head,
+            delivered_receipt=self._read_receipt(delivered_ord, identity, lid),
+            acknowledged_receipt=self._read_receipt(acknowledged_ord, identity, lid),
+            peer_initiation_watermark=_from_i64(watermark),
+            initiation_timestamp=_from_i64(initiation),
+        )
+        state.sent_seq = sent_seq
+        state.sent_head = sent_head
+        state.pending.extend(self._read_messages(Direction.OUT, peer_delivered, _I64_MAX))
+        heads = self._conn.execute(_SELECT_HEADS, (max(peer_acknowledged, 1),))
+        state.sent_heads.update(heads)
+        self._receipt_ords = (delivered_ord, acknowledged_ord)
+        (last,) = self._conn.execute("SELECT coalesce(max(ord), 0) FROM transcript").fetchone()
+        self._next_ord = last + 1
+        if state.pending and state.pending[-1].hash != state.sent_head:
+            raise StoreError(f"the store {self._path!r} is corrupt: the outbox breaks the chain")
+        return state
+
+    def _read_receipt(self, ord_: int | None, identity: PublicKey, lid: bytes) -> Receipt | None:
+        if ord_ is None:
+            return None
+        row = self._conn.execute(
+            "SELECT envelope, signature FROM transcript WHERE ord = ?", (ord_,)
+        ).fetchone()
+        corrupt = f"the store {self._path!r} is corrupt: our receipt (record {ord_})"
+        if row is None:
+            raise StoreError(f"{corrupt} is missing")
+        try:
+            return open_receipt(row[0], row[1], signer=identity, line_id=lid)
+        except (AuthenticationError, RemoteProtocolError):
+            raise StoreError(f"{corrupt} does not verify") from None
+
+    def _read_messages(self, direction: Direction, after: int, limit: int) -> list[SignedMessage]:
+        rows = self._conn.execute(_SELECT_MESSAGES, (direction.value, after, limit))
+        return [
+            SignedMessage(
+                seq, _from_i64(timestamp), prev, envelope[body_at:], envelope, signature, hash_
+            )
+            for seq, timestamp, prev, hash_, body_at, envelope, signature in rows
+        ]
+
+    def _transcript_pages(self) -> Iterator[TranscriptEntry]:
+        after = 0
+        while True:
+            self._check_open()
+            with self._errors("cannot read the store"):
+                rows = self._conn.execute(_SELECT_TRANSCRIPT, (after, _TRANSCRIPT_PAGE)).fetchall()
+            for ord_, direction, kind, seq, envelope, signature in rows:
+                try:
+                    way = Direction(direction)
+                except ValueError:
+                    raise StoreError(
+                        f"the store {self._path!r} is corrupt: record {ord_} has no direction"
+                    ) from None
+                yield TranscriptEntry(way, kind, seq, envelope, signature)
+            if len(rows) < _TRANSCRIPT_PAGE:
+                return
+            after = rows[-1][0]

@@ -1,0 +1,716 @@
+"""Tests for the stores: one conformance suite run against MemoryStore and SQLiteStore, then
+SQLite's own concerns (file format, durability settings, failed transactions).
+
+"Reload" means, for SQLite, a new SQLiteStore object on the same file, so what is checked is
+what the file holds, not what one object remembers. Another store joins the suite with an
+entry in ``STORES``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hotline._errors import LocalProtocolError, StoreError, StoreMismatch, StoreVersionError
+from hotline._keys import Identity, line_id
+from hotline._records import Receipt, ReceiptKind, SignedMessage, sign_message, sign_receipt
+from hotline._sqlite import SQLiteStore
+from hotline._state import LineState
+from hotline._store import Batch, Direction, MemoryStore, Store
+
+posix_only = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX-only")
+
+DELIVERED = ReceiptKind.DELIVERED
+ACKNOWLEDGED = ReceiptKind.ACKNOWLEDGED
+
+
+@dataclass
+class Line:
+    """Both ends of a line: ``ours`` is what the driver of the store's owner (a) keeps."""
+
+    a: Identity = field(default_factory=Identity.generate)
+    b: Identity = field(default_factory=Identity.generate)
+    ours: LineState = field(default_factory=LineState)
+    theirs: LineState = field(default_factory=LineState)
+    clock: int = 1_700_000_000_000_000_000
+    our_hashes: dict[int, bytes] = field(default_factory=dict)
+    their_hashes: dict[int, bytes] = field(default_factory=dict)
+
+    @property
+    def lid(self) -> bytes:
+        return line_id(self.a.public_key, self.b.public_key)
+
+    def tick(self) -> int:
+        self.clock += 1
+        return self.clock
+
+    def send(self, count: int) -> list[SignedMessage]:
+        """Our next messages (the peer receives them too, so it can receipt them)."""
+        sent = []
+        for _ in range(count):
+            body = f"from a {self.ours.sent_seq + 1}".encode()
+            message = self.ours.next_message(self.a, self.lid, body, self.tick())
+            self.theirs.record_received(message)
+            self.our_hashes[message.seq] = message.hash
+            sent.append(message)
+        return sent
+
+    def receive(self, count: int) -> list[SignedMessage]:
+        """The peer's next messages, as we hold them."""
+        received = []
+        for _ in range(count):
+            body = f"from b {self.theirs.sent_seq + 1}".encode()
+            message = self.theirs.next_message(self.b, self.lid, body, self.tick())
+            self.ours.record_received(message)
+            self.their_hashes[message.seq] = message.hash
+            received.append(message)
+        return received
+
+    def our_receipt(self, kind: ReceiptKind, upto: int) -> Receipt:
+        head = self.their_hashes[upto]
+        return self.ours.sign_own_receipt(self.a, self.lid, kind, upto, head, self.tick())
+
+    def peer_receipt(self, kind: ReceiptKind, upto: int) -> Receipt:
+        head = self.our_hashes[upto]
+        receipt = self.theirs.sign_own_receipt(self.b, self.lid, kind, upto, head, self.tick())
+        self.ours.apply_peer_receipt(receipt)
+        return receipt
+
+
+Reopen = Callable[[], Store]
+
+
+def _memory(tmp_path: Path) -> Reopen:
+    store = MemoryStore()
+    return lambda: store  # nothing outlives the object, so "reopening" is the same object
+
+
+def _sqlite(tmp_path: Path) -> Reopen:
+    return lambda: SQLiteStore(tmp_path / "line.db")
+
+
+#: Every store under test: a function that, given a private directory, returns one that opens
+#: the same store again each time it is called.
+STORES: dict[str, Callable[[Path], Reopen]] = {"memory": _memory, "sqlite": _sqlite}
+
+
+@dataclass
+class Opened:
+    open: Reopen
+    current: Store
+
+
+@pytest.fixture(params=STORES)
+def opened(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opened]:
+    open_ = STORES[request.param](tmp_path)
+    opened = Opened(open_, open_())
+    yield opened
+    opened.current.close()
+
+
+@pytest.fixture
+def store(opened: Opened) -> Store:
+    return opened.current
+
+
+@pytest.fixture
+def reopen(opened: Opened) -> Reopen:
+    """Open the store again as a new object: what a restarted process would find."""
+
+    def again() -> Store:
+        new = opened.open()
+        if new is not opened.current:
+            opened.current.close()
+        opened.current = new
+        return new
+
+    return again
+
+
+@pytest.fixture
+def line() -> Line:
+    return Line()
+
+
+def load(store: Store, line: Line) -> LineState:
+    return store.load(line.a.public_key, line.b.public_key)
+
+
+def reload(reopen: Reopen, line: Line) -> LineState:
+    return load(reopen(), line)
+
+
+# --- conformance: both stores ----------------------------------------------------------
+
+
+def test_new_store_has_no_keys_and_loads_an_empty_state(store: Store, line: Line) -> None:
+    assert store.keys() is None
+    assert load(store, line) == LineState()
+    assert store.keys() == (line.a.public_key, line.b.public_key)
+    assert list(store.transcript()) == []
+
+
+def test_keys_survive_reload(store: Store, reopen: Reopen, line: Line) -> None:
+    load(store, line)
+    assert reopen().keys() == (line.a.public_key, line.b.public_key)
+
+
+def test_sent_messages_survive_reload(store: Store, reopen: Reopen, line: Line) -> None:
+    load(store, line)
+    store.commit(Batch(sent=line.send(3)))
+    store.commit(Batch(sent=line.send(2)))
+    state = reload(reopen, line)
+    assert state == line.ours
+    assert [m.seq for m in state.pending] == [1, 2, 3, 4, 5]
+    assert state.sent_heads == line.our_hashes
+    assert state.sent_head == line.our_hashes[5]
+
+
+def test_reloaded_messages_keep_their_signed_bytes(
+    store: Store, reopen: Reopen, line: Line
+) -> None:
+    load(store, line)
+    sent = line.send(2)
+    store.commit(Batch(sent=sent))
+    state = reload(reopen, line)
+    assert list(state.pending) == sent
+    assert [(m.envelope, m.signature, m.body) for m in state.pending] == [
+        (m.envelope, m.signature, m.body) for m in sent
+    ]
+
+
+def test_received_messages_and_own_receipts_survive_reload(
+    store: Store, reopen: Reopen, line: Line
+) -> None:
+    load(store, line)
+    received = line.receive(4)
+    delivered = line.our_receipt(DELIVERED, 4)
+    acknowledged = line.our_receipt(ACKNOWLEDGED, 2)
+    store.commit(Batch(received=received, own_receipts=[delivered, acknowledged]))
+    state = reload(reopen, line)
+    assert (state.received_seq, state.received_head) == (4, line.their_hashes[4])
+    assert state.delivered_receipt is not None
+    assert state.acknowledged_receipt is not None
+    assert (state.delivered_receipt.envelope, state.delivered_receipt.signature) == (
+        delivered.envelope,
+        delivered.signature,
+    )
+    assert (state.acknowledged_receipt.envelope, state.acknowledged_receipt.signature) == (
+        acknowledged.envelope,
+        acknowledged.signature,
+    )
+    assert state == line.ours
+
+
+def test_latest_own_receipt_wins_across_commits(store: Store, reopen: Reopen, line: Line) -> None:
+    load(store, line)
+    store.commit(Batch(received=line.receive(2), own_receipts=[line.our_receipt(DELIVERED, 2)]))
+    store.commit(Batch(received=line.receive(2)))
+    latest = line.our_receipt(DELIVERED, 4)
+    store.commit(Batch(own_receipts=[latest]))
+    assert reload(reopen, line).delivered_receipt == latest
+
+
+def test_peer_delivered_receipt_retires_pending(store: Store, reopen: Reopen, line: Line) -> None:
+    load(store, line)
+    store.commit(Batch(sent=line.send(5)))
+    store.commit(Batch(peer_receipts=[line.peer_receipt(DELIVERED, 3)]))
+    state = reload(reopen, line)
+    assert [m.seq for m in state.pending] == [4, 5]
+    assert state.peer_delivered == 3
+    assert state == line.ours
+
+
+def test_peer_acknowledged_receipt_trims_sent_heads(
+    store: Store, reopen: Reopen, line: Line
+) -> None:
+    load(store, line)
+    store.commit(Batch(sent=line.send(5)))
+    receipts = [line.peer_receipt(DELIVERED, 4), line.peer_receipt(ACKNOWLEDGED, 3)]
+    store.commit(Batch(peer_receipts=receipts))
+    state = reload(reopen, line)
+    assert sorted(state.sent_heads) == [3, 4, 5]
+    assert state.peer_acknowledged == 3
+    assert state == line.ours
+
+
+def test_messages_sent_and_retired_in_one_batch(store: Store, reopen: Reopen, line: Line) -> None:
+    load(store, line)
+    sent = line.send(3)
+    store.commit(Batch(sent=sent, peer_receipts=[line.peer_receipt(DELIVERED, 3)]))
+    state = reload(reopen, line)
+    assert list(state.pending) == []
+    assert (state.sent_seq, state.sent_head) == (3, line.our_hashes[3])
+
+
+def test_watermarks_persist(store: Store, reopen: Reopen, line: Line) -> None:
+    load(store, line)
+    store.commit(Batch(peer_initiation_watermark=100, initiation_timestamp=50))
+    state = reload(reopen, line)
+    assert (state.peer_initiation_watermark, state.initiation_timestamp) == (100, 50)
+
+
+def test_watermarks_only_grow(store: Store, reopen: Reopen, line: Line) -> None:
+    load(store, line)
+    store.commit(Batch(peer_initiation_watermark=100, initiation_timestamp=50))
+    store.commit(Batch(peer_initiation_watermark=99, initiation_timestamp=7))
+    state = reload(reopen, line)
+    assert (state.peer_initiation_watermark, state.initiation_timestamp) == (100, 50)
+
+
+def test_largest_u64_values_round_trip(store: Store, reopen: Reopen, line: Line) -> None:
+    # SQLite integers are signed: the top half of the unsigned range must survive anyway.
+    top = 2**64 - 1
+    load(store, line)
+    message = sign_message(line.b, line.lid, 1, top, bytes(32), b"late")
+    store.commit(Batch(received=[message], peer_initiation_watermark=top))
+    again = reopen()
+    assert load(again, line).peer_initiation_watermark == top
+    assert again.inbox(0, 10) == [message]
+
+
+@pytest.mark.parametrize("who", ["identity", "peer"])
+def test_load_with_other_keys_is_a_mismatch(
+    store: Store, reopen: Reopen, line: Line, who: str
+) -> None:
+    load(store, line)
+    store.commit(Batch(sent=line.send(1)))
+    other = Identity.generate().public_key
+    keys = (other, line.b.public_key) if who == "identity" else (line.a.public_key, other)
+    with pytest.raises(StoreMismatch):
+        reopen().load(*keys)
+
+
+def test_commit_before_load_is_refused(store: Store, line: Line) -> None:
+    with pytest.raises(LocalProtocolError, match="load"):
+        store.commit(Batch(sent=line.send(1)))
+
+
+def test_closed_store_is_refused(store: Store, line: Line) -> None:
+    load(store, line)
+    store.close()
+    with pytest.raises(LocalProtocolError, match="closed"):
+        store.commit(Batch(sent=line.send(1)))
+
+
+def _gap(line: Line) -> Batch:
+    first, _, third = line.send(3)
+    return Batch(sent=[first, third])
+
+
+def _chain_break(line: Line) -> Batch:
+    first = line.send(1)[0]
+    stranger = sign_message(line.a, line.lid, 2, line.tick(), bytes(32), b"no link")
+    return Batch(sent=[first, stranger])
+
+
+def _received_gap(line: Line) -> Batch:
+    return Batch(received=line.receive(3)[1:])
+
+
+def _repeat(line: Line) -> Batch:
+    first = line.send(1)[0]
+    return Batch(sent=[first, first])
+
+
+def _receipt_beyond_received(line: Line) -> Batch:
+    received = line.receive(2)
+    upto = line.ours.received_seq + 1
+    beyond = sign_receipt(line.a, line.lid, DELIVERED, upto, bytes(32), line.tick())
+    return Batch(received=received, own_receipts=[beyond])
+
+
+def _acknowledged_beyond_delivered(line: Line) -> Batch:
+    received = line.receive(2)
+    delivered = line.our_receipt(DELIVERED, 3)
+    beyond = sign_receipt(line.a, line.lid, ACKNOWLEDGED, 4, line.their_hashes[4], line.tick())
+    return Batch(received=received, own_receipts=[delivered, beyond])
+
+
+INVALID_BATCHES: dict[str, Callable[[Line], Batch]] = {
+    "gap in seq": _gap,
+    "chain break": _chain_break,
+    "received gap": _received_gap,
+    "repeated message": _repeat,
+    "receipt beyond received": _receipt_beyond_received,
+    "acknowledged beyond delivered": _acknowledged_beyond_delivered,
+}
+
+
+@pytest.mark.parametrize("make", INVALID_BATCHES.values(), ids=INVALID_BATCHES.keys())
+def test_invalid_batch_changes_nothing(
+    store: Store, reopen: Reopen, line: Line, make: Callable[[Line], Batch]
+) -> None:
+    load(store, line)
+    store.commit(
+        Batch(sent=line.send(2), received=line.receive(2), peer_initiation_watermark=5)
+    )
+    before = load(store, line)
+    entries = len(list(store.transcript()))
+    bad = make(line)
+    bad.peer_initiation_watermark = 99  # would show if any part of the batch were applied
+    with pytest.raises(LocalProtocolError):
+        store.commit(bad)
+    assert load(store, line) == before
+    again = reopen()
+    assert load(again, line) == before
+    assert len(list(again.transcript())) == entries
+
+
+def test_store_accepts_the_next_batch_after_an_invalid_one(
+    store: Store, reopen: Reopen, line: Line
+) -> None:
+    load(store, line)
+    store.commit(Batch(sent=line.send(1)))
+    with pytest.raises(LocalProtocolError):
+        store.commit(Batch(sent=line.send(2)[1:]))
+    message = sign_message(line.a, line.lid, 2, line.tick(), line.our_hashes[1], b"retry")
+    store.commit(Batch(sent=[message]))
+    assert reload(reopen, line).sent_head == message.hash
+
+
+def test_empty_batch_changes_nothing(store: Store, reopen: Reopen, line: Line) -> None:
+    load(store, line)
+    store.commit(Batch(sent=line.send(1)))
+    store.commit(Batch())
+    assert len(list(store.transcript())) == 1
+    assert reload(reopen, line) == line.ours
+
+
+def test_inbox_pages(store: Store, reopen: Reopen, line: Line) -> None:
+    load(store, line)
+    received = line.receive(7)
+    store.commit(Batch(received=received[:4]))
+    store.commit(Batch(received=received[4:]))
+    store = reopen()
+    assert store.inbox(0, 3) == received[0:3]
+    assert store.inbox(3, 3) == received[3:6]
+    assert store.inbox(6, 3) == received[6:7]
+    assert store.inbox(7, 3) == []
+    assert store.inbox(2, 0) == []
+
+
+def test_inbox_holds_only_peer_messages(store: Store, line: Line) -> None:
+    load(store, line)
+    store.commit(Batch(sent=line.send(3), received=line.receive(1)))
+    assert [m.body for m in store.inbox(0, 10)] == [b"from b 1"]
+
+
+def test_transcript_keeps_recording_order(store: Store, reopen: Reopen, line: Line) -> None:
+    load(store, line)
+    sent = line.send(2)
+    received = line.receive(2)
+    own = line.our_receipt(DELIVERED, 2)
+    peer = line.peer_receipt(DELIVERED, 1)
+    store.commit(Batch(sent=sent, received=received, own_receipts=[own], peer_receipts=[peer]))
+    later = line.send(1)
+    store.commit(Batch(received=line.receive(1), sent=later))
+    store.commit(Batch(own_receipts=[line.our_receipt(ACKNOWLEDGED, 1)]))
+    out, in_ = Direction.OUT, Direction.IN
+    assert [(e.direction, e.kind, e.seq) for e in reopen().transcript()] == [
+        (out, "message", 1),
+        (out, "message", 2),
+        (in_, "message", 1),
+        (in_, "message", 2),
+        (out, "delivered", 2),
+        (in_, "delivered", 1),
+        (out, "message", 3),
+        (in_, "message", 3),
+        (out, "acknowledged", 1),
+    ]
+
+
+def test_transcript_holds_the_signed_bytes(store: Store, reopen: Reopen, line: Line) -> None:
+    load(store, line)
+    message = line.send(1)[0]
+    receipt = line.peer_receipt(DELIVERED, 1)
+    store.commit(Batch(sent=[message], peer_receipts=[receipt]))
+    assert [(e.envelope, e.signature) for e in reopen().transcript()] == [
+        (message.envelope, message.signature),
+        (receipt.envelope, receipt.signature),
+    ]
+
+
+def test_retired_messages_stay_in_the_transcript(store: Store, reopen: Reopen, line: Line) -> None:
+    load(store, line)
+    store.commit(Batch(sent=line.send(3)))
+    store.commit(Batch(peer_receipts=[line.peer_receipt(DELIVERED, 3)]))
+    kinds = [(e.kind, e.seq) for e in reopen().transcript()]
+    assert kinds == [("message", 1), ("message", 2), ("message", 3), ("delivered", 3)]
+
+
+# --- SQLite only -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "line.db"
+
+
+def _pragma(store: SQLiteStore, name: str) -> Any:
+    return store._conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+def test_newer_schema_is_refused(db: Path) -> None:
+    SQLiteStore(db).close()
+    with sqlite3.connect(db) as raw:
+        raw.execute("PRAGMA user_version = 99")
+    raw.close()
+    expected = r"version 99 is newer than this hotline \(knows up to 1\): upgrade hotline"
+    with pytest.raises(StoreVersionError, match=expected):
+        SQLiteStore(db)
+
+
+def test_garbage_file_is_a_store_error(db: Path) -> None:
+    db.write_bytes(os.urandom(4096))
+    with pytest.raises(StoreError, match="not a SQLite database") as info:
+        SQLiteStore(db)
+    assert not isinstance(info.value, sqlite3.Error)
+
+
+def test_other_sqlite_database_is_a_store_error(db: Path) -> None:
+    with sqlite3.connect(db) as raw:
+        raw.execute("CREATE TABLE notes (text TEXT)")
+    raw.close()
+    with pytest.raises(StoreError, match="other tables"):
+        SQLiteStore(db)
+
+
+@posix_only
+def test_store_file_is_private(db: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        SQLiteStore(db).close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+
+
+def test_journal_mode_is_wal(db: Path) -> None:
+    with SQLiteStore(db) as store:
+        assert _pragma(store, "journal_mode") == "wal"
+
+
+@pytest.mark.parametrize(("setting", "value"), [("FULL", 2), ("NORMAL", 1)])
+def test_synchronous_setting_is_applied(db: Path, setting: str, value: int) -> None:
+    with SQLiteStore(db, synchronous=setting) as store:
+        assert _pragma(store, "synchronous") == value
+
+
+def test_synchronous_defaults_to_full(db: Path) -> None:
+    with SQLiteStore(db) as store:
+        assert _pragma(store, "synchronous") == 2
+
+
+@pytest.mark.parametrize("setting", ["OFF", "full", "EXTRA", ""])
+def test_other_synchronous_settings_are_refused(db: Path, setting: str) -> None:
+    with pytest.raises(LocalProtocolError, match="synchronous"):
+        SQLiteStore(db, synchronous=setting)
+
+
+def test_integrity_check_passes_after_commits(db: Path, line: Line) -> None:
+    with SQLiteStore(db) as store:
+        load(store, line)
+        store.commit(Batch(sent=line.send(3), received=line.receive(3)))
+        store.commit(
+            Batch(
+                own_receipts=[line.our_receipt(DELIVERED, 3), line.our_receipt(ACKNOWLEDGED, 2)],
+                peer_receipts=[line.peer_receipt(DELIVERED, 2)],
+            )
+        )
+        assert _pragma(store, "integrity_check") == "ok"
+        assert store._conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_mismatch_names_the_side_and_fingerprints(db: Path, line: Line) -> None:
+    with SQLiteStore(db) as store:
+        load(store, line)
+    other = Identity.generate().public_key
+    with SQLiteStore(db) as store, pytest.raises(StoreMismatch) as info:
+        store.load(line.a.public_key, other)
+    message = str(info.value)
+    assert line.a.public_key.fingerprint() in message
+    assert line.b.public_key.fingerprint() in message
+    assert other.fingerprint() in message
+    assert "the peer differs" in message
+
+
+def test_swapped_keys_are_named_as_such(db: Path, line: Line) -> None:
+    with SQLiteStore(db) as store:
+        load(store, line)
+    with SQLiteStore(db) as store, pytest.raises(StoreMismatch, match="swapped"):
+        store.load(line.b.public_key, line.a.public_key)
+
+
+class FailingConnection:
+    """Stands in for the store's sqlite3 connection and fails one chosen statement."""
+
+    def __init__(self, conn: sqlite3.Connection, fail: Callable[[str], bool]) -> None:
+        self._conn = conn
+        self._fail = fail
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if self._fail(sql):
+            raise sqlite3.OperationalError("disk I/O error (simulated)")
+        return self._conn.execute(sql, *args)
+
+    def executemany(self, sql: str, rows: Any) -> Any:
+        if self._fail(sql):
+            raise sqlite3.OperationalError("disk I/O error (simulated)")
+        return self._conn.executemany(sql, rows)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+@pytest.mark.parametrize(
+    "statement", ["INSERT INTO messages", "INSERT INTO receipts", "UPDATE state", "COMMIT"]
+)
+def test_failure_inside_the_transaction_leaves_the_previous_commit(
+    db: Path, line: Line, monkeypatch: pytest.MonkeyPatch, statement: str
+) -> None:
+    store = SQLiteStore(db)
+    load(store, line)
+    store.commit(Batch(sent=line.send(2), received=line.receive(1)))
+    before = load(store, line)
+    batch = Batch(
+        sent=line.send(2),
+        received=line.receive(2),
+        own_receipts=[line.our_receipt(DELIVERED, 3)],
+        peer_receipts=[line.peer_receipt(DELIVERED, 4)],
+    )
+    real = store._conn
+    monkeypatch.setattr(store, "_conn", FailingConnection(real, lambda sql: statement in sql))
+    with pytest.raises(StoreError, match="simulated") as info:
+        store.commit(batch)
+    assert not isinstance(info.value, sqlite3.Error)
+    assert not real.in_transaction
+    monkeypatch.setattr(store, "_conn", real)
+    assert load(store, line) == before
+    assert len(list(store.transcript())) == 3
+    store.close()
+    with SQLiteStore(db) as reopened:
+        assert load(reopened, line) == before
+        assert len(list(reopened.transcript())) == 3
+
+
+def test_failed_commit_leaves_the_mirror_ready_for_a_retry(
+    db: Path, line: Line, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(db)
+    load(store, line)
+    batch = Batch(sent=line.send(2))
+    real = store._conn
+    monkeypatch.setattr(store, "_conn", FailingConnection(real, lambda sql: sql == "COMMIT"))
+    with pytest.raises(StoreError):
+        store.commit(batch)
+    monkeypatch.setattr(store, "_conn", real)
+    store.commit(batch)  # the same batch again: the mirror must not have moved
+    store.close()
+    with SQLiteStore(db) as reopened:
+        assert load(reopened, line) == line.ours
+
+
+def test_another_writer_is_detected(db: Path, line: Line) -> None:
+    with SQLiteStore(db) as first:
+        load(first, line)
+        with SQLiteStore(db) as second:
+            load(second, line)
+            second.commit(Batch(sent=line.send(1)))
+        with pytest.raises(StoreError, match="another writer"):
+            first.commit(Batch(received=line.receive(1)))
+
+
+def test_load_catches_up_with_an_earlier_writer(db: Path, line: Line) -> None:
+    with SQLiteStore(db) as reader:
+        with SQLiteStore(db) as writer:
+            load(writer, line)
+            writer.commit(Batch(sent=line.send(1)))
+        load(reader, line)
+        reader.commit(Batch(sent=line.send(1)))
+        assert [e.seq for e in reader.transcript()] == [1, 2]
+
+
+def test_ten_thousand_messages_round_trip(db: Path, line: Line) -> None:
+    store = SQLiteStore(db)
+    load(store, line)
+    sent = line.send(10_000)
+    received = line.receive(10_000)
+    for start in range(0, 10_000, 256):
+        store.commit(Batch(sent=sent[start : start + 256], received=received[start : start + 256]))
+    store.close()
+    with SQLiteStore(db) as reopened:
+        state = load(reopened, line)
+        assert state == line.ours
+        assert list(state.pending) == sent
+        assert reopened.inbox(0, 20_000) == received
+        assert sum(1 for _ in reopened.transcript()) == 20_000
+
+
+def test_load_and_inbox_scan_no_table(db: Path, line: Line) -> None:
+    # Loading must cost O(pending + unacknowledged), not O(transcript): every query is a
+    # primary-key search, never a scan or a sort.
+    with SQLiteStore(db) as store:
+        load(store, line)
+        store.commit(Batch(sent=line.send(300), received=line.receive(3)))
+        store.commit(Batch(peer_receipts=[line.peer_receipt(DELIVERED, 298)]))
+        store.commit(Batch(peer_receipts=[line.peer_receipt(ACKNOWLEDGED, 297)]))
+    with SQLiteStore(db) as store:
+        traced: list[str] = []
+        store._conn.set_trace_callback(traced.append)
+        state = load(store, line)
+        store.inbox(1, 10)
+        store._conn.set_trace_callback(None)
+        queries = [sql for sql in traced if sql.lstrip().upper().startswith("SELECT")]
+        plans = [
+            row[3] for sql in queries for row in store._conn.execute("EXPLAIN QUERY PLAN " + sql)
+        ]
+    assert [m.seq for m in state.pending] == [299, 300]
+    assert sorted(state.sent_heads) == [297, 298, 299, 300]
+    assert len(queries) >= 4
+    assert all(plan.startswith("SEARCH") for plan in plans), plans
+
+
+def test_corrupt_state_is_a_store_error(db: Path, line: Line) -> None:
+    with SQLiteStore(db) as store:
+        load(store, line)
+        store.commit(Batch(sent=line.send(2)))
+    with sqlite3.connect(db) as raw:
+        raw.execute("UPDATE state SET sent_head = zeroblob(32)")
+    raw.close()
+    with SQLiteStore(db) as store, pytest.raises(StoreError, match="corrupt"):
+        load(store, line)
+
+
+def test_open_existing_needs_the_file(db: Path) -> None:
+    with pytest.raises(StoreError, match="no store"):
+        SQLiteStore.open_existing(db)
+    assert not db.exists()
+
+
+def test_open_existing_reads_a_store(db: Path, line: Line) -> None:
+    with SQLiteStore(db) as store:
+        load(store, line)
+        store.commit(Batch(sent=line.send(2)))
+    with SQLiteStore.open_existing(db) as store:
+        assert store.keys() == (line.a.public_key, line.b.public_key)
+        assert [e.seq for e in store.transcript()] == [1, 2]
+
+
+def test_memory_path_is_refused() -> None:
+    with pytest.raises(LocalProtocolError, match="MemoryStore"):
+        SQLiteStore(":memory:")
+
+
+def test_transcript_streams_past_one_page(db: Path, line: Line) -> None:
+    with SQLiteStore(db) as store:
+        load(store, line)
+        store.commit(Batch(sent=line.send(300)))
+        assert [e.seq for e in store.transcript()] == list(range(1, 301))
