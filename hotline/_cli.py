@@ -67,7 +67,9 @@ def _read_passphrase(path: str | None) -> bytes | None:
 
 def load_peer(value: str) -> PublicKey:
     """``--peer`` takes a public key file or the ``ssh-ed25519 AAAA...`` text itself."""
-    if value.lstrip().startswith("ssh-") or value.lstrip().startswith("ecdsa-"):
+    if os.path.isfile(value):
+        return PublicKey.load(value)
+    if value.lstrip().startswith(("ssh-", "ecdsa-")):
         return PublicKey.from_openssh(value.strip())
     if not os.path.exists(value):
         raise CliError(
@@ -180,6 +182,9 @@ async def _run(
     from ._records import ReceiptKind
 
     async def read_stdin(line: Line, stdin_done: trio.Event) -> None:
+        if sys.stdin is None:  # Started with standard input closed: nothing to send.
+            stdin_done.set()
+            return
         stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
         buffer = b""
         async with stream:

@@ -88,6 +88,8 @@ _READ_SIZE = 65536
 _CLOSE_TIMEOUT = 2.0
 _INBOX_PAGE = 256
 _WATCH_BACKLOG = 10_000
+#: The goodbye reason of a connection given up for a newer one (see docs/protocol.md).
+REPLACED = "replaced by a newer connection"
 
 _T = TypeVar("_T")
 Address = tuple[str, int]
@@ -176,6 +178,7 @@ class _Session:
         self.scope = trio.CancelScope()
         self.end_reason = ""
         self.started = False
+        self.replaced_by_peer = False
 
     @property
     def initiated_by_us(self) -> bool:
@@ -517,9 +520,20 @@ class Line:
         self._commit_wanted.set()
         self._send_receipt(receipt)
 
-    def _send_receipt(self, receipt: Receipt) -> None:
+    def _live_session(self) -> _Session | None:
+        """The session to transmit on: started, and its connection still open.
+
+        A session whose connection has closed (a goodbye arrived) stays active until its
+        tasks finish; whatever it cannot carry any more, the next session's start() resends.
+        """
         session = self._active
-        if session is not None and session.started:
+        if session is not None and session.started and session.conn.state is ConnectionState.OPEN:
+            return session
+        return None
+
+    def _send_receipt(self, receipt: Receipt) -> None:
+        session = self._live_session()
+        if session is not None:
             session.conn.send_receipt(receipt)
             session.kick()
 
@@ -557,8 +571,7 @@ class Line:
             done.set()
 
     def _after_commit(self, batch: Batch) -> None:
-        session = self._active
-        live = session if session is not None and session.started else None
+        live = self._live_session()
         for message in batch.sent:
             self._state.append_sent(message)
             if live is not None:
@@ -633,7 +646,7 @@ class Line:
                 logger.warning("session %d: refused: %s", session.id, exc.reason)
                 return False
             if old is not None:
-                old.close("replaced by a newer connection")
+                old.close(REPLACED)
             self._active = session
             self._no_session = trio.Event()
             session.started = True
@@ -678,8 +691,21 @@ class Line:
             self._no_session.set()
             reason = session.end_reason or "the connection ended"
             logger.info("session %d: ended: %s", session.id, reason)
-            if not self._closed:
+            if self._closed:
+                return
+            if session.replaced_by_peer:
+                # The peer moved to another connection (crossing dials): not down, switching.
+                self._set_liveness(Liveness.CONNECTING, reason)
+                if self._nursery is not None:
+                    self._nursery.start_soon(self._expect_session, reason)
+            else:
                 self._set_liveness(Liveness.DOWN, reason)
+
+    async def _expect_session(self, reason: str) -> None:
+        """After a switch, the peer's new connection must arrive within a handshake timeout."""
+        await trio.sleep(self.config.handshake_timeout)
+        if self._active is None and not self._closed:
+            self._set_liveness(Liveness.DOWN, f"{reason}; no new connection followed")
 
     async def _reader(self, session: _Session) -> None:
         conn = session.conn
@@ -722,6 +748,7 @@ class Line:
                 elif isinstance(event, LivenessChanged):
                     self._set_liveness(event.state, f"silent for {event.silent_for:.3f} s")
                 elif isinstance(event, PeerClosed):
+                    session.replaced_by_peer = event.reason == REPLACED
                     session.end(f"the peer said goodbye: {event.reason}")
                     break
                 elif isinstance(event, ConnectionBroken):
