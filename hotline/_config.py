@@ -55,6 +55,10 @@ class Config:
     """Received messages the application has not consumed before the line stops reading."""
     max_pending_handshakes: int = 32
     """A listener's bound on connections that have not finished their handshake."""
+    handshake_rate: float = 20.0
+    """Handshakes a listener starts per second per source address (WireGuard: 20)."""
+    handshake_burst: int = 5
+    """How many handshakes from one address may start at once before the rate applies."""
 
     def __post_init__(self) -> None:
         if not self.heartbeat_interval > 0:
@@ -83,6 +87,8 @@ class Config:
             raise LocalProtocolError("the outbox must hold at least one message of maximum size")
         if self.inbox_window < 1 or self.max_pending_handshakes < 1:
             raise LocalProtocolError("inbox_window and max_pending_handshakes must be >= 1")
+        if not self.handshake_rate > 0 or self.handshake_burst < 1:
+            raise LocalProtocolError("need handshake_rate > 0 and handshake_burst >= 1")
 
     @property
     def down_after(self) -> float:

@@ -11,6 +11,9 @@ Strangers cost little and cannot pile up: at most ``max_pending_handshakes`` con
 be unauthenticated at once (the rest are closed on arrival), each must finish its handshake
 within ``handshake_timeout``, and the core buffers at most one Noise message per connection
 before it authenticates. A responder sends nothing to an unknown or replayed initiator.
+Handshakes cost two Diffie-Hellman operations each, so each source address may start at most
+``handshake_rate`` of them per second with bursts of ``handshake_burst`` (WireGuard's figures:
+20 per second, burst 5); connections beyond that are closed before any work is done.
 """
 
 from __future__ import annotations
@@ -32,6 +35,35 @@ __all__ = ["Listener", "open_listener"]
 logger = logging.getLogger("hotline")
 
 
+class _TokenBuckets:
+    """Per-key token buckets with a bounded number of keys (the idlest are forgotten)."""
+
+    def __init__(self, rate: float, burst: int, max_keys: int = 4096) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str, now: float) -> bool:
+        tokens, last = self._buckets.pop(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._buckets) > self.max_keys:
+            # Dicts keep insertion order and take() re-inserts: the first key is the idlest.
+            del self._buckets[next(iter(self._buckets))]
+        return allowed
+
+
+def _source_of(stream: trio.abc.Stream) -> str:
+    if isinstance(stream, trio.SocketStream):
+        try:
+            return str(stream.socket.getpeername()[0])
+        except OSError:
+            return "?"
+    return "local"
+
+
 class Listener:
     """Accepts connections for any registered :class:`Line` of ``identity``."""
 
@@ -40,7 +72,9 @@ class Listener:
         self.config = config or Config()
         self._lines: dict[bytes, Line] = {}
         self._pending = 0
+        self._rate = _TokenBuckets(self.config.handshake_rate, self.config.handshake_burst)
         self.rejected_handshakes = 0
+        self.rate_limited = 0
         self.addresses: list[Address] = []
 
     def add(self, line: Line) -> None:
@@ -79,6 +113,12 @@ class Listener:
         """Authenticate one incoming connection and hand it to its line."""
         if self._pending >= self.config.max_pending_handshakes:
             self.rejected_handshakes += 1
+            await trio.aclose_forcefully(stream)
+            return
+        if not self._rate.take(_source_of(stream), trio.current_time()):
+            self.rejected_handshakes += 1
+            self.rate_limited += 1
+            logger.info("handshake from %s refused: rate limit", _source_of(stream))
             await trio.aclose_forcefully(stream)
             return
         self._pending += 1
