@@ -239,6 +239,7 @@ class Line:
         self._commit_wanted = trio.Event()
         self._inflight: trio.Event | None = None
         self._nursery: trio.Nursery | None = None
+        self._committer_alive = True
         # Outbound.
         self._next_seq = 1
         self._next_head = b""
@@ -427,8 +428,14 @@ class Line:
         with trio.CancelScope(shield=True):
             # The message is already part of the chain; let its commit finish.
             await done.wait()
+        if message.seq <= self._state.sent_seq:
+            # Stored (and so it will be delivered): report it, even to a caller whose scope
+            # was cancelled meanwhile, who must not think it unsent and send it again.
+            return Outgoing(self, message)
+        # Not stored: the line stopped first. Cancelled if that is why, else say how.
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._check_usable()
-        return Outgoing(self, message)
+        raise LineClosed("the line closed before the message was stored")
 
     def _outbox_full(self, size: int) -> bool:
         return self.outbox_size >= self.config.outbox_limit or (
@@ -546,6 +553,20 @@ class Line:
             return await trio.to_thread.run_sync(fn, *args)
 
     async def _committer(self) -> None:
+        try:
+            await self._commit_forever()
+        finally:
+            self._committer_alive = False
+            # Cancelled with the line's scope: nothing will commit any more, so release every
+            # sender waiting on a batch (they see the line closed) instead of leaving them
+            # shielded and waiting forever.
+            if self._failure is None:
+                self._closed = True
+            if self._inflight is not None:
+                self._inflight.set()
+            self._wake_everyone()
+
+    async def _commit_forever(self) -> None:
         while True:
             await self._commit_wanted.wait()
             self._commit_wanted = trio.Event()
@@ -594,6 +615,8 @@ class Line:
     async def _flush_commits(self) -> None:
         """Wait until everything queued so far is durable."""
         while self._batch or self._commit_wanted.is_set() or self._inflight is not None:
+            if not self._committer_alive:
+                return
             if self._inflight is not None:
                 await self._inflight.wait()
             else:
