@@ -211,6 +211,7 @@ class Connection:
         self._rereceipt_due = False
         self._transmitted_high = 0
         # Liveness.
+        self._held = False
         self._liveness = Liveness.CONNECTING
         self._last_heard = now
         self._next_ping = now
@@ -687,10 +688,26 @@ class Connection:
             return self._handshake_deadline
         if self._state is not _S.OPEN:
             return None
-        deadlines = [self._next_ping, self._down_at(), self._rekey_at()]
-        if self._liveness is Liveness.UP:
-            deadlines.append(self._suspect_at())
+        deadlines = [self._next_ping, self._rekey_at()]
+        if not self._held:
+            deadlines.append(self._down_at())
+            if self._liveness is Liveness.UP:
+                deadlines.append(self._suspect_at())
         return min(deadlines)
+
+    def hold(self) -> None:
+        """The driver stops reading (its application is behind): silence proves nothing now.
+
+        Suspect and down detection pause until :meth:`release`; pings still go out, so the
+        peer keeps hearing from us.
+        """
+        self._held = True
+
+    def release(self, now: float) -> None:
+        """The driver reads again: the silence clock restarts from ``now``."""
+        if self._held:
+            self._held = False
+            self._last_heard = max(self._last_heard, now)
 
     # advance() compares ``now`` with these very expressions, never with a difference such as
     # ``now - last_heard``: in floating point the two can disagree, and a deadline that has
@@ -715,14 +732,15 @@ class Connection:
         if state is not _S.OPEN:
             return
         silent = now - self._last_heard
-        if now >= self._down_at():
-            self._liveness = Liveness.DOWN
-            self._events.append(LivenessChanged(Liveness.DOWN, silent))
-            self._break(f"the peer was silent for {silent:.3f} s")
-            return
-        if self._liveness is Liveness.UP and now >= self._suspect_at():
-            self._liveness = Liveness.SUSPECT
-            self._events.append(LivenessChanged(Liveness.SUSPECT, silent))
+        if not self._held:
+            if now >= self._down_at():
+                self._liveness = Liveness.DOWN
+                self._events.append(LivenessChanged(Liveness.DOWN, silent))
+                self._break(f"the peer was silent for {silent:.3f} s")
+                return
+            if self._liveness is Liveness.UP and now >= self._suspect_at():
+                self._liveness = Liveness.SUSPECT
+                self._events.append(LivenessChanged(Liveness.SUSPECT, silent))
         if now >= self._next_ping or now >= self._rekey_at():
             # An idle line still rekeys on time: the ping carries the rekey flag.
             self._send_ping()

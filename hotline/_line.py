@@ -396,6 +396,7 @@ class Line:
         Once this call has assigned the message its sequence number, the message belongs to
         the line: cancelling the call then does not unsend it (it is stored and delivered).
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._check_usable()
         if not isinstance(body, bytes | bytearray | memoryview):
             raise LocalProtocolError(f"a body is bytes, not {type(body).__name__}")
@@ -736,11 +737,17 @@ class Line:
             # Frames that arrived with the handshake are already buffered in the core.
             self._process(session)
             while True:
-                while (
-                    self._highest_queued_in - (self._yield_next - 1) >= self.config.inbox_window
-                ):
-                    self._inbox_consumed = trio.Event()
-                    await self._inbox_consumed.wait()
+                if self._highest_queued_in - (self._yield_next - 1) >= self.config.inbox_window:
+                    # Stop reading until the application catches up (TCP pushes back on the
+                    # peer); the silence that follows is ours, not the peer's.
+                    conn.hold()
+                    while (
+                        self._highest_queued_in - (self._yield_next - 1)
+                        >= self.config.inbox_window
+                    ):
+                        self._inbox_consumed = trio.Event()
+                        await self._inbox_consumed.wait()
+                    conn.release(trio.current_time())
                 data = await session.stream.receive_some(_READ_SIZE)
                 conn.receive_data(data, trio.current_time())
                 self._process(session)

@@ -46,8 +46,13 @@ CONFIG = Config(reconnect_jitter=0)
 EXCHANGE_LIMIT = 120
 
 
+#: These messages are larger than one Noise message: their records travel in several frames.
+LARGE = (10, 20)
+
+
 def body(sender: str, n: int) -> bytes:
-    return f"{sender}:{n:03d}:".encode() + bytes([n]) * (n * 7)
+    size = 150_000 if n in LARGE else n * 7
+    return f"{sender}:{n:03d}:".encode() + bytes([n]) * size
 
 
 class StuckSend(Exception):
@@ -136,6 +141,8 @@ class CutPlan:
     direction: str = "ab"
     offset: float = math.inf
     done_at: float | None = None
+    then: CutPlan | None = None
+    """The plan for the next link (the one A dials after this cut)."""
 
 
 @dataclass
@@ -261,7 +268,10 @@ async def _exchange(plan: CutPlan) -> Outcome:
         ):
 
             async def connect() -> trio.abc.Stream:
-                wire = Wire(plan, cuttable=not wires)
+                link_plan: CutPlan | None = plan
+                for _ in wires:
+                    link_plan = link_plan.then if link_plan is not None else None
+                wire = Wire(link_plan or CutPlan(), cuttable=link_plan is not None)
                 wires.append(wire)
                 ab_send, ab_recv = trio.testing.memory_stream_one_way_pair()
                 ba_send, ba_recv = trio.testing.memory_stream_one_way_pair()
@@ -455,3 +465,28 @@ async def test_send_while_a_dead_session_is_still_closing(autojump_clock: trio.a
             nursery.cancel_scope.cancel()
     assert not unsticker.trips
     assert got == [(1, b"queued while B is silent"), (2, b"queued while the dead session closes")]
+
+
+_second: dict[str, list[int]] = {}
+
+
+@pytest.mark.parametrize("direction", ["ab", "ba"])
+async def test_cut_again_at_every_frame_boundary_of_the_resumed_link(
+    autojump_clock: trio.abc.Clock, direction: str
+) -> None:
+    """The first link is cut half-way; the second (a resume: receipts, replayed messages,
+    then the rest) is cut at each of its own frame boundaries."""
+    boundaries = (await clean_boundaries())[direction]
+    middle = boundaries[len(boundaries) // 2]
+    if direction not in _second:
+        result = await exchange(CutPlan(direction, middle))
+        check(result)
+        assert len(result.wires) == 2
+        _second[direction] = result.wires[1].frames[direction]
+    offsets = [0, *_second[direction][:-1]]
+    plans = [CutPlan(direction, middle, then=CutPlan(direction, offset)) for offset in offsets]
+    outcomes = await _cut_runs(plans)
+    twice = [o for o in outcomes if o.plan.then is not None and o.plan.then.done_at is not None]
+    assert len(twice) >= len(offsets) - 8
+    for result in twice:
+        assert len(result.wires) >= 3, result.plan

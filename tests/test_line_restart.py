@@ -24,6 +24,7 @@ from hotline import (
     Config,
     HotlineError,
     Identity,
+    LineClosed,
     MemoryStore,
     MessageTooLarge,
     OutboxFull,
@@ -515,15 +516,66 @@ async def test_cancelling_the_lines_scope_during_a_send_does_not_hang(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     store = MemoryStore()
+    sent: Outgoing | None = None
     with no_stuck_sends() as unsticker:
         try:
             with trio.CancelScope() as scope:
                 async with open_line(A, B.public_key, store=store) as line:
                     scope.cancel()  # As a timeout around the whole line would.
-                    await line.send(b"sent as the line was cancelled")
+                    sent = await line.send(b"sent as the line was cancelled")
         except* StuckSend:
             pass  # Reported just below.
     assert not unsticker.trips, f"send() would have waited forever: {unsticker.trips}"
-    # The line was cancelled; whatever send() did, the store reopens consistently.
+    # send() said whether the message was stored, and the store agrees.
     async with open_line(A, B.public_key, store=store) as line:
-        assert line.state.sent_seq in (0, 1)
+        assert line.state.sent_seq == (1 if sent is not None else 0)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.002, 0.005, 0.01, 0.02, 0.05])
+async def test_a_timeout_around_a_line_tells_each_sender_the_truth(
+    tmp_path: Path, delay: float
+) -> None:
+    """Several senders run until a timeout cancels the line: the messages the store holds
+    are exactly those whose send() returned (a cancelled caller's message is either stored
+    and reported, or neither)."""
+    path = str(tmp_path / "a.db")
+    returned: list[int] = []
+    with trio.fail_after(LIMIT):
+        with trio.move_on_after(delay):
+            async with open_line(A, B.public_key, store=path) as line:
+
+                async def sender(k: int) -> None:
+                    for n in range(1000):
+                        try:
+                            out = await line.send(f"{k}.{n}".encode())
+                        except LineClosed:
+                            # The next send() after the timeout: see the test below.
+                            return
+                        returned.append(out.seq)
+
+                async with trio.open_nursery() as nursery:
+                    for k in range(5):
+                        nursery.start_soon(sender, k)
+        async with open_line(A, B.public_key, store=path) as line:
+            assert sorted(returned) == list(range(1, len(returned) + 1))
+            assert line.state.sent_seq == len(returned), (line.state.sent_seq, len(returned))
+    assert _integrity(path) == ["ok"]
+
+
+async def test_send_in_a_cancelled_line_scope_raises_cancelled(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    errors: list[BaseException] = []
+    with trio.CancelScope() as scope:
+        async with open_line(A, B.public_key, store=MemoryStore()) as line:
+            scope.cancel()  # A timeout around the line fires ...
+            with trio.CancelScope(shield=True):
+                # ... the line's tasks react to it (as they may before the caller resumes) ...
+                await trio.testing.wait_all_tasks_blocked()
+            try:
+                await line.send(b"after the timeout")  # ... and the caller sends once more.
+            except BaseException as exc:
+                errors.append(exc)
+                raise
+    assert scope.cancelled_caught
+    assert [type(e) for e in errors] == [trio.Cancelled]

@@ -521,3 +521,36 @@ async def test_run_stream_raises_line_broken_at_the_handshake_timeout(
         assert (len(data) > 0) is initiator
         assert line.liveness is Liveness.CONNECTING
         assert line.stats.sessions == 0
+
+
+# --- a slow application ---------------------------------------------------------------------
+
+
+async def test_a_slow_application_does_not_take_the_line_down(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    config = Config(inbox_window=5)
+
+    async def scenario(
+        line_a: Line, line_b: Line, tap_a: Tap, tap_b: Tap, rec_a: Recorder, rec_b: Recorder
+    ) -> None:
+        outs = [await line_a.send(b"m%d" % n) for n in range(1, 21)]
+        await _sleep_until(10.0)  # B's application reads nothing for ten seconds.
+        # Both peers were alive all along: nobody may have been declared anything else.
+        assert [s for _, s in rec_b.states()] == [Liveness.CONNECTING, Liveness.UP], (
+            rec_b.states()
+        )
+        assert [s for _, s in rec_a.states()] == [Liveness.CONNECTING, Liveness.UP], (
+            rec_a.states()
+        )
+        got = []
+        with trio.fail_after(5):
+            for _ in range(20):
+                message = await line_b.receive()
+                got.append(message.seq)
+            assert (await outs[-1].delivered()).upto == 20
+        assert got == list(range(1, 21))
+        assert line_a.stats.retransmitted == 0
+        assert line_a.stats.sessions == 1
+
+    await _run_pair(config, config, scenario)
