@@ -674,6 +674,12 @@ class Connection:
             self._emit_record([T_GOODBYE, reason[:_MAX_REASON]])
         self._set_state(_S.CLOSED)
 
+    @property
+    def unsent(self) -> int:
+        """How many bytes wait in :meth:`data_to_send`: a driver stops reading past a bound,
+        so that a peer which sends (pings, say) but never reads cannot grow this forever."""
+        return len(self._outbuf)
+
     def data_to_send(self) -> bytes:
         """Bytes to write to the peer, in order; empties the buffer."""
         data = bytes(self._outbuf)

@@ -13,7 +13,9 @@ within ``handshake_timeout``, and the core buffers at most one Noise message per
 before it authenticates. A responder sends nothing to an unknown or replayed initiator.
 Handshakes cost two Diffie-Hellman operations each, so each source address may start at most
 ``handshake_rate`` of them per second with bursts of ``handshake_burst`` (WireGuard's figures:
-20 per second, burst 5); connections beyond that are closed before any work is done.
+20 per second, burst 5); connections beyond that are closed before any work is done. The same
+rate applies per peer key once a handshake authenticates (WireGuard limits each peer too), so
+one key calling from many addresses cannot churn its line's session.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class Listener:
         self._lines: dict[bytes, Line] = {}
         self._pending = 0
         self._rate = _TokenBuckets(self.config.handshake_rate, self.config.handshake_burst)
+        self._peer_rate = _TokenBuckets(self.config.handshake_rate, self.config.handshake_burst)
         self.rejected_handshakes = 0
         self.rate_limited = 0
         self.addresses: list[Address] = []
@@ -140,6 +143,13 @@ class Listener:
             self._pending -= 1
         line = self._lines.get(hello.peer.x25519)
         if line is None:  # The line closed during the handshake.
+            await trio.aclose_forcefully(stream)
+            return
+        if not self._peer_rate.take(hello.peer.raw.hex(), trio.current_time()):
+            # The same key calling from many addresses: each call would replace the session.
+            self.rejected_handshakes += 1
+            self.rate_limited += 1
+            logger.info("handshake from %s refused: rate limit", hello.peer.fingerprint())
             await trio.aclose_forcefully(stream)
             return
         await line._run_session(stream, conn, hello)
