@@ -1,0 +1,130 @@
+"""Scale child: many idle lines in one process.
+
+``python -m bench.scale_peer`` speaks the protocol of :mod:`bench._child`. One process runs
+``open_listen``: one identity, one shared listener (``open_listener``), and ``n`` lines to
+``n`` peers. The other runs ``open_dial``: ``n`` identities, each with one line dialling that
+listener. Both use MemoryStores and the default 1 s heartbeat. ``idle`` then measures one
+window: this process's CPU time (user + system, every thread) and its RSS, plus how many
+lines are not UP and how many sessions started during the window (a session after the first
+means the line went down and came back).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import resource
+import time
+from typing import Any
+
+import trio
+
+from hotline import Config, Identity, Liveness, MemoryStore, open_line, open_listener
+from hotline._line import Line
+
+from . import _memory
+from ._child import Commands, run_child, serve
+
+LISTENER_SEED = bytes([0x5A]) * 32
+
+
+def dialer_seed(index: int) -> bytes:
+    return hashlib.sha256(b"hotline-bench-scale-%d" % index).digest()
+
+
+class Scale(Commands):
+    def __init__(self) -> None:
+        self.lines: list[Line] = []
+        self.stop = trio.Event()
+        self.base: dict[str, int] = {}
+
+    def _raise_fd_limit(self, needed: int) -> None:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            new = hard if hard == resource.RLIM_INFINITY else min(hard, max(needed, soft))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+    async def cmd_base(self) -> dict[str, int]:
+        gc.collect()
+        self.base = {"rss": _memory.rss(), "blocks": _memory.allocated_blocks()}
+        return self.base
+
+    async def _hold_line(self, line_args: dict[str, Any], *,
+                         task_status: trio.TaskStatus[Line]) -> None:
+        async with open_line(**line_args) as line:
+            task_status.started(line)
+            await self.stop.wait()
+
+    async def cmd_open_listen(self, n: int, config: dict[str, Any]) -> dict[str, Any]:
+        self._raise_fd_limit(n + 256)
+        me = Identity.from_seed(LISTENER_SEED)
+        line_config = Config(**config)
+        # A benchmark dials n lines from one address: lift the per-address handshake rate.
+        listener_config = Config(**config, handshake_rate=1e6, handshake_burst=1_000_000,
+                                 max_pending_handshakes=max(32, n))
+        ready = trio.Event()
+        result: dict[str, Any] = {}
+
+        async def hold_listener(*, task_status: trio.TaskStatus[None]) -> None:
+            async with open_listener(me, "127.0.0.1", 0, config=listener_config) as listener:
+                result["address"] = list(listener.addresses[0])
+                for index in range(n):
+                    peer = Identity.from_seed(dialer_seed(index)).public_key
+                    line = await self.nursery.start(self._hold_line, {
+                        "identity": me, "peer": peer, "store": MemoryStore(),
+                        "listener": listener, "config": line_config,
+                    })
+                    self.lines.append(line)
+                ready.set()
+                task_status.started()
+                await self.stop.wait()
+
+        await self.nursery.start(hold_listener)
+        await ready.wait()
+        return result
+
+    async def cmd_open_dial(self, n: int, address: list[Any], config: dict[str, Any],
+                            batch: int = 50) -> dict[str, Any]:
+        self._raise_fd_limit(n + 256)
+        line_config = Config(**config)
+        me_peer = Identity.from_seed(LISTENER_SEED).public_key
+        t0 = time.perf_counter()
+        for start in range(0, n, batch):
+            new = []
+            for index in range(start, min(n, start + batch)):
+                line = await self.nursery.start(self._hold_line, {
+                    "identity": Identity.from_seed(dialer_seed(index)), "peer": me_peer,
+                    "store": MemoryStore(), "connect": tuple(address), "config": line_config,
+                })
+                new.append(line)
+            for line in new:
+                await line.wait_liveness(Liveness.UP)
+            self.lines.extend(new)
+        return {"opened_in": time.perf_counter() - t0}
+
+    async def cmd_wait_all_up(self) -> int:
+        for line in self.lines:
+            await line.wait_liveness(Liveness.UP)
+        return len(self.lines)
+
+    async def cmd_idle(self, window: float) -> dict[str, Any]:
+        sessions0 = sum(line.stats.sessions for line in self.lines)
+        cpu0, wall0 = _memory.cpu_seconds(), time.perf_counter()
+        await trio.sleep(window)
+        cpu1, wall1 = _memory.cpu_seconds(), time.perf_counter()
+        sessions1 = sum(line.stats.sessions for line in self.lines)
+        gc.collect()
+        return {
+            "lines": len(self.lines), "cpu": cpu1 - cpu0, "wall": wall1 - wall0,
+            "rss": _memory.rss(), "blocks": _memory.allocated_blocks(), "base": self.base,
+            "not_up": sum(line.liveness is not Liveness.UP for line in self.lines),
+            "new_sessions": sessions1 - sessions0,
+        }
+
+
+def main() -> None:
+    run_child(serve, Scale())
+
+
+if __name__ == "__main__":
+    main()
