@@ -38,7 +38,7 @@ from __future__ import annotations
 import enum
 import struct
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import msgpack
@@ -163,7 +163,7 @@ class Connection:
         now: float,
         config: Config | None = None,
         peer: PublicKey | None = None,
-        known_peers: Iterable[PublicKey] = (),
+        known_peers: Iterable[PublicKey] | Mapping[bytes, PublicKey] = (),
         ephemeral: bytes | None = None,
     ) -> None:
         """Prefer :meth:`initiate` and :meth:`respond`, which say what each role needs."""
@@ -172,11 +172,18 @@ class Connection:
         self._config = config or Config()
         self._peer = peer
         self._line_id = line_id(identity.public_key, peer) if peer is not None else b""
-        self._known: dict[bytes, PublicKey] = {}
-        for key in known_peers:
-            if key.x25519 in self._known and self._known[key.x25519] != key:
-                raise LocalProtocolError("two known peers share one X25519 key")
-            self._known[key.x25519] = key
+        self._known: Mapping[bytes, PublicKey]
+        if isinstance(known_peers, Mapping):
+            # A listener's own table, shared rather than copied: with many lines, a copy per
+            # pending connection would cost memory quadratic in the number of lines.
+            self._known = known_peers
+        else:
+            table: dict[bytes, PublicKey] = {}
+            for key in known_peers:
+                if key.x25519 in table and table[key.x25519] != key:
+                    raise LocalProtocolError("two known peers share one X25519 key")
+                table[key.x25519] = key
+            self._known = table
         self._state = (
             _S.AWAIT_RESPONSE if role is Role.INITIATOR else _S.AWAIT_INITIATION
         )
@@ -258,13 +265,17 @@ class Connection:
     def respond(
         cls,
         identity: Identity,
-        known_peers: Iterable[PublicKey],
+        known_peers: Iterable[PublicKey] | Mapping[bytes, PublicKey],
         *,
         now: float,
         config: Config | None = None,
         ephemeral: bytes | None = None,
     ) -> Connection:
-        """Wait for an initiation from any of ``known_peers``."""
+        """Wait for an initiation from any of ``known_peers``.
+
+        ``known_peers`` may be a mapping from each peer's X25519 key to its public key, which
+        is then used as it is (and may change while the connection waits).
+        """
         return cls(identity, Role.RESPONDER, now=now, config=config,
                    known_peers=known_peers, ephemeral=ephemeral)
 
@@ -423,6 +434,7 @@ class Connection:
         if type(value) is not int or not 0 < value < 2**64:
             raise RemoteProtocolError("the initiation timestamp is a positive 64-bit integer")
         self._peer = peer
+        self._known = {}  # Needed no more.
         self._line_id = line_id(self._identity.public_key, peer)
         self._initiation_timestamp = value
         self._handshake_hash = self._handshake.handshake_hash

@@ -29,7 +29,7 @@ import trio
 from ._config import Config
 from ._connection import Connection
 from ._errors import AuthenticationError, HotlineError, LocalProtocolError
-from ._keys import Identity
+from ._keys import Identity, PublicKey
 from ._line import Address, Line, authenticate, unwrap_single_exception
 
 __all__ = ["Listener", "open_listener"]
@@ -73,6 +73,7 @@ class Listener:
         self.identity = identity
         self.config = config or Config()
         self._lines: dict[bytes, Line] = {}
+        self._known: dict[bytes, PublicKey] = {}
         self._pending = 0
         self._rate = _TokenBuckets(self.config.handshake_rate, self.config.handshake_burst)
         self._peer_rate = _TokenBuckets(self.config.handshake_rate, self.config.handshake_burst)
@@ -86,10 +87,12 @@ class Listener:
         if line.peer.x25519 in self._lines:
             raise LocalProtocolError(f"a line to {line.peer.fingerprint()} is already served")
         self._lines[line.peer.x25519] = line
+        self._known[line.peer.x25519] = line.peer
 
     def remove(self, line: Line) -> None:
         if self._lines.get(line.peer.x25519) is line:
             del self._lines[line.peer.x25519]
+            del self._known[line.peer.x25519]
 
     @property
     def pending_handshakes(self) -> int:
@@ -128,7 +131,7 @@ class Listener:
         try:
             conn = Connection.respond(
                 self.identity,
-                [line.peer for line in self._lines.values()],
+                self._known,
                 now=trio.current_time(),
                 config=self.config,
             )
