@@ -101,6 +101,10 @@ T_GOODBYE = 5
 
 # Pongs we wait for at once; a peer that answers none is declared down long before this fills.
 _MAX_OUTSTANDING_PINGS = 16
+#: Unsent output past which the peer's own traffic draws no more answers (pongs, repeated
+#: receipts): a peer that sends but never reads cannot make us buffer without bound. Any
+#: traffic from us proves life to the peer, so a skipped pong costs it only an RTT sample.
+MAX_OWED = 1 << 20
 _MAX_REASON = 200
 
 
@@ -515,7 +519,8 @@ class Connection:
             self._receive_receipt(envelope, signature)
         elif kind == T_PING:
             ping_id, sent = _fields(fields, 3, int, int)
-            self._emit_record([T_PONG, ping_id, sent])
+            if len(self._outbuf) <= MAX_OWED:
+                self._emit_record([T_PONG, ping_id, sent])
         elif kind == T_PONG:
             ping_id, sent = _fields(fields, 3, int, int)
             self._receive_pong(ping_id, sent)
@@ -686,12 +691,6 @@ class Connection:
             self._emit_record([T_GOODBYE, reason[:_MAX_REASON]])
         self._set_state(_S.CLOSED)
 
-    @property
-    def unsent(self) -> int:
-        """How many bytes wait in :meth:`data_to_send`: a driver stops reading past a bound,
-        so that a peer which sends (pings, say) but never reads cannot grow this forever."""
-        return len(self._outbuf)
-
     def data_to_send(self) -> bytes:
         """Bytes to write to the peer, in order; empties the buffer."""
         data = bytes(self._outbuf)
@@ -777,7 +776,7 @@ class Connection:
     def _resend_delivered_receipt(self) -> None:
         self._rereceipt_due = False
         receipt = self._line.delivered_receipt if self._line is not None else None
-        if receipt is not None and self._state is _S.OPEN:
+        if receipt is not None and self._state is _S.OPEN and len(self._outbuf) <= MAX_OWED:
             self._emit_record([T_RECEIPT, receipt.envelope, receipt.signature])
 
     def _emit_message(self, message: SignedMessage) -> None:

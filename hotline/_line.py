@@ -87,8 +87,6 @@ _READ_SIZE = 65536
 #: How long a closing line waits to flush its goodbye and its last commit.
 _CLOSE_TIMEOUT = 2.0
 _INBOX_PAGE = 256
-#: Output a session may owe its peer before it stops reading from it.
-_MAX_UNSENT = 1 << 20
 _WATCH_BACKLOG = 10_000
 #: The goodbye reason of a connection given up for a newer one (see docs/protocol.md).
 REPLACED = "replaced by a newer connection"
@@ -181,12 +179,6 @@ class _Session:
         self.end_reason = ""
         self.started = False
         self.replaced_by_peer = False
-        # Bytes handed to the stream but not yet accepted by it, and a signal when they are.
-        self.writing = 0
-        self.drained = trio.Event()
-
-    def backlog(self) -> int:
-        return self.writing + self.conn.unsent
 
     @property
     def initiated_by_us(self) -> bool:
@@ -756,11 +748,6 @@ class Line:
                         self._inbox_consumed = trio.Event()
                         await self._inbox_consumed.wait()
                     conn.release(trio.current_time())
-                while session.backlog() > _MAX_UNSENT:
-                    # The peer is not reading what we owe it (pongs, receipts): read no more
-                    # from it until it does, so our output buffer stays bounded.
-                    session.drained = trio.Event()
-                    await session.drained.wait()
                 data = await session.stream.receive_some(_READ_SIZE)
                 conn.receive_data(data, trio.current_time())
                 self._process(session)
@@ -814,10 +801,7 @@ class Line:
                 session.wake = trio.Event()
                 data = session.conn.data_to_send()
                 if data:
-                    session.writing = len(data)
                     await session.stream.send_all(data)
-                    session.writing = 0
-                    session.drained.set()
                 if session.conn.state is ConnectionState.CLOSED:
                     session.end(session.end_reason or "closed")
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:

@@ -852,9 +852,8 @@ async def test_ping_flood_from_a_peer_that_never_reads_is_bounded(
     """docs/security.md 2.1: what the authenticated peer can make us buffer is one frame
     (65,537 bytes) and the reassembly buffer (1,049,088). Here it sends 50,000 minimal pings
     (about 29-byte frames, no padding: 1.4 MB) with its receive window shut; each is
-    answered with an 82-byte pong, about 4 MB in all. Bound: 2 MiB. The node stops reading
-    once 1 MiB of output is owed, and after interval x multiplier without hearing the peer it
-    drops the connection."""
+    answered with an 82-byte pong, about 4 MB in all. Bound: 2 MiB: once 1 MiB of output is
+    unsent, the node answers no more pings."""
     capture(caplog)
     async with open_node() as node:
         with trio.fail_after(LIMIT):
