@@ -252,6 +252,10 @@ async def _run(
                 identity, peer, store=store_path, listen=args.listen, connect=args.connect,
                 config=config, auto_ack=False, durability=args.durability,
             ) as line, trio.open_nursery() as nursery:
+                for host, port in line.listen_addresses:
+                    # On stderr: standard output belongs to the events (and with --json to
+                    # the JSON stream alone); this tells a person which port :0 picked.
+                    print(f"hotline: listening on {host}:{port}", file=sys.stderr, flush=True)
                 nursery.start_soon(read_stdin, line, stdin_done)
                 nursery.start_soon(watch, line)
                 nursery.start_soon(receive, line)
