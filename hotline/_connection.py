@@ -388,6 +388,9 @@ class Connection:
                 if self._state in _TERMINAL:
                     break
         except self._ERROR_TYPES as error:
+            # Frames are handled only while no event waits, so whatever is queued now came
+            # from the frame that failed: none of it may come out after the error.
+            self._events.clear()
             raise self._fail(error) from None
         if self._rereceipt_due and not self._events:
             self._resend_delivered_receipt()
