@@ -63,7 +63,7 @@ from ._errors import (
 from ._keys import PublicKey, line_id
 from ._records import Receipt, ReceiptKind, SignedMessage, open_receipt
 from ._state import LineState
-from ._store import Batch, Direction, TranscriptEntry
+from ._store import Batch, Direction, TranscriptEntry, apply_batch
 
 __all__ = ["SQLiteStore"]
 
@@ -187,53 +187,6 @@ def _to_i64(value: int, name: str) -> int:
 
 def _from_i64(value: int) -> int:
     return value + _U64 if value < 0 else value
-
-
-def _copy_state(state: LineState) -> LineState:
-    copy = _marks_of(state)
-    copy.pending.extend(state.pending)
-    copy.sent_heads.update(state.sent_heads)
-    return copy
-
-
-def _marks_of(state: LineState) -> LineState:
-    """A LineState with ``state``'s marks but no pending messages or sent heads.
-
-    Validating a batch needs only the marks (the LineState methods check sequence numbers,
-    chain heads and receipt marks, never the pending list), and copying the outbox for every
-    commit would make a commit cost O(outbox) while the peer is away.
-    """
-    marks = LineState(
-        peer_delivered=state.peer_delivered,
-        peer_acknowledged=state.peer_acknowledged,
-        received_seq=state.received_seq,
-        received_head=state.received_head,
-        delivered_receipt=state.delivered_receipt,
-        acknowledged_receipt=state.acknowledged_receipt,
-        peer_initiation_watermark=state.peer_initiation_watermark,
-        initiation_timestamp=state.initiation_timestamp,
-    )
-    marks.sent_seq = state.sent_seq
-    marks.sent_head = state.sent_head
-    return marks
-
-
-def _apply(state: LineState, batch: Batch) -> None:
-    """Apply ``batch`` to ``state`` in MemoryStore's order (raises LocalProtocolError)."""
-    for message in batch.sent:
-        state.append_sent(message)
-    for message in batch.received:
-        state.record_received(message)
-    for receipt in batch.own_receipts:
-        state.record_own_receipt(receipt)
-    for receipt in batch.peer_receipts:
-        state.apply_peer_receipt(receipt)
-    if batch.peer_initiation_watermark is not None:
-        state.peer_initiation_watermark = max(
-            state.peer_initiation_watermark, batch.peer_initiation_watermark
-        )
-    if batch.initiation_timestamp is not None:
-        state.initiation_timestamp = max(state.initiation_timestamp, batch.initiation_timestamp)
 
 
 def _mismatch(stored: tuple[PublicKey, PublicKey], identity: PublicKey, peer: PublicKey) -> str:
@@ -403,7 +356,7 @@ class SQLiteStore:
         with self._errors("cannot read the store"):
             state = self._read_state(identity, lid)
         self._state = state
-        return _copy_state(state)
+        return state.copy()
 
     def commit(self, batch: Batch) -> None:
         self._check_open()
@@ -413,8 +366,8 @@ class SQLiteStore:
         if not batch:
             return
         # Check everything before writing anything: a bad batch raises here, untouched.
-        after = _marks_of(mirror)
-        _apply(after, batch)
+        after = mirror.copy(outbox=False)
+        apply_batch(after, batch)
         for message in batch.sent + batch.received:
             if not message.envelope.endswith(message.body):
                 raise LocalProtocolError(f"message {message.seq}: body is not its envelope's")
@@ -464,7 +417,7 @@ class SQLiteStore:
                 self._conn.executemany(_INSERT_RECEIPT, receipts)
             self._conn.execute(_UPDATE_STATE, state_row)
         # Committed: only now may the mirror move. The batch was checked, so this cannot fail.
-        _apply(mirror, batch)
+        apply_batch(mirror, batch)
         self._next_ord = next_ord
         self._receipt_ords = (delivered_ord, acknowledged_ord)
 

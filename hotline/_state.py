@@ -85,6 +85,27 @@ class LineState:
         if len(self.sent_head) != 32 or len(self.received_head) != 32:
             raise LocalProtocolError("chain heads are 32 bytes")
 
+    def copy(self, *, outbox: bool = True) -> LineState:
+        """An independent copy. Without ``outbox``, only the marks (no pending messages, no
+        sent heads): enough to validate a store batch, whose checks read only the marks, and
+        cheap however many messages wait for a peer that is away."""
+        copy = LineState(
+            sent_seq=self.sent_seq,
+            sent_head=self.sent_head,
+            peer_delivered=self.peer_delivered,
+            peer_acknowledged=self.peer_acknowledged,
+            received_seq=self.received_seq,
+            received_head=self.received_head,
+            delivered_receipt=self.delivered_receipt,
+            acknowledged_receipt=self.acknowledged_receipt,
+            peer_initiation_watermark=self.peer_initiation_watermark,
+            initiation_timestamp=self.initiation_timestamp,
+        )
+        if outbox:
+            copy.pending.extend(self.pending)
+            copy.sent_heads.update(self.sent_heads)
+        return copy
+
     def head_of_sent(self, seq: int) -> bytes | None:
         """The chain head after our message ``seq``, if this state still knows it."""
         if seq == self.sent_seq:

@@ -137,49 +137,15 @@ class MemoryStore:
             self._keys = (identity, peer)
         elif self._keys != (identity, peer):
             raise StoreMismatch("this store belongs to another line (other keys)")
-        return self._copy_state()
-
-    def _copy_state(self) -> LineState:
-        state = self._state
-        copy = LineState(
-            peer_delivered=state.peer_delivered,
-            peer_acknowledged=state.peer_acknowledged,
-            received_seq=state.received_seq,
-            received_head=state.received_head,
-            delivered_receipt=state.delivered_receipt,
-            acknowledged_receipt=state.acknowledged_receipt,
-            peer_initiation_watermark=state.peer_initiation_watermark,
-            initiation_timestamp=state.initiation_timestamp,
-        )
-        copy.sent_seq = state.sent_seq
-        copy.sent_head = state.sent_head
-        copy.pending.extend(state.pending)
-        copy.sent_heads.update(state.sent_heads)
-        return copy
+        return self._state.copy()
 
     def commit(self, batch: Batch) -> None:
         self._check_open()
         if self._keys is None:
             raise LocalProtocolError("load() the store before committing to it")
-        # Validate on a copy, so that a bad batch changes nothing.
-        state = self._copy_state()
-        for message in batch.sent:
-            state.append_sent(message)
-        for message in batch.received:
-            state.record_received(message)
-        for receipt in batch.own_receipts:
-            state.record_own_receipt(receipt)
-        for receipt in batch.peer_receipts:
-            state.apply_peer_receipt(receipt)
-        if batch.peer_initiation_watermark is not None:
-            state.peer_initiation_watermark = max(
-                state.peer_initiation_watermark, batch.peer_initiation_watermark
-            )
-        if batch.initiation_timestamp is not None:
-            state.initiation_timestamp = max(
-                state.initiation_timestamp, batch.initiation_timestamp
-            )
-        self._state = state
+        # Validate on the marks first, so that a bad batch changes nothing.
+        apply_batch(self._state.copy(outbox=False), batch)
+        apply_batch(self._state, batch)
         for message in batch.sent:
             self._sent[message.seq] = message
             self._transcript.append(_message_entry(Direction.OUT, message))
@@ -205,6 +171,24 @@ class MemoryStore:
     def _check_open(self) -> None:
         if self._closed:
             raise LocalProtocolError("the store is closed")
+
+
+def apply_batch(state: LineState, batch: Batch) -> None:
+    """Apply ``batch`` to ``state`` in the stores' one order (raises LocalProtocolError)."""
+    for message in batch.sent:
+        state.append_sent(message)
+    for message in batch.received:
+        state.record_received(message)
+    for receipt in batch.own_receipts:
+        state.record_own_receipt(receipt)
+    for receipt in batch.peer_receipts:
+        state.apply_peer_receipt(receipt)
+    if batch.peer_initiation_watermark is not None:
+        state.peer_initiation_watermark = max(
+            state.peer_initiation_watermark, batch.peer_initiation_watermark
+        )
+    if batch.initiation_timestamp is not None:
+        state.initiation_timestamp = max(state.initiation_timestamp, batch.initiation_timestamp)
 
 
 def _message_entry(direction: Direction, message: SignedMessage) -> TranscriptEntry:
