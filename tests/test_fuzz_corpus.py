@@ -119,10 +119,11 @@ def test_seeds_are_reproducible() -> None:
         assert committed == {f"seed-{name}": data for name, data in files.items()}, target
 
 
-# --- bugs the fuzzers found (hotline/ is not fixed here; see fuzz/README.md) ---------------
+# --- bugs the fuzzers found (see fuzz/README.md) ---------------------------------------------
 
 
 def test_bug_event_after_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by fuzz_connection; fixed in b610802 (it was an xfail test until then)."""
     # What the fuzzer's reproducer (replayed below) does, spelled out: Bob's peer is SUSPECT
     # after 1.5 s of silence; then a frame that decrypts (proof of life) carries a malformed
     # record (0xc1 is never valid msgpack).
@@ -137,7 +138,7 @@ def test_bug_event_after_error(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(RemoteProtocolError) as first:
         conn.next_event()
     with pytest.raises(RemoteProtocolError) as again:  # documented: the same error again
-        conn.next_event()  # BUG: returns LivenessChanged(UP) instead
+        conn.next_event()  # the bug: it returned the queued LivenessChanged(UP)
     assert again.value is first.value
     # The reproducer, with the harness's tolerance for this known bug switched off.
     monkeypatch.setattr(h, "KNOWN_BUGS", frozenset())
