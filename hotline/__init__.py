@@ -39,12 +39,14 @@ from ._events import (
     PeerClosed,
     ReceiptReceived,
     RoundTrip,
+    SignaturesToCheck,
 )
 from ._keys import Identity, PublicKey, line_id
 from ._records import (
     GENESIS_HEAD,
     Receipt,
     ReceiptKind,
+    SignatureBatch,
     SignedMessage,
     open_message,
     open_receipt,
@@ -145,6 +147,8 @@ __all__ = [
     "RemoteProtocolError",
     "Role",
     "RoundTrip",
+    "SignatureBatch",
+    "SignaturesToCheck",
     "SignedMessage",
     "StoreError",
     "StoreMismatch",

@@ -59,6 +59,9 @@ class Config:
     """Handshakes a listener starts per second per source address (WireGuard: 20)."""
     handshake_burst: int = 5
     """How many handshakes from one address may start at once before the rate applies."""
+    signature_batch: int = 0
+    """Bursts of at least this many received messages have their signatures checked together
+    in a worker thread (a second core); smaller ones at once. 0 checks every one at once."""
 
     def __post_init__(self) -> None:
         if not self.heartbeat_interval > 0:
@@ -89,6 +92,8 @@ class Config:
             raise LocalProtocolError("inbox_window and max_pending_handshakes must be >= 1")
         if not self.handshake_rate > 0 or self.handshake_burst < 1:
             raise LocalProtocolError("need handshake_rate > 0 and handshake_burst >= 1")
+        if self.signature_batch != 0 and not 2 <= self.signature_batch <= 256:
+            raise LocalProtocolError("signature_batch must be 0 or 2 to 256")
 
     @property
     def down_after(self) -> float:

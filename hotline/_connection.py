@@ -64,6 +64,7 @@ from ._events import (
     PeerClosed,
     ReceiptReceived,
     RoundTrip,
+    SignaturesToCheck,
 )
 from ._keys import Identity, PublicKey, line_id
 from ._noise import CipherState, HandshakeState
@@ -71,6 +72,7 @@ from ._records import (
     GENESIS_HEAD,
     Receipt,
     ReceiptKind,
+    SignatureBatch,
     SignedMessage,
     decode_message,
     open_receipt,
@@ -105,6 +107,8 @@ _MAX_OUTSTANDING_PINGS = 16
 #: receipts): a peer that sends but never reads cannot make us buffer without bound. Any
 #: traffic from us proves life to the peer, so a skipped pong costs it only an RTT sample.
 MAX_OWED = 1 << 20
+#: At most this many messages wait in one signature batch (bounds the latency it adds).
+MAX_SIGNATURE_BATCH = 256
 _MAX_REASON = 200
 
 
@@ -221,6 +225,12 @@ class Connection:
         self._recv_heads: dict[int, bytes] = {}
         self._rereceipt_due = False
         self._transmitted_high = 0
+        # Signature checks in batches (off unless the driver asks): new messages whose
+        # MessageReceived events wait in _events until their signatures are checked.
+        self._batch_minimum = 0
+        self._gather = 1  # New messages gathered before their signatures are checked.
+        self._unverified: list[SignedMessage] = []
+        self._checking: SignatureBatch | None = None
         # Liveness.
         self._held = False
         self._liveness = Liveness.CONNECTING
@@ -367,6 +377,11 @@ class Connection:
         bytes break the protocol; the connection is then in ``ERROR`` for good, and every
         later call raises the same error again.
         """
+        if self._checking is not None:
+            return NEED_DATA  # Nothing comes out past messages whose signatures are out.
+        if self._unverified:
+            # Only what advance() queued behind them since: the burst is complete.
+            return self._settle_unverified()
         if self._events:
             return self._events.popleft()
         if self._failure is not None:
@@ -376,7 +391,9 @@ class Connection:
         if self._state is _S.BROKEN:
             raise LineBroken("the connection is broken")
         try:
-            while not self._events:
+            # Frames are handled only while no event waits, except that a burst of new
+            # messages may gather (their events queued, unreleased) to be checked together.
+            while len(self._events) == len(self._unverified) < self._gather:
                 if self._state is _S.AUTHENTICATED:
                     break  # Frames wait until the driver has called start().
                 frame = self._take_frame()
@@ -388,15 +405,68 @@ class Connection:
                 if self._state in _TERMINAL:
                     break
         except self._ERROR_TYPES as error:
-            # Frames are handled only while no event waits, so whatever is queued now came
-            # from the frame that failed: none of it may come out after the error.
+            # Whatever is queued now came from the frame that failed, or from a burst whose
+            # signatures nobody checked: none of it may come out after the error. (Messages
+            # of that burst are not lost: without their receipt, the peer sends them again.)
             self._events.clear()
+            self._unverified.clear()
             raise self._fail(error) from None
+        if self._unverified:
+            return self._settle_unverified()
         if self._rereceipt_due and not self._events:
             self._resend_delivered_receipt()
         if self._events:
             return self._events.popleft()
         return NEED_DATA
+
+    def check_signatures_in_batches(self, minimum: int = 8) -> None:
+        """Hand bursts of at least ``minimum`` new messages to the driver to check together.
+
+        From now on, :meth:`next_event` may return :class:`SignaturesToCheck`; smaller bursts
+        are still checked here, at once. A driver with a spare core runs the batch in a
+        worker thread. Nothing a batch covers (nor anything after it) comes out before
+        :meth:`signatures_checked`; a bad signature fails the connection as it would inline.
+        """
+        if not 2 <= minimum <= MAX_SIGNATURE_BATCH:
+            raise LocalProtocolError(f"minimum must be 2 to {MAX_SIGNATURE_BATCH}")
+        self._batch_minimum = minimum
+        self._gather = MAX_SIGNATURE_BATCH
+
+    def signatures_checked(self, batch: SignatureBatch) -> None:
+        """Take back the batch of the last :class:`SignaturesToCheck`, after ``batch.run()``."""
+        if batch is not self._checking:
+            raise LocalProtocolError("this is not the batch the connection is waiting for")
+        if not batch.done:
+            raise LocalProtocolError("run() the batch before handing it back")
+        self._checking = None
+        self._release_unverified(batch)
+
+    def _settle_unverified(self) -> Event | NeedData:
+        """Check the gathered burst here, or hand it to the driver if it is large enough."""
+        batch = SignatureBatch(tuple(self._unverified), self._peer_key())
+        if self._batch_minimum and len(batch) >= self._batch_minimum:
+            self._checking = batch
+            return SignaturesToCheck(batch)
+        batch.run()
+        self._release_unverified(batch)
+        return self.next_event()
+
+    def _release_unverified(self, batch: SignatureBatch) -> None:
+        self._unverified.clear()
+        if batch.failed_at is None:
+            return
+        # The events of the whole burst and of every frame after it go: as if the bad
+        # message had failed inline, with the messages before it resent by the peer.
+        self._events.clear()
+        error = AuthenticationError(reason="bad signature")
+        if self._state in _TERMINAL:
+            self._failure = error  # Closed or broken meanwhile: still say why, once asked.
+        else:
+            self._fail(error)
+
+    def _peer_key(self) -> PublicKey:
+        assert self._peer is not None
+        return self._peer
 
     def _take_frame(self) -> bytes | None:
         if len(self._inbuf) < 2:
@@ -561,7 +631,12 @@ class Connection:
             return
         if message.prev != self._received_head:
             raise RemoteProtocolError(f"message {seq} does not continue the chain")
-        verify_message(message, self._peer)
+        if self._gather == 1:
+            verify_message(message, self._peer)
+        else:
+            # Checked with its burst before its event comes out: see next_event(). (The
+            # checks above need only the hash chain.)
+            self._unverified.append(message)
         self._received_seq = seq
         self._received_head = message.hash
         self._recv_heads[seq] = message.hash

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 
 from ._keys import PublicKey
-from ._records import Receipt, SignedMessage
+from ._records import Receipt, SignatureBatch, SignedMessage
 
 __all__ = [
     "NEED_DATA",
@@ -20,6 +20,7 @@ __all__ = [
     "PeerClosed",
     "ReceiptReceived",
     "RoundTrip",
+    "SignaturesToCheck",
 ]
 
 
@@ -49,6 +50,15 @@ class MessageReceived:
     """A new message, verified (signature, sequence, chain), in order, never seen before."""
 
     message: SignedMessage
+
+
+@dataclass(frozen=True, slots=True)
+class SignaturesToCheck:
+    """Only with :meth:`Connection.check_signatures_in_batches`: a burst of new messages waits
+    for its signatures. Call ``batch.run()`` (in a worker thread if you like), then
+    :meth:`Connection.signatures_checked`; until then the connection yields nothing more."""
+
+    batch: SignatureBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +101,7 @@ class ConnectionBroken:
 Event = (
     PeerAuthenticated
     | MessageReceived
+    | SignaturesToCheck
     | ReceiptReceived
     | RoundTrip
     | LivenessChanged

@@ -70,9 +70,10 @@ from ._events import (
     PeerClosed,
     ReceiptReceived,
     RoundTrip,
+    SignaturesToCheck,
 )
 from ._keys import Identity, PublicKey, line_id
-from ._records import Receipt, ReceiptKind, SignedMessage, sign_message
+from ._records import Receipt, ReceiptKind, SignatureBatch, SignedMessage, sign_message
 from ._state import LineState
 from ._store import Batch, MemoryStore, Store
 
@@ -165,6 +166,52 @@ class Stats:
 LineEvent = PeerState | ReceiptReceived | RoundTrip
 
 
+class _Commit:
+    """Set once, when a batch is durable (or will never be).
+
+    A sender waits for its batch without a cancel scope of its own: a shielded scope per
+    send() costs more than the rest of the call's bookkeeping, and the wait must not be
+    cancelled anyway (the message is part of the chain once signed). Other waiters (flush,
+    close) stay cancellable.
+    """
+
+    __slots__ = ("_done", "_tasks")
+
+    def __init__(self) -> None:
+        self._done = False
+        self._tasks: list[trio.lowlevel.Task] = []
+
+    def is_set(self) -> bool:
+        return self._done
+
+    def set(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        for task in self._tasks:
+            trio.lowlevel.reschedule(task)
+        self._tasks.clear()
+
+    async def wait_uncancellable(self) -> None:
+        if self._done:
+            return
+        self._tasks.append(trio.lowlevel.current_task())
+        await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+
+    async def wait(self) -> None:
+        if self._done:
+            await trio.lowlevel.checkpoint()
+            return
+        task = trio.lowlevel.current_task()
+        self._tasks.append(task)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._tasks.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+
 class _Session:
     """One transport connection while it is (about to be) the line's live one."""
 
@@ -235,9 +282,9 @@ class Line:
         self._failure: BaseException | None = None
         # Group commit.
         self._batch = Batch()
-        self._batch_done = trio.Event()
+        self._batch_done = _Commit()
         self._commit_wanted = trio.Event()
-        self._inflight: trio.Event | None = None
+        self._inflight: _Commit | None = None
         self._nursery: trio.Nursery | None = None
         self._committer_alive = True
         # Outbound.
@@ -426,9 +473,8 @@ class Line:
         done = self._batch_done
         self._commit_wanted.set()
         self.stats.sent += 1
-        with trio.CancelScope(shield=True):
-            # The message is already part of the chain; let its commit finish.
-            await done.wait()
+        # The message is already part of the chain: its commit finishes, cancelled or not.
+        await done.wait_uncancellable()
         if message.seq <= self._state.sent_seq:
             # Stored (and so it will be delivered): report it, even to a caller whose scope
             # was cancelled meanwhile, who must not think it unsent and send it again.
@@ -573,7 +619,7 @@ class Line:
             self._commit_wanted = trio.Event()
             self._sign_pending_ack()
             batch, done = self._batch, self._batch_done
-            self._batch, self._batch_done = Batch(), trio.Event()
+            self._batch, self._batch_done = Batch(), _Commit()
             self._inflight = done
             if batch:
                 try:
@@ -666,6 +712,8 @@ class Line:
             old = self._active
             try:
                 conn.start(self._state, trio.current_time(), config=self.config)
+                if self.config.signature_batch:
+                    conn.check_signatures_in_batches(self.config.signature_batch)
             except AuthenticationError as exc:
                 logger.warning("session %d: refused: %s", session.id, exc.reason)
                 return False
@@ -735,7 +783,7 @@ class Line:
         conn = session.conn
         try:
             # Frames that arrived with the handshake are already buffered in the core.
-            self._process(session)
+            await self._process_checking_signatures(session)
             while True:
                 if self._highest_queued_in - (self._yield_next - 1) >= self.config.inbox_window:
                     # Stop reading until the application catches up (TCP pushes back on the
@@ -750,18 +798,34 @@ class Line:
                     conn.release(trio.current_time())
                 data = await session.stream.receive_some(_READ_SIZE)
                 conn.receive_data(data, trio.current_time())
-                self._process(session)
+                await self._process_checking_signatures(session)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             session.end(f"the connection failed: {exc!r}")
 
-    def _process(self, session: _Session) -> None:
-        """Drain the core's events. Ends the session on a terminal event or a peer fault."""
+    async def _process_checking_signatures(self, session: _Session) -> None:
+        """Drain the core's events, checking bursts of signatures on a second core.
+
+        Checking is most of the cost of receiving and pynacl releases the GIL, so a burst
+        checked in a worker thread overlaps with everything else this process does. The
+        thread is not abandoned on cancellation: a batch takes milliseconds.
+        """
+        while (batch := self._process(session)) is not None:
+            await trio.to_thread.run_sync(batch.run)
+            session.conn.signatures_checked(batch)
+
+    def _process(self, session: _Session) -> SignatureBatch | None:
+        """Drain the core's events. Ends the session on a terminal event or a peer fault.
+
+        Returns a batch of signatures the core waits for, which the caller must check.
+        """
         conn = session.conn
         try:
             while True:
                 event = conn.next_event()
                 if event is NEED_DATA:
                     break
+                if isinstance(event, SignaturesToCheck):
+                    return event.batch
                 if isinstance(event, MessageReceived):
                     message = event.message
                     if message.seq <= self._highest_queued_in:
@@ -793,6 +857,7 @@ class Line:
         except (LineClosed, LineBroken) as exc:
             session.end(str(exc))
         session.kick()
+        return None
 
     async def _writer(self, session: _Session) -> None:
         try:
@@ -816,7 +881,11 @@ class Line:
                 return
             await trio.sleep_until(deadline)
             conn.advance(trio.current_time())
-            self._process(session)
+            while (batch := self._process(session)) is not None:
+                # Frames are buffered only while the reader checks a batch, so this is rare
+                # and small: check it here.
+                batch.run()
+                conn.signatures_checked(batch)
 
     # --- dialling, listening, foreign streams -------------------------------------------
 
