@@ -199,7 +199,7 @@ class Connection:
             PROTOCOL_NAME,
             initiator=role is Role.INITIATOR,
             prologue=PROLOGUE,
-            s=identity.x25519_private,
+            s=identity.x25519_key,
             e=ephemeral,
             rs=peer.x25519 if role is Role.INITIATOR and peer is not None else None,
         )

@@ -38,7 +38,7 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from hotline._errors import KeyFileError, LocalProtocolError
 
@@ -490,7 +490,9 @@ class Identity:
     ``.pub`` file is where the comment lives.
     """
 
-    __slots__ = ("_comment", "_public", "_seed", "_signing_key", "_x25519_private")
+    __slots__ = (
+        "_comment", "_public", "_seed", "_signing_key", "_x25519_key", "_x25519_private",
+    )
 
     def __init__(self, signing_key: nacl.signing.SigningKey, comment: str = "") -> None:
         if not isinstance(signing_key, nacl.signing.SigningKey):
@@ -501,6 +503,7 @@ class Identity:
         self._public = PublicKey(bytes(signing_key.verify_key), comment)
         self._comment = comment
         self._x25519_private: bytes | None = None
+        self._x25519_key: x25519.X25519PrivateKey | None = None
 
     @classmethod
     def generate(cls, comment: str = "") -> Identity:
@@ -535,6 +538,13 @@ class Identity:
             _, secret = nacl.bindings.crypto_sign_seed_keypair(self._seed)
             self._x25519_private = nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(secret)
         return self._x25519_private
+
+    @property
+    def x25519_key(self) -> x25519.X25519PrivateKey:
+        """:attr:`x25519_private` as a key object, loaded once for every handshake."""
+        if self._x25519_key is None:
+            self._x25519_key = x25519.X25519PrivateKey.from_private_bytes(self.x25519_private)
+        return self._x25519_key
 
     def to_openssh_private(self, passphrase: bytes | None = None) -> bytes:
         """The OpenSSH private key file (PEM), encrypted when a passphrase is given.

@@ -351,9 +351,11 @@ def _dh(private: X25519PrivateKey, public: bytes) -> bytes:
     return shared
 
 
-def _private_key(raw: bytes | None, what: str) -> X25519PrivateKey | None:
-    if raw is None:
-        return None
+def _private_key(raw: bytes | X25519PrivateKey | None, what: str) -> X25519PrivateKey | None:
+    if raw is None or isinstance(raw, X25519PrivateKey):
+        # A key object a caller keeps across handshakes: loading raw bytes derives the public
+        # key, which costs as much as a DH.
+        return raw
     if len(raw) != _DH_LEN:
         raise LocalProtocolError(f"{what} must be {_DH_LEN} raw bytes, got {len(raw)}")
     return X25519PrivateKey.from_private_bytes(bytes(raw))
@@ -406,7 +408,7 @@ class HandshakeState:
         *,
         initiator: bool,
         prologue: bytes = b"",
-        s: bytes | None = None,
+        s: bytes | X25519PrivateKey | None = None,
         e: bytes | None = None,
         rs: bytes | None = None,
         re: bytes | None = None,
