@@ -61,7 +61,8 @@ class Config:
     """How many handshakes from one address may start at once before the rate applies."""
     signature_batch: int = 0
     """Bursts of at least this many received messages have their signatures checked together
-    in a worker thread (a second core); smaller ones at once. 0 checks every one at once."""
+    in a worker thread (a second core); smaller ones at once. 0 (the default) checks every one
+    at once: the thread only pays where the receiving process has an idle core."""
 
     def __post_init__(self) -> None:
         if not self.heartbeat_interval > 0:
