@@ -11,10 +11,9 @@ from ._errors import LocalProtocolError
 
 __all__ = ["Config"]
 
-#: Largest Noise message (Noise spec, section 3).
-MAX_NOISE_MESSAGE = 65535
-#: Poly1305 tag size.
-TAG_SIZE = 16
+#: The most received messages whose signatures are checked in one batch (bounds the latency
+#: a batch adds); see ``signature_batch``.
+MAX_SIGNATURE_BATCH = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +92,8 @@ class Config:
             raise LocalProtocolError("inbox_window and max_pending_handshakes must be >= 1")
         if not self.handshake_rate > 0 or self.handshake_burst < 1:
             raise LocalProtocolError("need handshake_rate > 0 and handshake_burst >= 1")
-        if self.signature_batch != 0 and not 2 <= self.signature_batch <= 256:
-            raise LocalProtocolError("signature_batch must be 0 or 2 to 256")
+        if self.signature_batch != 0 and not 2 <= self.signature_batch <= MAX_SIGNATURE_BATCH:
+            raise LocalProtocolError(f"signature_batch must be 0 or 2 to {MAX_SIGNATURE_BATCH}")
 
     @property
     def down_after(self) -> float:

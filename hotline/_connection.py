@@ -41,9 +41,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
-import msgpack
-
-from ._config import MAX_NOISE_MESSAGE, TAG_SIZE, Config
+from ._config import MAX_SIGNATURE_BATCH, Config
 from ._errors import (
     AuthenticationError,
     HotlineError,
@@ -67,7 +65,7 @@ from ._events import (
     SignaturesToCheck,
 )
 from ._keys import Identity, PublicKey, line_id
-from ._noise import CipherState, HandshakeState
+from ._noise import MAX_MESSAGE_LEN, TAG_LEN, CipherState, HandshakeState
 from ._records import (
     GENESIS_HEAD,
     Receipt,
@@ -76,6 +74,7 @@ from ._records import (
     SignedMessage,
     decode_message,
     open_receipt,
+    pack,
     strict_unpack,
     verify_message,
 )
@@ -87,7 +86,7 @@ PROTOCOL_NAME = "Noise_IK_25519_ChaChaPoly_BLAKE2b"
 #: Binds hotline's name and protocol version into the handshake transcript.
 PROLOGUE = b"hotline/1"
 
-MAX_PLAINTEXT = MAX_NOISE_MESSAGE - TAG_SIZE
+MAX_PLAINTEXT = MAX_MESSAGE_LEN - TAG_LEN
 _HEADER = struct.Struct(">BH")
 MAX_CONTENT = MAX_PLAINTEXT - _HEADER.size
 FLAG_FINAL = 0x01
@@ -107,8 +106,6 @@ _MAX_OUTSTANDING_PINGS = 16
 #: receipts): a peer that sends but never reads cannot make us buffer without bound. Any
 #: traffic from us proves life to the peer, so a skipped pong costs it only an RTT sample.
 MAX_OWED = 1 << 20
-#: At most this many messages wait in one signature batch (bounds the latency it adds).
-MAX_SIGNATURE_BATCH = 256
 _MAX_REASON = 200
 
 
@@ -146,10 +143,6 @@ _TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
 }
 
 _PACKER_ERRORS = (ValueError, OverflowError, TypeError)
-
-
-def _pack(obj: list[Any]) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 class Connection:
@@ -222,13 +215,11 @@ class Connection:
         self._last_seq_here: int | None = None
         self._received_seq = 0  # The newest message handed to the driver (held or not yet).
         self._received_head = GENESIS_HEAD
-        self._recv_heads: dict[int, bytes] = {}
         self._rereceipt_due = False
         self._transmitted_high = 0
         # Signature checks in batches (off unless the driver asks): new messages whose
         # MessageReceived events wait in _events until their signatures are checked.
-        self._batch_minimum = 0
-        self._gather = 1  # New messages gathered before their signatures are checked.
+        self._batch_minimum = 0  # 0: every signature is checked as its message arrives.
         self._unverified: list[SignedMessage] = []
         self._checking: SignatureBatch | None = None
         # Liveness.
@@ -272,7 +263,7 @@ class Connection:
                    ephemeral=ephemeral)
         assert conn._handshake is not None
         conn._initiation_timestamp = timestamp
-        conn._write_frame(conn._handshake.write_message(_pack([timestamp])))
+        conn._write_frame(conn._handshake.write_message(pack([timestamp])))
         return conn
 
     @classmethod
@@ -337,8 +328,11 @@ class Connection:
         self._state = new
 
     def _fail(self, error: HotlineError) -> HotlineError:
+        """Remember ``error`` for good; an open connection moves to ``ERROR``. (One that was
+        closed or broken meanwhile, with a burst of signatures out, keeps its state but still
+        raises the error, once its events are drained.)"""
         self._failure = error
-        if self._state is not _S.ERROR:
+        if self._state not in _TERMINAL:
             self._set_state(_S.ERROR)
         return error
 
@@ -379,9 +373,6 @@ class Connection:
         """
         if self._checking is not None:
             return NEED_DATA  # Nothing comes out past messages whose signatures are out.
-        if self._unverified:
-            # Only what advance() queued behind them since: the burst is complete.
-            return self._settle_unverified()
         if self._events:
             return self._events.popleft()
         if self._failure is not None:
@@ -393,7 +384,8 @@ class Connection:
         try:
             # Frames are handled only while no event waits, except that a burst of new
             # messages may gather (their events queued, unreleased) to be checked together.
-            while len(self._events) == len(self._unverified) < self._gather:
+            gather = MAX_SIGNATURE_BATCH if self._batch_minimum else 1
+            while len(self._events) == len(self._unverified) < gather:
                 if self._state is _S.AUTHENTICATED:
                     break  # Frames wait until the driver has called start().
                 frame = self._take_frame()
@@ -430,7 +422,6 @@ class Connection:
         if not 2 <= minimum <= MAX_SIGNATURE_BATCH:
             raise LocalProtocolError(f"minimum must be 2 to {MAX_SIGNATURE_BATCH}")
         self._batch_minimum = minimum
-        self._gather = MAX_SIGNATURE_BATCH
 
     def signatures_checked(self, batch: SignatureBatch) -> None:
         """Take back the batch of the last :class:`SignaturesToCheck`, after ``batch.run()``."""
@@ -458,11 +449,7 @@ class Connection:
         # The events of the whole burst and of every frame after it go: as if the bad
         # message had failed inline, with the messages before it resent by the peer.
         self._events.clear()
-        error = AuthenticationError(reason="bad signature")
-        if self._state in _TERMINAL:
-            self._failure = error  # Closed or broken meanwhile: still say why, once asked.
-        else:
-            self._fail(error)
+        self._fail(AuthenticationError(reason="bad signature"))
 
     def _peer_key(self) -> PublicKey:
         assert self._peer is not None
@@ -538,7 +525,7 @@ class Connection:
 
     def _read_transport(self, frame: bytes) -> None:
         assert self._recv_cipher is not None
-        if len(frame) < TAG_SIZE:
+        if len(frame) < TAG_LEN:
             raise AuthenticationError(reason="transport message shorter than its tag")
         try:
             plaintext = self._recv_cipher.decrypt_with_ad(b"", frame)
@@ -622,16 +609,16 @@ class Connection:
             raise RemoteProtocolError(f"message {seq} skips ahead of {received + 1}")
         self._last_seq_here = seq
         if seq <= received:
-            # A replay after reconnect. Known heads let us catch a forked chain.
-            known = self._received_head if seq == received else self._recv_heads.get(seq)
-            if known is not None and known != message.hash:
+            # A replay after reconnect. The head we hold catches a fork at our newest message;
+            # older replays are dropped unread (nothing of them is kept to compare with).
+            if seq == received and message.hash != self._received_head:
                 raise RemoteProtocolError(f"message {seq} differs from the one received before")
             if seq <= line.delivered_upto:
                 self._rereceipt_due = True
             return
         if message.prev != self._received_head:
             raise RemoteProtocolError(f"message {seq} does not continue the chain")
-        if self._gather == 1:
+        if not self._batch_minimum:
             verify_message(message, self._peer)
         else:
             # Checked with its burst before its event comes out: see next_event(). (The
@@ -639,7 +626,6 @@ class Connection:
             self._unverified.append(message)
         self._received_seq = seq
         self._received_head = message.hash
-        self._recv_heads[seq] = message.hash
         self._events.append(MessageReceived(message))
 
     def _receive_receipt(self, envelope: bytes, signature: bytes) -> None:
@@ -757,8 +743,6 @@ class Connection:
             raise LocalProtocolError("send_receipt() takes the line's newest receipt of its kind")
         self._emit_record([T_RECEIPT, receipt.envelope, receipt.signature])
         if receipt.kind is ReceiptKind.DELIVERED:
-            for seq in [s for s in self._recv_heads if s < receipt.upto]:
-                del self._recv_heads[seq]
             self._rereceipt_due = False
 
     def close(self, reason: str = "closed") -> None:
@@ -867,7 +851,7 @@ class Connection:
 
     def _emit_record(self, record: list[Any]) -> None:
         try:
-            data = _pack(record)
+            data = pack(record)
         except _PACKER_ERRORS as exc:  # pragma: no cover - our own records always pack
             raise LocalProtocolError(f"cannot encode record: {exc}") from None
         cipher = self._send_cipher

@@ -46,6 +46,7 @@ from hotline._errors import AuthenticationError, LocalProtocolError
 
 __all__ = [
     "MAX_MESSAGE_LEN",
+    "TAG_LEN",
     "CipherState",
     "HandshakeState",
     "parse_protocol_name",
@@ -54,7 +55,8 @@ __all__ = [
 MAX_MESSAGE_LEN = 65535
 """Largest Noise message, handshake or transport, in bytes (spec section 3)."""
 
-_TAG_LEN = 16
+TAG_LEN = 16
+"""The AEAD tag at the end of every encrypted payload (ChaChaPoly and AESGCM alike)."""
 _KEY_LEN = 32
 _DH_LEN = 32
 # Section 5.1: 2**64-1 is reserved (REKEY uses it), so it can never be used by EncryptWithAd.
@@ -221,10 +223,10 @@ class CipherState:
         n = self._n
         if n >= _MAX_NONCE:
             raise LocalProtocolError("nonce exhausted: this CipherState must not be used again")
-        if len(plaintext) > MAX_MESSAGE_LEN - _TAG_LEN:
+        if len(plaintext) > MAX_MESSAGE_LEN - TAG_LEN:
             raise LocalProtocolError(
                 f"plaintext of {len(plaintext)} bytes exceeds the Noise maximum of "
-                f"{MAX_MESSAGE_LEN - _TAG_LEN}"
+                f"{MAX_MESSAGE_LEN - TAG_LEN}"
             )
         ciphertext = aead.encrypt(self._nonce(n), plaintext, ad)
         self._n = n + 1
@@ -531,10 +533,10 @@ class HandshakeState:
             if tok == "e":
                 total += _DH_LEN
             elif tok == "s":
-                total += _DH_LEN + (_TAG_LEN if keyed else 0)
+                total += _DH_LEN + (TAG_LEN if keyed else 0)
             else:
                 keyed = True
-        return total + payload_len + (_TAG_LEN if keyed else 0)
+        return total + payload_len + (TAG_LEN if keyed else 0)
 
     def write_message(self, payload: bytes) -> bytes:
         """Section 5.3 ``WriteMessage``: the next handshake message, carrying ``payload``."""
@@ -612,14 +614,14 @@ class HandshakeState:
                 sym.mix_hash(self._re)
                 pos = end
             elif tok == "s":
-                end = pos + _DH_LEN + (_TAG_LEN if sym.has_key() else 0)
+                end = pos + _DH_LEN + (TAG_LEN if sym.has_key() else 0)
                 if end > size:
                     raise _Reject
                 self._rs = sym.decrypt_and_hash(bytes(view[pos:end]))
                 pos = end
             else:
                 sym.mix_key(self._dh_for(tok))
-        if sym.has_key() and size - pos < _TAG_LEN:
+        if sym.has_key() and size - pos < TAG_LEN:
             raise _Reject
         return sym.decrypt_and_hash(bytes(view[pos:]))
 
@@ -651,10 +653,6 @@ class HandshakeState:
         if self._failed:
             raise LocalProtocolError("this handshake failed; the remote key is not trustworthy")
         return self._rs
-
-    @property
-    def local_static_public(self) -> bytes | None:
-        return self._s_pub
 
     def split(self) -> tuple[CipherState, CipherState]:
         """Section 5.2 ``Split``, oriented for this side: returns ``(send, receive)``.

@@ -133,7 +133,8 @@ def strict_unpack(data: bytes, *, max_bin_len: int, max_array_len: int = 16) -> 
         raise RemoteProtocolError(f"malformed record: {type(exc).__name__}") from None
 
 
-def _pack(obj: list[Any]) -> bytes:
+def pack(obj: list[Any]) -> bytes:
+    """msgpack as hotline encodes every record and envelope (the canonical form)."""
     return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
 
 
@@ -155,7 +156,7 @@ def _decode_envelope(envelope: bytes, fields: int, max_bin_len: int) -> list[Any
     decoded = strict_unpack(envelope, max_bin_len=max_bin_len, max_array_len=fields)
     if type(decoded) is not list or len(decoded) != fields:
         raise RemoteProtocolError(f"an envelope must be an array of {fields} fields")
-    if _pack(decoded) != envelope:
+    if pack(decoded) != envelope:
         raise RemoteProtocolError("envelope is not in the canonical encoding")
     return decoded
 
@@ -178,7 +179,7 @@ def sign_message(
     if not isinstance(body, bytes | bytearray | memoryview):
         raise LocalProtocolError(f"a body is bytes, not {type(body).__name__}")
     body = bytes(body)
-    envelope = _pack([line_id, identity.public_key.raw, seq, timestamp, prev, body])
+    envelope = pack([line_id, identity.public_key.raw, seq, timestamp, prev, body])
     signature = identity.sign(DOMAIN_MESSAGE + envelope)
     return SignedMessage(
         seq, timestamp, prev, body, envelope, signature, message_hash(envelope)
@@ -281,7 +282,7 @@ def sign_receipt(
         raise LocalProtocolError("head and line_id must be 32 bytes")
     if not 0 <= timestamp <= _U64_MAX:
         raise LocalProtocolError("timestamp must be nanoseconds since the epoch, >= 0")
-    envelope = _pack([line_id, identity.public_key.raw, kind.value, upto, head, timestamp])
+    envelope = pack([line_id, identity.public_key.raw, kind.value, upto, head, timestamp])
     signature = identity.sign(DOMAIN_RECEIPT + envelope)
     return Receipt(kind, upto, head, timestamp, envelope, signature)
 

@@ -7,9 +7,11 @@ the *outbound* messages not yet covered by a delivered receipt are held (``pendi
 are what a new connection retransmits. Inbound messages live in the application's store,
 not here: the connection needs only the chain head to check the next one.
 
-The rules that keep a line consistent are checked here, once, for every caller:
-sequence numbers advance by one, chains link, receipts only move forward and never past
-what was sent, and an acknowledged receipt never runs ahead of the delivered one.
+The rules that keep a line consistent are checked here, once, for every caller: sequence
+numbers advance by one, chains link, our own receipts only move forward and never past what
+we hold. The peer's receipts are checked by the connection that receives them (never past
+what was sent, never backwards, acknowledged never ahead of delivered, the right head);
+:meth:`apply_peer_receipt` only applies them.
 """
 
 from __future__ import annotations
@@ -149,22 +151,20 @@ class LineState:
         self.sent_heads[message.seq] = message.hash
         self.pending.append(message)
 
-    def apply_peer_receipt(self, receipt: Receipt) -> list[SignedMessage]:
-        """Move the peer's receipt marks forward; return the messages a delivered receipt retired.
+    def apply_peer_receipt(self, receipt: Receipt) -> None:
+        """Move the peer's receipt marks forward (a delivered receipt retires pending messages).
 
         The connection has already checked the receipt against this state; this only applies it.
         """
-        retired: list[SignedMessage] = []
         if receipt.kind is ReceiptKind.DELIVERED:
             if receipt.upto > self.peer_delivered:
                 self.peer_delivered = receipt.upto
                 while self.pending and self.pending[0].seq <= receipt.upto:
-                    retired.append(self.pending.popleft())
+                    self.pending.popleft()
         elif receipt.upto > self.peer_acknowledged:
             for seq in range(self.peer_acknowledged, receipt.upto):
                 self.sent_heads.pop(seq, None)
             self.peer_acknowledged = receipt.upto
-        return retired
 
     # --- inbound --------------------------------------------------------------------
 

@@ -33,7 +33,8 @@ from hotline import (
     open_line,
     sign_message,
 )
-from hotline._connection import MAX_SIGNATURE_BATCH, T_MESSAGE
+from hotline._config import MAX_SIGNATURE_BATCH
+from hotline._connection import T_MESSAGE
 from hotline._records import DOMAIN_MESSAGE
 
 ALICE = Identity.from_seed(bytes([1]) * 32)
