@@ -73,7 +73,14 @@ from ._events import (
     SignaturesToCheck,
 )
 from ._keys import Identity, PublicKey, line_id
-from ._records import Receipt, ReceiptKind, SignatureBatch, SignedMessage, sign_message
+from ._records import (
+    Receipt,
+    ReceiptKind,
+    SignatureBatch,
+    SignedMessage,
+    sign_message,
+    sign_receipt,
+)
 from ._state import LineState
 from ._store import Batch, MemoryStore, Store
 
@@ -327,7 +334,8 @@ class Line:
         self._highest_queued_in = state.received_seq
         self._yield_next = state.acknowledged_upto + 1
         if state.received_seq > state.delivered_upto:
-            # We crashed between storing messages and storing their receipt: sign it now.
+            # Messages stored without their delivered receipt (this driver commits both at
+            # once; a store written otherwise may differ): sign it now.
             self._queue_delivered_receipt()
         logger.debug(
             "line %s loaded: sent %d (peer holds %d), received %d (acknowledged %d)",
@@ -564,6 +572,20 @@ class Line:
         # connection re-send an older acknowledged receipt than the peer already holds.
         self._batch.own_receipts.append(receipt)
 
+    def _sign_delivered_receipt(self) -> None:
+        """Sign the delivered receipt for the messages of this batch into the batch itself.
+
+        Stored with the messages it covers, in one commit (one fsync per burst, not two), and
+        sent once that commit is durable (see _after_commit). Last in the batch's receipts.
+        """
+        if not self._batch.received:
+            return
+        last = self._batch.received[-1]
+        self._batch.own_receipts.append(sign_receipt(
+            self.identity, self.line_id, ReceiptKind.DELIVERED, last.seq, last.hash,
+            time.time_ns(),
+        ))
+
     def _queue_delivered_receipt(self) -> None:
         state = self._state
         receipt = state.sign_own_receipt(
@@ -618,6 +640,7 @@ class Line:
             await self._commit_wanted.wait()
             self._commit_wanted = trio.Event()
             self._sign_pending_ack()
+            self._sign_delivered_receipt()
             batch, done = self._batch, self._batch_done
             self._batch, self._batch_done = Batch(), _Commit()
             self._inflight = done
@@ -626,11 +649,9 @@ class Line:
                     await self._store_call(self._store.commit, batch)
                 except Exception as exc:
                     # The line cannot go on without its store: stop it, and let open_line
-                    # raise this one error (senders waiting on the batch see it too).
+                    # raise this one error (_committer wakes everyone waiting on the batch).
                     self._failure = exc
                     logger.error("the store failed; the line stops: %s", exc)  # noqa: TRY400
-                    self._wake_everyone()
-                    done.set()
                     if self._nursery is not None:
                         self._nursery.cancel_scope.cancel()
                     return
@@ -654,7 +675,9 @@ class Line:
         if batch.received:
             for message in batch.received:
                 self._state.record_received(message)
-            self._queue_delivered_receipt()
+            delivered = batch.own_receipts[-1]
+            self._state.record_own_receipt(delivered)
+            self._send_receipt(delivered)
             self._inbox_changed.set()
         if live is not None:
             live.kick()
