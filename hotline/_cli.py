@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ._errors import HotlineError, KeyFileError
+from ._errors import HotlineError
 from ._keys import Identity, PublicKey
 
 __all__ = ["main"]
@@ -80,16 +80,6 @@ def load_peer(value: str) -> PublicKey:
 
 def load_identity(path: str, passphrase_file: str | None = None) -> Identity:
     return Identity.load(path, _read_passphrase(passphrase_file))
-
-
-def _load_any_public(path: str) -> PublicKey:
-    try:
-        return Identity.load(path).public_key
-    except KeyFileError as private_error:
-        try:
-            return PublicKey.load(path)
-        except KeyFileError:
-            raise private_error from None
 
 
 # --- keygen / fingerprint -------------------------------------------------------------
@@ -304,7 +294,7 @@ def cmd_log(args: argparse.Namespace) -> int:
                   f"and {peer.fingerprint()} (the peer)")
         for index, entry in enumerate(store.transcript(), 1):
             fields = msgpack.unpackb(entry.envelope, raw=False)
-            who = "out" if entry.direction.value == "out" else "in"
+            who = entry.direction.value
             if entry.kind == "message":
                 timestamp, body = fields[3], fields[5]
                 text = body.decode("utf-8", errors="replace")

@@ -188,9 +188,6 @@ class _Commit:
         self._done = False
         self._tasks: list[trio.lowlevel.Task] = []
 
-    def is_set(self) -> bool:
-        return self._done
-
     def set(self) -> None:
         if self._done:
             return

@@ -121,10 +121,11 @@ class Listener:
             self.rejected_handshakes += 1
             await trio.aclose_forcefully(stream)
             return
-        if not self._rate.take(_source_of(stream), trio.current_time()):
+        source = _source_of(stream)
+        if not self._rate.take(source, trio.current_time()):
             self.rejected_handshakes += 1
             self.rate_limited += 1
-            logger.info("handshake from %s refused: rate limit", _source_of(stream))
+            logger.info("handshake from %s refused: rate limit", source)
             await trio.aclose_forcefully(stream)
             return
         self._pending += 1

@@ -355,8 +355,10 @@ class SQLiteStore:
             raise StoreMismatch(_mismatch(stored, identity, peer))
         with self._errors("cannot read the store"):
             state = self._read_state(identity, lid)
-        self._state = state
-        return state.copy()
+        # Only the marks: enough to check each batch before writing it (the outbox lives in
+        # the database and in the caller's state, not here).
+        self._state = state.copy(outbox=False)
+        return state
 
     def commit(self, batch: Batch) -> None:
         self._check_open()
@@ -416,8 +418,8 @@ class SQLiteStore:
             if receipts:
                 self._conn.executemany(_INSERT_RECEIPT, receipts)
             self._conn.execute(_UPDATE_STATE, state_row)
-        # Committed: only now may the mirror move. The batch was checked, so this cannot fail.
-        apply_batch(mirror, batch)
+        # Committed: only now may the mirror move.
+        self._state = after
         self._next_ord = next_ord
         self._receipt_ords = (delivered_ord, acknowledged_ord)
 

@@ -28,7 +28,7 @@ from typing import Protocol
 
 from ._errors import LocalProtocolError, StoreMismatch
 from ._keys import PublicKey
-from ._records import Receipt, ReceiptKind, SignedMessage
+from ._records import Receipt, SignedMessage
 from ._state import LineState
 
 __all__ = ["Batch", "Direction", "MemoryStore", "Store", "TranscriptEntry"]
@@ -122,7 +122,6 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._keys: tuple[PublicKey, PublicKey] | None = None
-        self._sent: dict[int, SignedMessage] = {}
         self._received: dict[int, SignedMessage] = {}
         self._transcript: list[TranscriptEntry] = []
         self._state = LineState()
@@ -147,7 +146,6 @@ class MemoryStore:
         apply_batch(self._state.copy(outbox=False), batch)
         apply_batch(self._state, batch)
         for message in batch.sent:
-            self._sent[message.seq] = message
             self._transcript.append(_message_entry(Direction.OUT, message))
         for message in batch.received:
             self._received[message.seq] = message
@@ -196,5 +194,6 @@ def _message_entry(direction: Direction, message: SignedMessage) -> TranscriptEn
 
 
 def _receipt_entry(direction: Direction, receipt: Receipt) -> TranscriptEntry:
-    kind = "delivered" if receipt.kind is ReceiptKind.DELIVERED else "acknowledged"
-    return TranscriptEntry(direction, kind, receipt.upto, receipt.envelope, receipt.signature)
+    return TranscriptEntry(
+        direction, receipt.kind.value, receipt.upto, receipt.envelope, receipt.signature
+    )

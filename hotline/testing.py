@@ -227,7 +227,7 @@ class FaultProxy:
             _set_reset(client)
             await trio.aclose_forcefully(client)
             return
-        link = _Link(client, server)
+        link = _Link()
         up = _Pump(self, link, "upstream", self.upstream, number, seed, client, server)
         down = _Pump(self, link, "downstream", self.downstream, number, seed ^ 1, server, client)
         try:
@@ -243,7 +243,7 @@ class FaultProxy:
                 await trio.aclose_forcefully(client)
                 await trio.aclose_forcefully(server)
             for pump in (up, down):
-                pump.stats.bytes_dropped += pump.dropped_in_flight()
+                pump.stats.bytes_dropped += pump.queued
 
 
 @asynccontextmanager
@@ -276,9 +276,7 @@ def _set_reset(stream: trio.SocketStream) -> None:
 class _Link:
     """The two legs of one proxied connection."""
 
-    def __init__(self, client: trio.SocketStream, server: trio.SocketStream) -> None:
-        self.client = client
-        self.server = server
+    def __init__(self) -> None:
         self.scope: trio.CancelScope | None = None
         self.reset = False
 
@@ -307,7 +305,6 @@ class _Pump:
     ) -> None:
         self.proxy = proxy
         self.link = link
-        self.direction = direction
         self.stats: DirectionStats = getattr(proxy.stats, direction)
         self.history = proxy._history[direction]
         self.src = src
@@ -344,9 +341,6 @@ class _Pump:
     @property
     def active(self) -> Faults:
         return CLEAN if self.proxy.healed else self.faults
-
-    def dropped_in_flight(self) -> int:
-        return self.queued
 
     def start(self, nursery: trio.Nursery) -> None:
         nursery.start_soon(self._guard, self._read)
