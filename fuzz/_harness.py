@@ -38,7 +38,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import gc
-import os
 import sys
 import types
 import zlib
@@ -99,13 +98,6 @@ MAX_NOISE = 65535
 CONFIG = Config(max_body_size=4096, rekey_after_messages=4)
 
 ERRORS = (RemoteProtocolError, AuthenticationError)
-#: Open bugs in hotline that the checks let pass, so that fuzzing goes on past them (each
-#: with an xfail test in tests/test_fuzz_corpus.py and a reproducer ``bug-*`` in a corpus
-#: directory); ``HOTLINE_FUZZ_STRICT=1`` in the environment checks them too. None is open:
-#: ``event-after-error`` (``next_event()`` returned an event the failing frame had queued
-#: after raising its error) was fixed in b610802.
-_TOLERATED: frozenset[str] = frozenset()
-KNOWN_BUGS = frozenset() if os.environ.get("HOTLINE_FUZZ_STRICT") else _TOLERATED
 TERMINAL = frozenset({ConnectionState.CLOSED, ConnectionState.BROKEN, ConnectionState.ERROR})
 _SETTLE = 100_000  # next_event() calls before a loop counts as a hang
 
@@ -373,17 +365,13 @@ def _check_over(conn: Connection, exc: BaseException, events: list[Any]) -> None
     """The escaped exception is a documented one and matches the connection's state."""
     if isinstance(exc, ERRORS):
         assert conn.state is ConnectionState.ERROR, (exc, conn.state)
-        for _ in range(_SETTLE):
-            try:
-                after = conn.next_event()
-            except ERRORS as again:
-                if again is not exc:
-                    raise AssertionError(f"{again!r} the second time, not {exc!r}") from again
-                return
-            if "event-after-error" not in KNOWN_BUGS:
-                raise AssertionError(f"next_event() returned {after} after {exc!r}")
-            events.append(after)
-        raise AssertionError("the failed connection does not raise its error again")
+        try:
+            after = conn.next_event()
+        except ERRORS as again:
+            if again is not exc:
+                raise AssertionError(f"{again!r} the second time, not {exc!r}") from again
+            return
+        raise AssertionError(f"next_event() returned {after} after {exc!r}")
     if isinstance(exc, LineClosed):
         assert conn.state is ConnectionState.CLOSED, conn.state
         assert any(isinstance(e, PeerClosed) for e in events), "closed without a goodbye"

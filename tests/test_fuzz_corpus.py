@@ -122,7 +122,7 @@ def test_seeds_are_reproducible() -> None:
 # --- bugs the fuzzers found (see fuzz/README.md) ---------------------------------------------
 
 
-def test_bug_event_after_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bug_event_after_error() -> None:
     """Found by fuzz_connection; fixed in b610802 (it was an xfail test until then)."""
     # What the fuzzer's reproducer (replayed below) does, spelled out: Bob's peer is SUSPECT
     # after 1.5 s of silence; then a frame that decrypts (proof of life) carries a malformed
@@ -140,6 +140,5 @@ def test_bug_event_after_error(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(RemoteProtocolError) as again:  # documented: the same error again
         conn.next_event()  # the bug: it returned the queued LivenessChanged(UP)
     assert again.value is first.value
-    # The reproducer, with the harness's tolerance for this known bug switched off.
-    monkeypatch.setattr(h, "KNOWN_BUGS", frozenset())
+    # The reproducer, through the target's own checks.
     RUNNERS["connection"]((FUZZ / "corpus" / "connection" / "bug-event-after-error").read_bytes())
