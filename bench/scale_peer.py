@@ -19,8 +19,7 @@ from typing import Any
 
 import trio
 
-from hotline import Config, Identity, Liveness, MemoryStore, open_line, open_listener
-from hotline._line import Line
+from hotline import Config, Identity, Line, Liveness, MemoryStore, open_line, open_listener
 
 from . import _memory
 from ._child import Commands, run_child, serve
@@ -41,7 +40,7 @@ class Scale(Commands):
     def _raise_fd_limit(self, needed: int) -> None:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY and soft < needed:
-            new = hard if hard == resource.RLIM_INFINITY else min(hard, max(needed, soft))
+            new = hard if hard == resource.RLIM_INFINITY else min(hard, needed)
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
     async def cmd_base(self) -> dict[str, int]:
@@ -62,7 +61,6 @@ class Scale(Commands):
         # A benchmark dials n lines from one address: lift the per-address handshake rate.
         listener_config = Config(**config, handshake_rate=1e6, handshake_burst=1_000_000,
                                  max_pending_handshakes=max(32, n))
-        ready = trio.Event()
         result: dict[str, Any] = {}
 
         async def hold_listener(*, task_status: trio.TaskStatus[None]) -> None:
@@ -75,12 +73,10 @@ class Scale(Commands):
                         "listener": listener, "config": line_config,
                     })
                     self.lines.append(line)
-                ready.set()
                 task_status.started()
                 await self.stop.wait()
 
         await self.nursery.start(hold_listener)
-        await ready.wait()
         return result
 
     async def cmd_open_dial(self, n: int, address: list[Any], config: dict[str, Any],
