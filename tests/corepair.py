@@ -466,3 +466,36 @@ def tap_records(conn: Connection) -> list[Any]:
 
     conn._handle_record = spy  # type: ignore[method-assign]
     return seen
+
+
+def drain(conn: Connection) -> list[Event]:
+    """Every event ``conn`` has now, up to NEED_DATA or the end (peer faults propagate)."""
+    events: list[Event] = []
+    while True:
+        try:
+            event = conn.next_event()
+        except (LineClosed, LineBroken):
+            return events
+        if isinstance(event, NeedData):
+            return events
+        events.append(event)
+
+
+def handshake(
+    a: Identity, b: Identity, *, now: float = 0.0, timestamp: int = 1
+) -> tuple[Connection, Connection, LineState, LineState]:
+    """Two open connections between ``a`` (initiator) and ``b``, without the harness."""
+    ca = Connection.initiate(a, b.public_key, now=now, timestamp=timestamp)
+    cb = Connection.respond(b, [a.public_key], now=now)
+    state_a, state_b = LineState(), LineState()
+    cb.receive_data(ca.data_to_send(), now)
+    assert isinstance(cb.next_event(), PeerAuthenticated)
+    cb.start(state_b, now)
+    ca.receive_data(cb.data_to_send(), now)
+    assert isinstance(ca.next_event(), PeerAuthenticated)
+    ca.start(state_a, now)
+    return ca, cb, state_a, state_b
+
+
+def kinds(events: list[Any]) -> list[str]:
+    return [type(event).__name__ for event in events]

@@ -58,6 +58,7 @@ from hotline import (
     sign_message,
     sign_receipt,
 )
+from hotline._connection import T_MESSAGE, T_PING, T_PONG, T_RECEIPT
 from hotline._line import Line
 from hotline._listener import Listener
 from hotline._noise import CipherState, HandshakeState
@@ -79,7 +80,6 @@ MAX_CONTENT = MAX_NOISE - TAG - HEADER  # 65,516
 FINAL = 0x01
 REKEY = 0x02
 
-T_MESSAGE, T_RECEIPT, T_PING, T_PONG, T_GOODBYE = 1, 2, 3, 4, 5
 
 Address = tuple[str, int]
 
@@ -223,7 +223,6 @@ class HostileSession:
         #: Every frame this session wrote, framed, in order (for replays).
         self.sent_frames: list[bytes] = []
         #: Every frame the node wrote on this session, framed, in order.
-        self.received_frames: list[bytes] = []
 
     @classmethod
     async def open(
@@ -331,7 +330,6 @@ class HostileSession:
             message = await self.reader.frame()
             if message is None:
                 return None
-            self.received_frames.append(frame(message))
             plain = self.recv.decrypt_with_ad(b"", message)
             flags, length = plain[0], int.from_bytes(plain[1:3], "big")
             if flags & REKEY:

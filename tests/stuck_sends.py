@@ -87,7 +87,8 @@ def _frames(task: trio.lowlevel.Task) -> list[FrameType]:
 
 @contextlib.contextmanager
 def no_stuck_sends() -> Iterator[SendUnsticker]:
-    """Install a :class:`SendUnsticker`; fail if it had to unstick anything."""
+    """Install a :class:`SendUnsticker` for the block. It unsticks what would hang forever
+    and records it in ``trips``; the caller asserts that ``trips`` is empty, saying why."""
     unsticker = SendUnsticker()
     trio.lowlevel.add_instrument(unsticker)
     try:

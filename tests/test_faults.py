@@ -399,6 +399,8 @@ async def test_chaos(crossing: bool, seed: int) -> None:
     """Every fault at once, both directions; with crossing dials, both sides dial."""
     outcome = await run_exchange(CHAOS, CHAOS, seed, crossing=crossing)
     assert outcome.liveness == (Liveness.UP, Liveness.UP), describe(outcome)
+    for direction in ("upstream", "downstream"):  # The chaos was real, both ways.
+        assert sum(outcome.faults(direction).values()) > 0, describe(outcome)
 
 
 async def test_slow_application_is_backpressure_not_a_dead_peer() -> None:

@@ -138,7 +138,7 @@ class Outcome:
     plan: CutPlan
 
 
-async def _consume(line: Line, sender: str, got: list[tuple[int, bytes]]) -> None:
+async def _consume(line: Line, got: list[tuple[int, bytes]]) -> None:
     """The application: reads every message, acknowledging each one (the last explicitly)."""
     async for message in line:
         got.append((message.seq, message.body))
@@ -206,8 +206,8 @@ async def _exchange(plan: CutPlan) -> Outcome:
                 async with trio.open_nursery() as app:
                     app.start_soon(_produce, line_a, "a", outs_a)
                     app.start_soon(_produce, line_b, "b", outs_b)
-                    app.start_soon(_consume, line_a, "b", got_by_a)
-                    app.start_soon(_consume, line_b, "a", got_by_b)
+                    app.start_soon(_consume, line_a, got_by_a)
+                    app.start_soon(_consume, line_b, got_by_b)
                 # Every message gets its delivered receipt, the last one its acknowledgement.
                 for outs in (outs_a, outs_b):
                     assert [out.seq for out in outs] == list(range(1, COUNT + 1))

@@ -66,6 +66,11 @@ class Child:
                 raise AssertionError(f"the child ended without printing it: {self.records}")
             await self._changed.wait()
 
+    async def wait_ended(self) -> None:
+        """Until the child's output has ended (and every record in it is read)."""
+        while not self.ended:
+            await self._changed.wait()
+
     def values(self, key: str) -> list[object]:
         return [record[key] for record in self.records if key in record]
 
@@ -236,8 +241,7 @@ async def test_sender_killed_mid_stream_resumes_without_loss_or_duplicates(
                 child.process.send_signal(signal.SIGKILL)
                 held_at_kill = len(got)
                 await child.process.wait()
-                while not child.ended:
-                    await trio.sleep(0.01)
+                await child.wait_ended()
                 queued_before_kill = [int(q) for q in child.values("queued")]  # type: ignore[call-overload]
             assert not everything.is_set()
             last_queued = queued_before_kill[-1]
@@ -274,7 +278,7 @@ async def test_receiver_killed_mid_stream_reads_on_from_its_acknowledgement(
             port = line.listen_addresses[0][1]
             args = ("--store", str(tmp_path), "--connect", f"{HOST}:{port}", "--pace", "0.004")
             for n in range(1, total + 1):
-                await line.send(f"m{n}".encode())
+                last = await line.send(f"m{n}".encode())
             async with child_peer(*args) as child:
                 await child.wait_for(lambda r: int(r.get("received", 0)) >= kill_after)  # type: ignore[call-overload]
                 child.process.send_signal(signal.SIGKILL)
@@ -283,8 +287,7 @@ async def test_receiver_killed_mid_stream_reads_on_from_its_acknowledgement(
                 delivered_seen = line.state.peer_delivered
                 acknowledged_seen = line.state.peer_acknowledged
                 await child.process.wait()
-                while not child.ended:
-                    await trio.sleep(0.01)
+                await child.wait_ended()
                 first_life = received(child)
             printed = [seq for seq, _ in first_life]
             assert printed == list(range(1, len(printed) + 1))
@@ -302,8 +305,7 @@ async def test_receiver_killed_mid_stream_reads_on_from_its_acknowledgement(
                 second_life = received(child)
                 assert second_life == [(n, f"m{n}") for n in range(acknowledged + 1, total + 1)]
                 with trio.fail_after(10):
-                    while line.state.peer_acknowledged < total:
-                        await trio.sleep(0.02)
+                    await last.acknowledged()
                 print(f"SIGKILL receiver: printed {len(printed)}, held {held}, "
                       f"acknowledged {acknowledged}; the parent had receipts for "
                       f"{delivered_seen} delivered / {acknowledged_seen} acknowledged")

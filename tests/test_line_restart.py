@@ -63,6 +63,16 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Stores:
     return Stores(request.param, tmp_path)
 
 
+MaybeClock = trio.testing.MockClock | None
+
+
+@pytest.fixture
+def clock(stores: Stores) -> MaybeClock:
+    """The virtual clock for memory stores (pytest-trio runs a test on a Clock argument);
+    SQLite stores work in threads, so they keep the real one."""
+    return trio.testing.MockClock(autojump_threshold=0) if stores.kind == "memory" else None
+
+
 async def _run_b(line_b: Line, stream: trio.abc.Stream, initiator: bool = False) -> None:
     with contextlib.suppress(HotlineError, trio.BrokenResourceError, trio.ClosedResourceError):
         await line_b.run_stream(stream, initiator=initiator)
@@ -120,7 +130,7 @@ def expected(sender: str, first: int, last: int) -> list[tuple[int, bytes]]:
 # --- restart both sides mid-stream -----------------------------------------------------------
 
 
-async def test_both_sides_restart_mid_stream(stores: Stores) -> None:
+async def test_both_sides_restart_mid_stream(stores: Stores, clock: MaybeClock) -> None:
     got_by_a: list[tuple[int, bytes]] = []
     got_by_b: list[tuple[int, bytes]] = []
     with trio.fail_after(LIMIT):
@@ -157,7 +167,7 @@ async def test_both_sides_restart_mid_stream(stores: Stores) -> None:
     assert got_by_b == expected("a", 1, 30)
 
 
-async def test_restart_again_and_again(stores: Stores) -> None:
+async def test_restart_again_and_again(stores: Stores, clock: MaybeClock) -> None:
     """Five lives in a row, each reading a few and closing with some unread."""
     got_by_b: list[tuple[int, bytes]] = []
     with trio.fail_after(LIMIT):
@@ -174,7 +184,9 @@ async def test_restart_again_and_again(stores: Stores) -> None:
 # --- acknowledgement decides what comes back ----------------------------------------------
 
 
-async def test_unacknowledged_message_is_yielded_again_after_reopen(stores: Stores) -> None:
+async def test_unacknowledged_message_is_yielded_again_after_reopen(
+    stores: Stores, clock: MaybeClock
+) -> None:
     with trio.fail_after(LIMIT):
         async with linked(stores.a, stores.b, auto_ack=False) as (line_a, line_b):
             await send_range(line_b, "b", 1, 3)
@@ -203,7 +215,9 @@ async def test_unacknowledged_message_is_yielded_again_after_reopen(stores: Stor
             assert (await line_a.receive()).seq == 4
 
 
-async def test_with_auto_ack_only_the_last_read_message_comes_back(stores: Stores) -> None:
+async def test_with_auto_ack_only_the_last_read_message_comes_back(
+    stores: Stores, clock: MaybeClock
+) -> None:
     with trio.fail_after(LIMIT):
         async with linked(stores.a, stores.b) as (line_a, line_b):
             await send_range(line_b, "b", 1, 5)
@@ -214,7 +228,9 @@ async def test_with_auto_ack_only_the_last_read_message_comes_back(stores: Store
             assert seqs == [3, 4, 5]
 
 
-async def test_acknowledged_receipts_reach_the_sender_across_restarts(stores: Stores) -> None:
+async def test_acknowledged_receipts_reach_the_sender_across_restarts(
+    stores: Stores, clock: MaybeClock
+) -> None:
     with trio.fail_after(LIMIT):
         async with linked(stores.a, stores.b) as (line_a, line_b):
             outs = await send_range(line_a, "a", 1, 4)

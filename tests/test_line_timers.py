@@ -191,14 +191,10 @@ async def _run_pair_unguarded(
         await nursery.start(rec_b.run)
         end_a, end_b = trio.testing.memory_stream_pair()
         tap_a, tap_b = Tap(end_a), Tap(end_b)
-        nursery.start_soon(_swallow, line_a.run_stream(tap_a, initiator=True))
-        nursery.start_soon(_swallow, line_b.run_stream(tap_b, initiator=False))
+        nursery.start_soon(functools.partial(line_a.run_stream, tap_a, initiator=True))
+        nursery.start_soon(functools.partial(line_b.run_stream, tap_b, initiator=False))
         await scenario(line_a, line_b, tap_a, tap_b, rec_a, rec_b)
         nursery.cancel_scope.cancel()
-
-
-async def _swallow(coro: Awaitable[None]) -> None:
-    await coro
 
 
 async def _sleep_until(t: float) -> None:

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 import trio
-from test_connection import drain, handshake, kinds
+from corepair import drain, handshake, kinds
 
 from hotline import (
     AuthenticationError,
