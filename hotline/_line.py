@@ -12,8 +12,9 @@ Durability comes first, and one task writes. ``send()`` signs the next message a
 concurrent senders get consecutive numbers), puts it in the open :class:`~hotline.Batch`, and
 waits until the committer has made that batch durable. Only then is the message added to the
 line state and transmitted, so a message on the wire is always a message on disk: a crash never
-makes us reuse a sequence number the peer has seen. Received messages go the same way: stored
-first, then the delivered receipt is signed and sent, then the application may see them.
+makes us reuse a sequence number the peer has seen. Received messages go the same way: their
+delivered receipt is signed into the same batch, the two are stored in one transaction, and
+only then is the receipt sent and may the application see them.
 Everything that arrives while a commit is in flight joins the next batch: one fsync per burst.
 
 A session runs three tasks: a reader (bytes -> core -> events), a timer (wakes the core at its
