@@ -1,7 +1,7 @@
 """Write the seed corpora of the fuzz targets from real exchanges: python fuzz/make_corpus.py
 
 Alice and Bob (the fixed keys and line history of ``_harness``) open the fuzzed session and
-talk with the real code: first flights, receipts, pings and pongs, new messages, an
+talk with the real code: first flights, receipts, pings, new messages, an
 acknowledgement, a goodbye; once more with Alice rekeying every two messages. What Alice
 wrote (frames), what it decrypts to (plaintexts, records, envelopes), the handshake
 messages and Bob's side of the stream become the seeds, in each target's input format.
@@ -21,7 +21,7 @@ from pathlib import Path
 import _harness as h
 
 from hotline import Config, ConnectionState, LineClosed, ReceiptKind
-from hotline._connection import FLAG_FINAL, FLAG_REKEY
+from hotline._connection import FLAG_FINAL, FLAG_REKEY, MAX_RECORD_FIELDS
 from hotline._records import strict_unpack
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -112,8 +112,9 @@ def seeds() -> dict[str, dict[str, bytes]]:
     stream, rekey_stream = b"".join(frames), b"".join(rekey_frames)
     texts = plaintexts(frames)
     recs = records(texts)
-    decoded = [strict_unpack(r, max_bin_len=1 << 20, max_array_len=3) for r in recs]
-    names = {1: "message", 2: "receipt", 3: "ping", 4: "pong", 5: "goodbye"}
+    decoded = [strict_unpack(r, max_bin_len=1 << 20, max_array_len=MAX_RECORD_FIELDS)
+               for r in recs]
+    names = {1: "message", 2: "receipt", 3: "ping", 5: "goodbye"}
     kinds = [names[d[0]] for d in decoded]
     envelopes = [(d[0], d[1], d[2]) for d in decoded if d[0] in (1, 2)]
     tampered = bytearray(stream)

@@ -22,7 +22,7 @@ Layers, bottom up (docs/protocol.md specifies each byte):
    whether the content ends a record and whether the sender rekeys after this message. A
    record is the concatenation of contents up to a final one, so bodies larger than one
    Noise message travel in pieces; the reassembly buffer is bounded before it grows.
-4. *Records*: msgpack arrays: message, receipt, ping, pong, goodbye.
+4. *Records*: msgpack arrays: message, receipt, ping, goodbye.
 
 State lives in one table, ``_TRANSITIONS``; every change goes through ``_set_state``. After a
 remote or authentication error the connection stays in ``ERROR`` for good, and re-raises.
@@ -97,15 +97,20 @@ _KNOWN_FLAGS = FLAG_FINAL | FLAG_REKEY
 T_MESSAGE = 1
 T_RECEIPT = 2
 T_PING = 3
-T_PONG = 4
+# 4 is unassigned: it was an answering pong; each ping now carries the echo instead.
 T_GOODBYE = 5
+#: The most elements of any record (a ping: its type and four fields).
+MAX_RECORD_FIELDS = 5
 
-# Pongs we wait for at once; a peer that answers none is declared down long before this fills.
+# Our pings whose echo we still wait for; a peer that echoes none is declared down long
+# before this fills (it is only the source of round-trip samples).
 _MAX_OUTSTANDING_PINGS = 16
-#: Unsent output past which the peer's own traffic draws no more answers (pongs, repeated
-#: receipts): a peer that sends but never reads cannot make us buffer without bound. Any
-#: traffic from us proves life to the peer, so a skipped pong costs it only an RTT sample.
+#: Unsent output past which the peer's own traffic draws no more answers (repeated
+#: receipts): a peer that sends but never reads cannot make us buffer without bound.
 MAX_OWED = 1 << 20
+#: The shortest interval between our pings that a peer can ask for: an authenticated peer
+#: that asks for more draws at most this many pings a second.
+MIN_REQUESTED_INTERVAL = 0.01
 _MAX_REASON = 200
 
 
@@ -204,7 +209,6 @@ class Connection:
         self._eof = False
         self._events: deque[Event] = deque()
         self._failure: HotlineError | None = None
-        self._epoch = now
         self._now = now
         self._handshake_deadline = now + self._config.handshake_timeout
         self._initiation_timestamp: int | None = None
@@ -227,8 +231,12 @@ class Connection:
         self._liveness = Liveness.CONNECTING
         self._last_heard = now
         self._next_ping = now
+        self._last_ping_at = now
+        self._ping_interval = self._config.heartbeat_interval
         self._ping_id = 0
-        self._pings: dict[int, tuple[int, float]] = {}
+        self._pings: dict[int, float] = {}  # ping id -> when we sent it
+        self._peer_ping_id = 0  # The peer's newest ping, echoed in ours.
+        self._peer_ping_at = now
         self.rtt: float | None = None
         self.smoothed_rtt: float | None = None
         # Rekeying of our sending direction.
@@ -567,7 +575,9 @@ class Connection:
             self._events.append(LivenessChanged(Liveness.UP, silent))
 
     def _handle_record(self, record: bytes) -> None:
-        fields = strict_unpack(record, max_bin_len=self._config.max_record_size, max_array_len=3)
+        fields = strict_unpack(
+            record, max_bin_len=self._config.max_record_size, max_array_len=MAX_RECORD_FIELDS
+        )
         if type(fields) is not list or not fields or type(fields[0]) is not int:
             raise RemoteProtocolError("a record is an array that starts with its type")
         kind = fields[0]
@@ -578,12 +588,8 @@ class Connection:
             envelope, signature = _fields(fields, 3, bytes, bytes)
             self._receive_receipt(envelope, signature)
         elif kind == T_PING:
-            ping_id, sent = _fields(fields, 3, int, int)
-            if len(self._outbuf) <= MAX_OWED:
-                self._emit_record([T_PONG, ping_id, sent])
-        elif kind == T_PONG:
-            ping_id, sent = _fields(fields, 3, int, int)
-            self._receive_pong(ping_id, sent)
+            ping_id, echo_id, hold_us, interval_us = _fields(fields, 5, int, int, int, int)
+            self._receive_ping(ping_id, echo_id, hold_us, interval_us)
         elif kind == T_GOODBYE:
             (reason,) = _fields(fields, 2, str)
             self._set_state(_S.CLOSED)
@@ -654,17 +660,38 @@ class Connection:
         line.apply_peer_receipt(receipt)
         self._events.append(ReceiptReceived(receipt))
 
-    def _receive_pong(self, ping_id: int, sent: int) -> None:
-        if ping_id > self._ping_id:
-            raise RemoteProtocolError("pong for a ping that was never sent")
-        entry = self._pings.get(ping_id)
-        if entry is None:
-            return  # A ping so old we stopped tracking it; its pong still proved life.
-        if entry[0] != sent:
-            raise RemoteProtocolError("pong does not echo its ping")
-        for old in [key for key in self._pings if key <= ping_id]:
+    def _receive_ping(self, ping_id: int, echo_id: int, hold_us: int, interval_us: int) -> None:
+        # Heartbeats run as BFD's asynchronous mode: each side pings on its own timer and
+        # nothing answers, so an idle line carries one frame per interval each way. Each ping
+        # asks for the sender's own interval: a side detects silence on its own schedule
+        # only if the peer pings at least that often, so both ping at the shorter of the two.
+        # The round trip comes as in RTCP (RFC 3550, LSR/DLSR): each ping echoes the newest
+        # ping received and how long it was held since, so rtt = now - sent - hold.
+        if ping_id <= self._peer_ping_id:
+            raise RemoteProtocolError("ping ids must increase")
+        if echo_id > self._ping_id:
+            raise RemoteProtocolError("a ping echoes a ping that was never sent")
+        if interval_us == 0:
+            raise RemoteProtocolError("a ping asks for an interval of 0")
+        self._peer_ping_id = ping_id
+        self._peer_ping_at = self._now
+        interval = min(
+            self._config.heartbeat_interval,
+            max(interval_us / 1_000_000, MIN_REQUESTED_INTERVAL),
+        )
+        if interval != self._ping_interval:
+            self._ping_interval = interval
+            self._next_ping = min(self._next_ping, self._last_ping_at + interval)
+        sent_at = self._pings.get(echo_id)
+        if sent_at is None:
+            return  # No echo yet, one already sampled, or a ping too old to be tracked.
+        for old in [key for key in self._pings if key <= echo_id]:
             del self._pings[old]
-        rtt = max(0.0, self._now - entry[1])
+        rtt = self._now - sent_at - hold_us / 1_000_000
+        if rtt < 0:
+            # The peer's clock runs a little fast against ours (or it claims a hold it did
+            # not have): no sample, and nothing worse, as the peer controls its hold anyway.
+            return
         self.rtt = rtt
         # RFC 6298's smoothing (alpha = 1/8).
         self.smoothed_rtt = rtt if self.smoothed_rtt is None else (
@@ -710,6 +737,7 @@ class Connection:
         self._liveness = Liveness.UP
         self._last_heard = now
         self._next_ping = now
+        self._ping_interval = self._config.heartbeat_interval
         self._key_since = now
         # Our receipts first, so the peer can retire what we hold before it replays it.
         for receipt in (line.delivered_receipt, line.acknowledged_receipt):
@@ -824,14 +852,23 @@ class Connection:
             # An idle line still rekeys on time: the ping carries the rekey flag.
             self._send_ping()
 
+    @property
+    def _requested_interval_us(self) -> int:
+        return max(1, round(self._config.heartbeat_interval * 1_000_000))
+
     def _send_ping(self) -> None:
         self._ping_id += 1
-        sent = max(0, int((self._now - self._epoch) * 1_000_000))
-        self._pings[self._ping_id] = (sent, self._now)
+        self._pings[self._ping_id] = self._now
         if len(self._pings) > _MAX_OUTSTANDING_PINGS:
             del self._pings[min(self._pings)]
-        self._next_ping = self._now + self._config.heartbeat_interval
-        self._emit_record([T_PING, self._ping_id, sent])
+        self._last_ping_at = self._now
+        self._next_ping = self._now + self._ping_interval
+        hold_us = 0
+        if self._peer_ping_id:
+            hold_us = max(0, int((self._now - self._peer_ping_at) * 1_000_000))
+        self._emit_record([
+            T_PING, self._ping_id, self._peer_ping_id, hold_us, self._requested_interval_us,
+        ])
 
     # --- output ---------------------------------------------------------------------
 

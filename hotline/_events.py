@@ -70,7 +70,7 @@ class ReceiptReceived:
 
 @dataclass(frozen=True, slots=True)
 class RoundTrip:
-    """A pong came back: the last and the smoothed round-trip time, in seconds."""
+    """A ping echoed one of ours: the last and the smoothed round-trip time, in seconds."""
 
     rtt: float
     smoothed_rtt: float

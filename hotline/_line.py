@@ -36,6 +36,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import math
 import os
 import random
 import time
@@ -228,6 +229,7 @@ class _Session:
         self.conn = conn
         self.wake = trio.Event()
         self.scope = trio.CancelScope()
+        self.alarm = trio.CancelScope()  # The timer's sleep, until the core's next deadline.
         self.end_reason = ""
         self.started = False
         self.replaced_by_peer = False
@@ -238,6 +240,12 @@ class _Session:
 
     def kick(self) -> None:
         self.wake.set()
+
+    def rearm(self) -> None:
+        """Point the timer at the core's next deadline, which input may have brought closer
+        (a peer that asks for a shorter heartbeat interval)."""
+        deadline = self.conn.next_deadline()
+        self.alarm.deadline = math.inf if deadline is None else deadline
 
     def end(self, reason: str) -> None:
         """End the session now (whatever is unwritten is attempted once more, briefly)."""
@@ -382,7 +390,8 @@ class Line:
 
     @property
     def rtt(self) -> float | None:
-        """The last measured round-trip time in seconds (None before the first pong)."""
+        """The last measured round-trip time in seconds (None until a ping of the peer's
+        echoes one of ours)."""
         return self._active.conn.rtt if self._active is not None else None
 
     @property
@@ -878,6 +887,7 @@ class Line:
         except (LineClosed, LineBroken) as exc:
             session.end(str(exc))
         session.kick()
+        session.rearm()
         return None
 
     async def _writer(self, session: _Session) -> None:
@@ -896,11 +906,9 @@ class Line:
     async def _timer(self, session: _Session) -> None:
         conn = session.conn
         while True:
-            deadline = conn.next_deadline()
-            if deadline is None:
+            with trio.CancelScope() as session.alarm:
+                session.rearm()
                 await trio.sleep_forever()
-                return
-            await trio.sleep_until(deadline)
             conn.advance(trio.current_time())
             while (batch := self._process(session)) is not None:
                 # Frames are buffered only while the reader checks a batch, so this is rare

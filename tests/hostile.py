@@ -58,7 +58,7 @@ from hotline import (
     sign_message,
     sign_receipt,
 )
-from hotline._connection import T_MESSAGE, T_PING, T_PONG, T_RECEIPT
+from hotline._connection import T_MESSAGE, T_PING, T_RECEIPT
 from hotline._line import Line
 from hotline._listener import Listener
 from hotline._noise import CipherState, HandshakeState
@@ -220,6 +220,7 @@ class HostileSession:
         self.timestamp = timestamp
         self.line_id = line_id(identity.public_key, peer)
         self.partial = bytearray()
+        self.ping_id = 0
         #: Every frame this session wrote, framed, in order (for replays).
         self.sent_frames: list[bytes] = []
         #: Every frame the node wrote on this session, framed, in order.
@@ -343,7 +344,8 @@ class HostileSession:
     async def records_until(
         self, predicate: Callable[[list[Any]], bool], *, timeout: float = 10.0
     ) -> list[list[Any]]:
-        """Read records until one satisfies ``predicate`` (answering pings on the way)."""
+        """Read records until one satisfies ``predicate`` (a ping of ours for each of the
+        node's, so that it keeps hearing from us)."""
         seen: list[list[Any]] = []
         with trio.fail_after(timeout):
             while True:
@@ -352,7 +354,8 @@ class HostileSession:
                     raise ConnectionError(f"the node closed the stream; records: {seen}")
                 seen.append(record)
                 if record[0] == T_PING:
-                    await self.send_record([T_PONG, record[1], record[2]])
+                    self.ping_id += 1
+                    await self.send_record([T_PING, self.ping_id, record[1], 0, 1_000_000])
                 if predicate(record):
                     return seen
 

@@ -53,6 +53,7 @@ FIGURES = [
     "hotline.scale_rss_per_line_kib",
     "hotline.scale_cpu_percent_one_core",
     "hotline.scale_cpu_us_per_line_per_s",
+    "ceiling.trio_idle_us_per_line_per_s",
     "hotline.big_body_s",
     "hotline.big_body_peak_mib_sender",
     "hotline.big_body_peak_mib_receiver",

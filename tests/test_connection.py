@@ -49,7 +49,7 @@ from hotline import (
     sign_message,
     sign_receipt,
 )
-from hotline._connection import FLAG_FINAL, FLAG_REKEY, MAX_CONTENT
+from hotline._connection import FLAG_FINAL, FLAG_REKEY, MAX_CONTENT, MIN_REQUESTED_INTERVAL
 from hotline._noise import HandshakeState
 from hotline._records import DOMAIN_MESSAGE, DOMAIN_RECEIPT
 from hotline._store import MemoryStore
@@ -238,7 +238,7 @@ def test_body_over_the_receivers_limit_is_a_protocol_error() -> None:
 def _reference_script(pair: Pair, deliver: Callable[[], None]) -> None:
     """The exchange whose every frame gets tampered with (``deliver`` moves the frames)."""
     pair.connect(pump=False)
-    deliver()  # Handshake, then each side's opening ping and the pongs.
+    deliver()  # Handshake, then each side's opening ping.
     pair.send("a", b"hello, b")
     deliver()  # The message, its delivered receipt.
     pair.send("a", BIG)
@@ -246,7 +246,7 @@ def _reference_script(pair: Pair, deliver: Callable[[], None]) -> None:
     pair.b.acknowledge(pair.now)
     deliver()
     pair.advance(1.0, pump=False)
-    deliver()  # Pings at t=1 and their pongs.
+    deliver()  # Pings at t=1, each echoing the other's opening ping.
     pair.send("b", b"hi, a")
     deliver()
     assert pair.a.conn is not None
@@ -514,19 +514,7 @@ def _raw(flags: int, content: bytes, **kwargs: Any) -> bytes:
     return corepair.transport_plaintext(flags, content, **kwargs)
 
 
-PING = msgpack.packb([3, 77, 0])
-
-
-def _pong_with_the_wrong_time(
-    pair: Pair, _messages: list[SignedMessage]
-) -> tuple[list[Any], list[bytes]]:
-    """``b`` sends ping 2 at t=1 (1,000,000 microseconds); ``a`` answers with another time."""
-    conn = pair.b.conn
-    assert conn is not None
-    pair.now = 1.0
-    conn.advance(1.0)
-    assert conn._pings == {2: (1_000_000, 1.0)}
-    return [[4, 2, 12345]], []
+PING = msgpack.packb([3, 77, 0, 0, 1_000_000])
 
 # Each case: (prepare the pair and return (records, raw plaintexts), expected error).
 # The attacker is ``a`` (messages, pings, goodbyes, framing) and the victim ``b``.
@@ -582,11 +570,17 @@ MESSAGE_CASES: dict[str, tuple[MessageCase, type[Exception]]] = {
     "unknown record type": (lambda p, m: ([[9, b"", b""]], []), RemoteProtocolError),
     "record type zero": (lambda p, m: ([[0]], []), RemoteProtocolError),
     "record type as str": (lambda p, m: ([["1", b"", b""]], []), RemoteProtocolError),
-    "pong for a ping never sent": (lambda p, m: ([[4, 999, 0]], []), RemoteProtocolError),
-    "pong with the wrong time": (_pong_with_the_wrong_time, RemoteProtocolError),
-    "ping id is a bool": (lambda p, m: ([[3, True, 0]], []), RemoteProtocolError),
-    "negative ping id": (lambda p, m: ([[3, -1, 0]], []), RemoteProtocolError),
-    "ping time is a float": (lambda p, m: ([[3, 1, 0.5]], []), RemoteProtocolError),
+    "echo of a ping never sent": (lambda p, m: ([[3, 50, 999, 0, 1]], []), RemoteProtocolError),
+    "ping id repeated": (lambda p, m: ([[3, 50, 0, 0, 1], [3, 50, 0, 0, 1]], []),
+                         RemoteProtocolError),
+    "ping id going back": (lambda p, m: ([[3, 50, 0, 0, 1], [3, 49, 0, 0, 1]], []),
+                           RemoteProtocolError),
+    "a pong (type 4 is unassigned)": (lambda p, m: ([[4, 1, 0]], []), RemoteProtocolError),
+    "ping id is a bool": (lambda p, m: ([[3, True, 0, 0, 1]], []), RemoteProtocolError),
+    "negative ping id": (lambda p, m: ([[3, -1, 0, 0, 1]], []), RemoteProtocolError),
+    "hold is a float": (lambda p, m: ([[3, 50, 0, 0.5, 1]], []), RemoteProtocolError),
+    "ping without its interval": (lambda p, m: ([[3, 50, 0, 0]], []), RemoteProtocolError),
+    "ping asking for no interval": (lambda p, m: ([[3, 50, 0, 0, 0]], []), RemoteProtocolError),
     "goodbye reason as bytes": (lambda p, m: ([[5, b"bye"]], []), RemoteProtocolError),
     "goodbye with an extra field": (lambda p, m: ([[5, "bye", 1]], []), RemoteProtocolError),
     "goodbye reason too long to decode": (lambda p, m: ([[5, "x" * 2000]], []),
@@ -1039,29 +1033,80 @@ def test_pings_every_interval_at_exact_times() -> None:
         assert pair.now == float(t)
     sent = [record for record in pings if record[0] == 3]
     assert [r[1] for r in sent] == list(range(2, 9))  # Ping 1 went out at start().
-    assert [r[2] for r in sent] == [t * 1_000_000 for t in range(1, 8)]
+    # Each echoes b's newest ping, which arrived one interval before.
+    assert [r[2] for r in sent] == list(range(1, 8))
+    assert [r[3] for r in sent] == [1_000_000] * 7
     assert a.liveness is b.liveness is Liveness.UP
     assert a.rtt == 0.0
 
 
 def test_round_trip_time_is_the_injected_delay() -> None:
     pair = Pair()
-    pair.connect(0.0)
-    a = pair.a.conn
+    pair.connect(0.0)  # Both opening pings arrive at once; they echo nothing yet.
+    a, b = pair.a.conn, pair.b.conn
     assert a is not None
-    assert a.rtt == a.smoothed_rtt == 0.0
-    pair.advance(1.0, pump=False)  # Both sides ping at t=1.
+    assert b is not None
+    assert a.rtt is None
+    assert b.rtt is None
+    pair.now = 1.0
+    a.advance(1.0)  # a pings, echoing b's ping 1 after holding it 1 s.
     pair.now = 1.25
-    pair.transfer("a")  # b answers a's ping at 1.25...
+    pair.transfer("a")  # b sent ping 1 at 0: 1.25 - 0 - 1.0 held by a.
+    assert b.rtt == b.smoothed_rtt == 0.25
+    assert pair.b.events[-1] == RoundTrip(0.25, 0.25)
     pair.now = 1.5
-    pair.transfer("b")  # ...and a reads the pong at 1.5.
-    assert a.rtt == 0.5
-    assert a.smoothed_rtt == 0.0625  # RFC 6298: 7/8 * 0 + 1/8 * 0.5.
-    assert pair.a.events[-1] == RoundTrip(0.5, 0.0625)
+    b.advance(1.5)  # b's ping (due at 1.0, its timer ran late) echoes a's, held 0.25 s.
     pair.now = 2.0
+    pair.transfer("b")  # a sent ping 2 at 1.0: 2.0 - 1.0 - 0.25.
+    assert a.rtt == a.smoothed_rtt == 0.75
+    a.advance(2.0)  # a echoes b's ping, just received (held 0).
+    pair.now = 2.5
+    pair.transfer("a")  # b sent it at 1.5: 2.5 - 1.5 - 0 = 1.0.
+    assert b.rtt == 1.0
+    assert b.smoothed_rtt == 0.34375  # RFC 6298: 7/8 * 0.25 + 1/8 * 1.0.
+    assert pair.b.events[-1] == RoundTrip(1.0, 0.34375)
+
+
+def test_each_echo_gives_one_sample_and_a_negative_one_none() -> None:
+    pair = Pair()
+    pair.connect(0.0)
+    a, b = pair.a.conn, pair.b.conn
+    assert a is not None
+    assert b is not None
+    pair.now = 1.0
+    a.advance(1.0)  # Echoes b's ping 1, held 1 s.
+    a.advance(1.5)  # Not due: nothing.
+    pair.now = 2.0
+    a.advance(2.0)  # Echoes b's ping 1 again (nothing newer came), held 2 s.
     pair.transfer("a")
-    assert pair.b.conn is not None
-    assert pair.b.conn.rtt == 1.0  # b pinged at 1.0, a answered at 1.5, b read it at 2.0.
+    samples = [event for event in pair.b.events if isinstance(event, RoundTrip)]
+    assert samples == [RoundTrip(1.0, 1.0)]  # Only the first echo of ping 1 is a sample.
+    # A peer whose clock runs fast claims a hold longer than the round trip: no sample.
+    b.advance(2.0)  # b's ping 2, sent at 2.0.
+    a._emit_record([3, 100, 2, 5_000_000, 1_000_000])
+    pair.transfer("a")
+    assert b.rtt == 1.0
+    assert b.state is ConnectionState.OPEN
+
+
+def test_each_side_pings_at_the_shorter_interval_down_to_a_floor() -> None:
+    # (a tolerates 50 intervals of silence: the floor keeps b slower than a asks.)
+    pair = Pair(config_a=Config(heartbeat_interval=0.001, heartbeat_multiplier=50,
+                                suspect_after=50),
+                config_b=Config(heartbeat_interval=5.0))
+    pair.connect(0.0)
+    a, b = pair.a.conn, pair.b.conn
+    assert a is not None
+    assert b is not None
+    assert a.next_deadline() == 0.001  # Asked for 5 s, a keeps its own shorter interval.
+    # a asks for 1 ms; b pings a hundred times a second at most.
+    assert b.next_deadline() == MIN_REQUESTED_INTERVAL == 0.01
+    pings = corepair.tap_records(a)
+    pair.advance(0.1)
+    from_b = [record for record in pings if record[0] == 3]
+    assert len(from_b) == 10
+    assert {record[4] for record in from_b} == {5_000_000}
+    assert a.liveness is b.liveness is Liveness.UP
 
 
 def test_suspect_then_down_at_exact_times() -> None:
@@ -1123,19 +1168,20 @@ def test_down_without_suspect_when_the_timer_runs_late() -> None:
     assert a.next_deadline() is None
 
 
-def test_late_pongs_from_an_honest_peer_are_not_a_protocol_error() -> None:
+def test_late_echoes_from_an_honest_peer_are_not_a_protocol_error() -> None:
     pair = Pair(config_a=Config(heartbeat_multiplier=30))
     pair.connect(0.0)
     for _ in range(20):
         pair.advance(1.0, pump=False)
-        pair.transfer("a")  # b gets every ping at once; its pongs are stuck on the way back.
+        pair.transfer("a")  # b gets every ping at once; its own are stuck on the way back.
     assert pair.a.conn is not None
     assert pair.a.conn.liveness is Liveness.SUSPECT
-    # Only the last 16 pings are remembered; the pongs of older ones still prove life.
+    # Only a's last 16 pings are remembered; echoes of older ones still prove life.
     pair.transfer("b")
     assert pair.a.conn.state is ConnectionState.OPEN
     assert pair.a.conn.liveness is Liveness.UP
-    assert pair.a.conn.rtt == 0.0  # Ping 21 (t=20) was answered at once.
+    # b's last ping (t=20) echoed a's ping of t=19, held 1 s: no time on the wire.
+    assert pair.a.conn.rtt == 0.0
 
 
 # --------------------------------------------------------------------------- handshake

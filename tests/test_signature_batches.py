@@ -66,7 +66,7 @@ def burst(sender: Connection, state: LineState, count: int, *, bad: int | None =
 
 def pair() -> tuple[Connection, Connection, LineState]:
     sender, receiver, sender_state, _ = handshake(ALICE, BOB)
-    for _ in range(3):  # Settle the opening pings and pongs.
+    for _ in range(3):  # Settle the opening pings.
         for source, sink in ((sender, receiver), (receiver, sender)):
             data = source.data_to_send()
             if data:

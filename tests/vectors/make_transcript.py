@@ -161,8 +161,9 @@ def make_transcript() -> dict[str, Any]:
             side.state.record_received(message)
         receipt(side, ReceiptKind.DELIVERED, messages[-1].seq, messages[-1].hash, now)
 
-    # Handshake; each side opens with a ping (id 1), and answers the other's. Clock readings
-    # are multiples of 1/128 s, exact in binary floating point.
+    # Handshake; each side opens with a ping (id 1). Nothing answers a ping: each side's
+    # next ping echoes the newest one it received. Clock readings are multiples of 1/128 s,
+    # exact in binary floating point.
     init = _Side("initiator", a1, Connection.initiate(
         a1, a2.public_key, now=0.0, timestamp=INITIATION_TIMESTAMP, config=CONFIG,
         ephemeral=INITIATOR_EPHEMERAL))
@@ -170,12 +171,12 @@ def make_transcript() -> dict[str, Any]:
     resp = _Side("responder", a2, Connection.respond(
         a2, [a1.public_key], now=RESPONDER_EPOCH, config=CONFIG, ephemeral=RESPONDER_EPHEMERAL))
     assert [type(e) for e in resp.read(wire, 0.015625)] == [PeerAuthenticated]
-    wire = rec.take(resp, 0.015625, "handshake message 2, empty payload", "ping [3, 1, 0]")
+    wire = rec.take(resp, 0.015625, "handshake message 2, empty payload",
+                    "ping [3, 1, 0, 0, 1000000]")
     assert [type(e) for e in init.read(wire, 0.03125)] == [PeerAuthenticated]
-    wire = rec.take(init, 0.03125, "ping [3, 1, 31250]", "pong [4, 1, 0]")
-    assert resp.read(wire, 0.046875) == [RoundTrip(0.03125, 0.03125)]
-    wire = rec.take(resp, 0.046875, "pong [4, 1, 31250]")
-    assert init.read(wire, 0.0625) == [RoundTrip(0.03125, 0.03125)]
+    # A1's opening ping went out at start(), before it read A2's: it echoes nothing.
+    wire = rec.take(init, 0.03125, "ping [3, 1, 0, 0, 1000000]")
+    assert resp.read(wire, 0.046875) == []
 
     # A1: "hello"; A2 stores it (delivered receipt), then processes it (acknowledged receipt).
     hello = send(init, b"hello", 0.125)
@@ -212,19 +213,18 @@ def make_transcript() -> dict[str, Any]:
                     "acknowledged receipt of A2, upto 3")
     assert [type(e) for e in init.read(wire, 0.40625)] == [ReceiptReceived, ReceiptReceived]
 
-    # One heartbeat interval after each side's start(): ping 2 each, answered.
+    # One heartbeat interval after each side's start(): ping 2 each, echoing the other's
+    # newest ping and how long it was held (A2 got A1's ping 1 at 0.046875: 968,750 us).
     assert resp.conn.next_deadline() == 1.015625
     resp.conn.advance(1.015625)
-    wire = rec.take(resp, 1.015625, "ping [3, 2, 1000000]")
-    assert init.read(wire, 1.0234375) == []
-    wire = rec.take(init, 1.0234375, "pong [4, 2, 1000000]")
-    assert resp.read(wire, 1.03125) == [RoundTrip(0.015625, 0.029296875)]
+    wire = rec.take(resp, 1.015625, "ping [3, 2, 1, 968750, 1000000]")
+    # A1 sent ping 1 at 0.03125: 1.03125 - 0.03125 - 0.96875.
+    assert init.read(wire, 1.03125) == [RoundTrip(0.03125, 0.03125)]
     assert init.conn.next_deadline() == 1.03125
     init.conn.advance(1.03125)
-    wire = rec.take(init, 1.03125, "ping [3, 2, 1031250]")
-    assert resp.read(wire, 1.0390625) == []
-    wire = rec.take(resp, 1.0390625, "pong [4, 2, 1031250]")
-    assert init.read(wire, 1.046875) == [RoundTrip(0.015625, 0.029296875)]
+    wire = rec.take(init, 1.03125, "ping [3, 2, 2, 0, 1000000]")
+    # A2 sent ping 2 at 1.015625 and A1 held it for no time.
+    assert resp.read(wire, 1.046875) == [RoundTrip(0.03125, 0.03125)]
 
     # A1 closes the line.
     init.conn.close("done")
