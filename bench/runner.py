@@ -470,14 +470,7 @@ async def section_scale(run: Run) -> None:
                                      config=config, timeout=1200)
         await listen.request("wait_all_up", timeout=300)
         await trio.sleep(min(2.0, plan.scale_window))  # Let the handshakes' garbage settle.
-        windows: dict[str, list[dict[str, Any]]] = {"listen": [], "dial": []}
-        for _ in range(plan.scale_windows):
-            async with trio.open_nursery() as nursery:
-                for key, proc in (("listen", listen), ("dial", dial)):
-                    async def measure(key: str = key, proc: Proc = proc) -> None:
-                        windows[key].append(await proc.request(
-                            "idle", window=plan.scale_window, timeout=plan.scale_window + 120))
-                    nursery.start_soon(measure)
+        windows = await _idle_windows(plan, listen, dial)
     finally:
         for proc in (listen, dial):
             await proc.aclose(timeout=5)
@@ -516,6 +509,44 @@ async def section_scale(run: Run) -> None:
     run.figures["hotline.scale_cpu_us_per_line_per_s"] = summarize(
         sides[worst_cpu]["cpu_us_per_line_per_s"], "us CPU per line per s", process=worst_cpu,
         **common)
+
+    # The floor: the same number of idle TCP connections in trio, without hotline.
+    run.say(f"scale: {n} plain trio connections per process, one 82-byte record per "
+            f"{plan.scale_heartbeat} s each way")
+    listen = await Proc.start(run.nursery, "floor-listen", "bench.scale_peer", [], run.logs)
+    dial = await Proc.start(run.nursery, "floor-dial", "bench.scale_peer", [], run.logs)
+    try:
+        opened = await listen.request("open_plain_listen", n=n, interval=plan.scale_heartbeat)
+        await dial.request("open_plain_dial", n=n, address=opened["address"],
+                           interval=plan.scale_heartbeat, timeout=600)
+        await trio.sleep(min(2.0, plan.scale_window))
+        floor = await _idle_windows(plan, listen, dial)
+    finally:
+        for proc in (listen, dial):
+            await proc.aclose(timeout=5)
+    floor_us = {key: [1e6 * w["cpu"] / w["wall"] / w["lines"] for w in rows]
+                for key, rows in floor.items()}
+    floor_worst = max(floor_us, key=lambda key: statistics.median(floor_us[key]))
+    run.figures["ceiling.trio_idle_us_per_line_per_s"] = summarize(
+        floor_us[floor_worst], "us CPU per line per s", process=floor_worst,
+        lines_per_process=n, interval=plan.scale_heartbeat,
+        percent_of_one_core_for_n=statistics.median(floor_us[floor_worst]) * n / 1e4,
+        method="n plain trio TCP connections between two processes; each end a timer task "
+               "writing one 82-byte record per interval (random phase) and a reader task; "
+               "process CPU time over an idle window / window / n, the worse process")
+
+
+async def _idle_windows(plan: Plan, listen: Proc, dial: Proc) -> dict[str, list[dict[str, Any]]]:
+    """``plan.scale_windows`` idle windows, measured in both processes at once."""
+    windows: dict[str, list[dict[str, Any]]] = {"listen": [], "dial": []}
+    for _ in range(plan.scale_windows):
+        async with trio.open_nursery() as nursery:
+            for key, proc in (("listen", listen), ("dial", dial)):
+                async def measure(key: str = key, proc: Proc = proc) -> None:
+                    windows[key].append(await proc.request(
+                        "idle", window=plan.scale_window, timeout=plan.scale_window + 120))
+                nursery.start_soon(measure)
+    return windows
 
 
 # --- ratios, targets, table ------------------------------------------------------------------
@@ -567,6 +598,9 @@ def ratios_and_targets(run: Run) -> tuple[dict[str, Any], list[dict[str, Any]]]:
           "median detection / interval x multiplier")
     detect_max = ratio("detection_max/(interval*multiplier)", m("hotline.detection_s", "max"),
                        down_after, "worst detection / interval x multiplier")
+    ratio("scale_cpu/trio_floor", m("hotline.scale_cpu_us_per_line_per_s"),
+          m("ceiling.trio_idle_us_per_line_per_s"),
+          "idle line CPU / plain trio connection with the same heartbeat traffic")
     tp_verify = ratios["throughput_full/verify_ceiling"]["value"]
     tp_tls = ratios["throughput_full/tls"]["value"]
 
@@ -631,6 +665,7 @@ LABELS = {
     "ceiling.tcp_throughput": "plain TCP 1 KiB records, 2 procs",
     "ceiling.tcp_rtt_ms": "plain TCP ping-pong RTT",
     "ceiling.tcp_connect_ms": "plain TCP connect",
+    "ceiling.trio_idle_us_per_line_per_s": "plain trio idle conn., 82 B/s each way",
     "baseline.tls_throughput": "TLS 1.3 mutual, 1 KiB records",
     "baseline.tls_rtt_ms": "TLS 1.3 ping-pong RTT",
     "baseline.tls_connect_ms": "TLS 1.3 connect+handshake",
@@ -670,6 +705,7 @@ BESIDE = {
     "hotline.latency_full_ms": ["latency_full/(tls_rtt+fsync)", "latency_full/tls_rtt"],
     "hotline.latency_memory_ms": ["latency_memory/tls_rtt"],
     "hotline.connect_ms": ["connect/tls", "connect/noise"],
+    "hotline.scale_cpu_us_per_line_per_s": ["scale_cpu/trio_floor"],
     "hotline.detection_s": ["detection/(interval*multiplier)",
                             "detection_max/(interval*multiplier)"],
 }
@@ -681,6 +717,7 @@ SHORT = {
     "throughput_full/noise": "Noise", "throughput_memory/tcp": "TCP",
     "latency_full/(tls_rtt+fsync)": "(TLS RTT+fsync)", "latency_full/tls_rtt": "TLS RTT",
     "latency_memory/tls_rtt": "TLS RTT", "connect/tls": "TLS", "connect/noise": "Noise",
+    "scale_cpu/trio_floor": "trio floor",
     "detection/(interval*multiplier)": "IxM", "detection_max/(interval*multiplier)": "IxM worst",
 }
 

@@ -7,12 +7,19 @@ listener. Both use MemoryStores and the default 1 s heartbeat. ``idle`` then mea
 window: this process's CPU time (user + system, every thread) and its RSS, plus how many
 lines are not UP and how many sessions started during the window (a session after the first
 means the line went down and came back).
+
+``open_plain_listen`` / ``open_plain_dial`` set up the same pattern without hotline, as the
+floor of an idle line in trio: ``n`` plain TCP connections whose ends each write one
+82-byte record (the size of a padded heartbeat frame) every interval, on a timer task with
+a random phase, and read whatever arrives in a reader task. ``idle`` measures them the same
+way.
 """
 
 from __future__ import annotations
 
 import gc
 import hashlib
+import random
 import resource
 import time
 from typing import Any
@@ -25,6 +32,8 @@ from . import _memory
 from ._child import Commands, run_child, serve
 
 LISTENER_SEED = bytes([0x5A]) * 32
+#: A heartbeat frame: 2-byte length, 64-byte padded plaintext, 16-byte tag.
+PLAIN_RECORD = bytes(82)
 
 
 def dialer_seed(index: int) -> bytes:
@@ -34,6 +43,7 @@ def dialer_seed(index: int) -> bytes:
 class Scale(Commands):
     def __init__(self) -> None:
         self.lines: list[Line] = []
+        self.plain_ends = 0
         self.stop = trio.Event()
         self.base: dict[str, int] = {}
 
@@ -98,6 +108,45 @@ class Scale(Commands):
             self.lines.extend(new)
         return {"opened_in": time.perf_counter() - t0}
 
+    async def _plain_end(self, stream: trio.SocketStream, interval: float) -> None:
+        async def reader() -> None:
+            while await stream.receive_some(65536):
+                pass
+
+        async def timer() -> None:
+            deadline = trio.current_time() + random.random() * interval
+            while True:
+                await trio.sleep_until(deadline)
+                deadline += interval
+                await stream.send_all(PLAIN_RECORD)
+
+        async with stream, trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            nursery.start_soon(timer)
+
+    async def cmd_open_plain_listen(self, n: int, interval: float) -> dict[str, Any]:
+        self._raise_fd_limit(n + 256)
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+
+        async def accept_all() -> None:
+            async with listeners[0]:
+                while self.plain_ends < n:
+                    stream = await listeners[0].accept()
+                    self.plain_ends += 1
+                    self.nursery.start_soon(self._plain_end, stream, interval)
+
+        self.nursery.start_soon(accept_all)
+        return {"address": ["127.0.0.1", listeners[0].socket.getsockname()[1]]}
+
+    async def cmd_open_plain_dial(self, n: int, address: list[Any],
+                                  interval: float) -> dict[str, Any]:
+        self._raise_fd_limit(n + 256)
+        for _ in range(n):
+            stream = await trio.open_tcp_stream(address[0], address[1])
+            self.plain_ends += 1
+            self.nursery.start_soon(self._plain_end, stream, interval)
+        return {"ends": self.plain_ends}
+
     async def cmd_wait_all_up(self) -> int:
         for line in self.lines:
             await line.wait_liveness(Liveness.UP)
@@ -111,7 +160,7 @@ class Scale(Commands):
         sessions1 = sum(line.stats.sessions for line in self.lines)
         gc.collect()
         return {
-            "lines": len(self.lines), "cpu": cpu1 - cpu0, "wall": wall1 - wall0,
+            "lines": len(self.lines) or self.plain_ends, "cpu": cpu1 - cpu0, "wall": wall1 - wall0,
             "rss": _memory.rss(), "blocks": _memory.allocated_blocks(), "base": self.base,
             "not_up": sum(line.liveness is not Liveness.UP for line in self.lines),
             "new_sessions": sessions1 - sessions0,
