@@ -16,6 +16,8 @@ makes us reuse a sequence number the peer has seen. Received messages go the sam
 delivered receipt is signed into the same batch, the two are stored in one transaction, and
 only then is the receipt sent and may the application see them.
 Everything that arrives while a commit is in flight joins the next batch: one fsync per burst.
+The peer's receipts alone do not start a commit: they wait up to 50 ms for one that stores
+something else (a commit per receipt would make the next send() wait behind it).
 
 A session runs three tasks: a reader (bytes -> core -> events), a timer (wakes the core at its
 next deadline), and a writer (the only task that writes to the stream; others *kick* it).
@@ -98,6 +100,12 @@ _READ_SIZE = 65536
 _CLOSE_TIMEOUT = 2.0
 _INBOX_PAGE = 256
 _WATCH_BACKLOG = 10_000
+#: How long the peer's receipts may wait for a commit that stores something else as well.
+#: Committing each one at once costs a commit per receipt, which the next send() then waits
+#: behind. Nothing depends on them being durable sooner: until they are, the messages they
+#: cover stay in the stored outbox, and after a crash the next connection retransmits them
+#: and the peer, dropping the duplicates, sends its latest delivered receipt again.
+_PEER_RECEIPT_DELAY = 0.05
 #: The goodbye reason of a connection given up for a newer one (see docs/protocol.md).
 REPLACED = "replaced by a newer connection"
 
@@ -297,6 +305,8 @@ class Line:
         self._batch = Batch()
         self._batch_done = _Commit()
         self._commit_wanted = trio.Event()
+        self._commit_alarm = trio.CancelScope()  # The committer's wait, until receipts are due.
+        self._receipts_due: float | None = None
         self._inflight: _Commit | None = None
         self._nursery: trio.Nursery | None = None
         self._committer_alive = True
@@ -517,7 +527,9 @@ class Line:
     def _on_peer_receipt(self, receipt: Receipt) -> None:
         self._peer_receipts[receipt.kind] = receipt
         self._batch.peer_receipts.append(receipt)
-        self._commit_wanted.set()
+        if self._receipts_due is None:
+            self._receipts_due = trio.current_time() + _PEER_RECEIPT_DELAY
+            self._commit_alarm.deadline = self._receipts_due
         waiters = self._waiters[receipt.kind]
         while waiters and waiters[0][0] <= receipt.upto:
             heapq.heappop(waiters)[2].set()
@@ -644,8 +656,12 @@ class Line:
 
     async def _commit_forever(self) -> None:
         while True:
-            await self._commit_wanted.wait()
+            with trio.CancelScope() as self._commit_alarm:
+                if self._receipts_due is not None:
+                    self._commit_alarm.deadline = self._receipts_due
+                await self._commit_wanted.wait()
             self._commit_wanted = trio.Event()
+            self._receipts_due = None
             self._sign_pending_ack()
             self._sign_delivered_receipt()
             batch, done = self._batch, self._batch_done

@@ -31,6 +31,7 @@ from hotline import (
     open_line,
 )
 from hotline._line import Line
+from hotline._store import Direction
 
 A = Identity.from_seed(bytes([0xA1]) * 32, "a")
 B = Identity.from_seed(bytes([0xB2]) * 32, "b")
@@ -338,6 +339,54 @@ async def test_suspect_peer_that_speaks_again_is_up_again(autojump_clock: trio.a
         assert [s for _, s in rec_b.states()] == [Liveness.CONNECTING, Liveness.UP]
         assert line_a.stats.sessions == 1
         assert line_b.stats.sessions == 1
+
+    await _run_pair(Config(), Config(), scenario)
+
+
+# --- the peer's receipts are stored with the next commit ----------------------------------
+
+
+def _stored_peer_receipts(line: Line) -> list[tuple[str, int]]:
+    return [(e.kind, e.seq) for e in line._store.transcript() if e.direction is Direction.IN
+            and e.kind != "message"]
+
+
+async def test_peer_receipts_ride_the_next_commit_or_wait_50_ms(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async def scenario(
+        line_a: Line, line_b: Line, tap_a: Tap, tap_b: Tap, rec_a: Recorder, rec_b: Recorder
+    ) -> None:
+        await line_a.wait_liveness(Liveness.UP)
+        line_b.auto_ack = False
+        await _sleep_until(0.5)
+        first = await line_a.send(b"one")
+        await first.delivered()
+        assert trio.current_time() == 0.5  # The in-memory link takes no virtual time.
+        assert _stored_peer_receipts(line_a) == []
+        # Another message within 50 ms: its commit stores the waiting receipt too.
+        await _sleep_until(0.52)
+        second = await line_a.send(b"two")
+        assert _stored_peer_receipts(line_a) == [("delivered", 1)]
+        await second.delivered()
+        # Nothing else to commit: the receipt is stored 50 ms after it arrived.
+        due = 0.52 + 0.05
+        await _sleep_until(due - EPS)
+        assert _stored_peer_receipts(line_a) == [("delivered", 1)]
+        await _sleep_until(due)
+        await trio.testing.wait_all_tasks_blocked()
+        assert _stored_peer_receipts(line_a) == [("delivered", 1), ("delivered", 2)]
+        # The application's own acknowledgement is not delayed: it goes out at once.
+        async for message in line_b:
+            if message.seq == 2:
+                message.ack()
+                break
+        acknowledged = await second.acknowledged()
+        assert acknowledged.upto == 2
+        assert trio.current_time() == due
+        await _sleep_until(due + 0.05)
+        await trio.testing.wait_all_tasks_blocked()
+        assert _stored_peer_receipts(line_a)[-1] == ("acknowledged", 2)
 
     await _run_pair(Config(), Config(), scenario)
 
