@@ -230,7 +230,6 @@ class Connection:
         self._held = False
         self._liveness = Liveness.CONNECTING
         self._last_heard = now
-        self._next_ping = now
         self._last_ping_at = now
         self._ping_interval = self._config.heartbeat_interval
         self._ping_id = 0
@@ -675,13 +674,11 @@ class Connection:
             raise RemoteProtocolError("a ping asks for an interval of 0")
         self._peer_ping_id = ping_id
         self._peer_ping_at = self._now
-        interval = min(
+        # The next ping is then due one new interval after the last (see _ping_at()).
+        self._ping_interval = min(
             self._config.heartbeat_interval,
             max(interval_us / 1_000_000, MIN_REQUESTED_INTERVAL),
         )
-        if interval != self._ping_interval:
-            self._ping_interval = interval
-            self._next_ping = min(self._next_ping, self._last_ping_at + interval)
         sent_at = self._pings.get(echo_id)
         if sent_at is None:
             return  # No echo yet, one already sampled, or a ping too old to be tracked.
@@ -736,7 +733,6 @@ class Connection:
         self._set_state(_S.OPEN)
         self._liveness = Liveness.UP
         self._last_heard = now
-        self._next_ping = now
         self._ping_interval = self._config.heartbeat_interval
         self._key_since = now
         # Our receipts first, so the peer can retire what we hold before it replays it.
@@ -795,7 +791,7 @@ class Connection:
             return self._handshake_deadline
         if self._state is not _S.OPEN:
             return None
-        deadlines = [self._next_ping, self._rekey_at()]
+        deadlines = [self._ping_at(), self._rekey_at()]
         if not self._held:
             deadlines.append(self._down_at())
             if self._liveness is Liveness.UP:
@@ -828,6 +824,9 @@ class Connection:
     def _rekey_at(self) -> float:
         return self._key_since + self._config.rekey_after_seconds
 
+    def _ping_at(self) -> float:
+        return self._last_ping_at + self._ping_interval
+
     def advance(self, now: float) -> None:
         """Run the timers that are due at ``now``: handshake timeout, pings, liveness, rekey."""
         self._now = now
@@ -848,7 +847,7 @@ class Connection:
             if self._liveness is Liveness.UP and now >= self._suspect_at():
                 self._liveness = Liveness.SUSPECT
                 self._events.append(LivenessChanged(Liveness.SUSPECT, silent))
-        if now >= self._next_ping or now >= self._rekey_at():
+        if now >= self._ping_at() or now >= self._rekey_at():
             # An idle line still rekeys on time: the ping carries the rekey flag.
             self._send_ping()
 
@@ -862,7 +861,6 @@ class Connection:
         if len(self._pings) > _MAX_OUTSTANDING_PINGS:
             del self._pings[min(self._pings)]
         self._last_ping_at = self._now
-        self._next_ping = self._now + self._ping_interval
         hold_us = 0
         if self._peer_ping_id:
             hold_us = max(0, int((self._now - self._peer_ping_at) * 1_000_000))
