@@ -44,9 +44,9 @@ class _TokenBuckets:
         self.rate = rate
         self.burst = burst
         self.max_keys = max_keys
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: dict[str | bytes, tuple[float, float]] = {}
 
-    def take(self, key: str, now: float) -> bool:
+    def take(self, key: str | bytes, now: float) -> bool:
         tokens, last = self._buckets.pop(key, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - last) * self.rate)
         allowed = tokens >= 1.0
@@ -123,10 +123,7 @@ class Listener:
             return
         source = _source_of(stream)
         if not self._rate.take(source, trio.current_time()):
-            self.rejected_handshakes += 1
-            self.rate_limited += 1
-            logger.info("handshake from %s refused: rate limit", source)
-            await trio.aclose_forcefully(stream)
+            await self._refuse_rate_limited(stream, source)
             return
         self._pending += 1
         try:
@@ -149,14 +146,17 @@ class Listener:
         if line is None:  # The line closed during the handshake.
             await trio.aclose_forcefully(stream)
             return
-        if not self._peer_rate.take(hello.peer.raw.hex(), trio.current_time()):
+        if not self._peer_rate.take(hello.peer.raw, trio.current_time()):
             # The same key calling from many addresses: each call would replace the session.
-            self.rejected_handshakes += 1
-            self.rate_limited += 1
-            logger.info("handshake from %s refused: rate limit", hello.peer.fingerprint())
-            await trio.aclose_forcefully(stream)
+            await self._refuse_rate_limited(stream, hello.peer.fingerprint())
             return
         await line._run_session(stream, conn, hello)
+
+    async def _refuse_rate_limited(self, stream: trio.abc.Stream, who: str) -> None:
+        self.rejected_handshakes += 1
+        self.rate_limited += 1
+        logger.info("handshake from %s refused: rate limit", who)
+        await trio.aclose_forcefully(stream)
 
 
 @asynccontextmanager

@@ -161,8 +161,12 @@ def _decode_envelope(envelope: bytes, fields: int, max_bin_len: int) -> list[Any
     return decoded
 
 
+def _signature_ok(signer: PublicKey, domain: bytes, envelope: bytes, signature: bytes) -> bool:
+    return signer.verify(domain + envelope, signature)
+
+
 def _check_signature(signer: PublicKey, domain: bytes, envelope: bytes, signature: bytes) -> None:
-    if not signer.verify(domain + envelope, signature):
+    if not _signature_ok(signer, domain, envelope, signature):
         raise AuthenticationError(reason="bad signature")
 
 
@@ -236,7 +240,7 @@ class SignatureBatch:
         if self._done:
             return
         for index, message in enumerate(self.messages):
-            if not self.sender.verify(DOMAIN_MESSAGE + message.envelope, message.signature):
+            if not _signature_ok(self.sender, DOMAIN_MESSAGE, message.envelope, message.signature):
                 self.failed_at = index
                 break
         self._done = True

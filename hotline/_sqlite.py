@@ -12,8 +12,8 @@ batches is the caller's job; this module never splits or merges them.
 
 A batch is checked before anything is written, with :class:`~hotline.LineState`'s own
 methods applied to a copy of the marks, so an invalid batch raises
-:class:`~hotline.LocalProtocolError` and writes nothing. The store keeps a full
-:class:`~hotline.LineState` in memory (the *mirror*) and advances it only once the
+:class:`~hotline.LocalProtocolError` and writes nothing. The store keeps the marks of a
+:class:`~hotline.LineState` (no outbox) in memory (the *mirror*) and advances them only once the
 transaction has committed, so a failed commit leaves both the file and the mirror as they
 were. Every ``sqlite3.Error`` leaves a public method as :class:`~hotline.StoreError`.
 
@@ -308,8 +308,6 @@ class SQLiteStore:
                     self._check_version(version)
                     if version == 0:
                         self._create_schema()
-            (last,) = self._conn.execute("SELECT coalesce(max(ord), 0) FROM transcript").fetchone()
-            self._next_ord = last + 1
 
     def _check_version(self, version: int) -> None:
         if version > SCHEMA_VERSION:

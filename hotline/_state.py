@@ -16,6 +16,7 @@ what was sent, never backwards, acknowledged never ahead of delivered, the right
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -91,22 +92,12 @@ class LineState:
         """An independent copy. Without ``outbox``, only the marks (no pending messages, no
         sent heads): enough to validate a store batch, whose checks read only the marks, and
         cheap however many messages wait for a peer that is away."""
-        copy = LineState(
-            sent_seq=self.sent_seq,
-            sent_head=self.sent_head,
-            peer_delivered=self.peer_delivered,
-            peer_acknowledged=self.peer_acknowledged,
-            received_seq=self.received_seq,
-            received_head=self.received_head,
-            delivered_receipt=self.delivered_receipt,
-            acknowledged_receipt=self.acknowledged_receipt,
-            peer_initiation_watermark=self.peer_initiation_watermark,
-            initiation_timestamp=self.initiation_timestamp,
+        # replace() copies every field, so one added later cannot be left out.
+        return dataclasses.replace(
+            self,
+            pending=deque(self.pending) if outbox else deque(),
+            sent_heads=dict(self.sent_heads) if outbox else {},
         )
-        if outbox:
-            copy.pending.extend(self.pending)
-            copy.sent_heads.update(self.sent_heads)
-        return copy
 
     def head_of_sent(self, seq: int) -> bytes | None:
         """The chain head after our message ``seq``, if this state still knows it."""
