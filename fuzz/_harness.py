@@ -36,7 +36,6 @@ that clones and fresh builds give the same outcomes.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import gc
 import sys
 import types
@@ -50,7 +49,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the checkout's hotline, when run as fuzz/fuzz_*.py
 
-import msgpack  # noqa: E402
 
 from hotline import (  # noqa: E402
     AuthenticationError,
@@ -72,6 +70,8 @@ from hotline import (  # noqa: E402
     line_id,
 )
 from hotline._connection import (  # noqa: E402
+    _MAX_OUTSTANDING_PINGS,
+    _TERMINAL,
     FLAG_FINAL,
     FLAG_REKEY,
     MAX_CONTENT,
@@ -79,8 +79,8 @@ from hotline._connection import (  # noqa: E402
     PROLOGUE,
     PROTOCOL_NAME,
 )
-from hotline._noise import CipherState, HandshakeState  # noqa: E402
-from hotline._records import DOMAIN_MESSAGE, DOMAIN_RECEIPT, sign_message  # noqa: E402
+from hotline._noise import MAX_MESSAGE_LEN, CipherState, HandshakeState  # noqa: E402
+from hotline._records import DOMAIN_MESSAGE, DOMAIN_RECEIPT, pack, sign_message  # noqa: E402
 
 ALICE = Identity.from_seed(bytes([1]) * 32)
 BOB = Identity.from_seed(bytes([2]) * 32)
@@ -91,19 +91,14 @@ INITIATION_TS = EPOCH_NS + 10_000_000_000
 EPHEMERAL_ALICE = bytes(range(1, 33))
 EPHEMERAL_BOB = bytes(range(33, 65))
 NOW = 0.0
-MAX_NOISE = 65535
+MAX_NOISE = MAX_MESSAGE_LEN
 #: Both sides' settings: defaults, except limits small enough for inputs of a few KiB to
 #: reach them (record limit 4,608 bytes) and a rekey of each sending direction every 4
 #: messages.
 CONFIG = Config(max_body_size=4096, rekey_after_messages=4)
 
 ERRORS = (RemoteProtocolError, AuthenticationError)
-TERMINAL = frozenset({ConnectionState.CLOSED, ConnectionState.BROKEN, ConnectionState.ERROR})
 _SETTLE = 100_000  # next_event() calls before a loop counts as a hang
-
-
-def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def frame(noise_message: bytes) -> bytes:
@@ -147,13 +142,6 @@ def _history() -> tuple[LineState, LineState, list[SignedMessage]]:
 ALICE_LINE, BOB_LINE, ALICE_MESSAGES = _history()
 
 
-def clone_line(line: LineState) -> LineState:
-    clone = dataclasses.replace(line)
-    clone.pending = deque(line.pending)
-    clone.sent_heads = dict(line.sent_heads)
-    return clone
-
-
 def clone_connection(conn: Connection) -> Connection:
     """An independent copy: containers, cipher and handshake states, the line state.
 
@@ -166,7 +154,7 @@ def clone_connection(conn: Connection) -> Connection:
         if isinstance(value, bytearray | dict | deque | list | set | CipherState):
             setattr(clone, name, copy.copy(value))
         elif isinstance(value, LineState):
-            setattr(clone, name, clone_line(value))
+            setattr(clone, name, value.copy())
         elif isinstance(value, HandshakeState):
             hs = copy.copy(value)
             if value._sym is not None:
@@ -202,12 +190,12 @@ _INITIATOR = build_initiator()
 
 def new_responder() -> tuple[Connection, LineState]:
     """Bob's fresh responder (a clone of a cached one) and his line state."""
-    return clone_connection(_RESPONDER), clone_line(BOB_LINE)
+    return clone_connection(_RESPONDER), BOB_LINE.copy()
 
 
 def new_initiator() -> tuple[Connection, LineState]:
     """Alice's fresh initiator (a clone of a cached one) and her line state."""
-    return clone_connection(_INITIATOR), clone_line(ALICE_LINE)
+    return clone_connection(_INITIATOR), ALICE_LINE.copy()
 
 
 class Session(NamedTuple):
@@ -230,8 +218,8 @@ def build_session(alice_config: Config = CONFIG) -> Session:
         ALICE, BOB.public_key, now=NOW, timestamp=INITIATION_TS, ephemeral=EPHEMERAL_ALICE,
         config=alice_config,
     )
-    alice_line = clone_line(ALICE_LINE)
-    bob, bob_line = build_responder(), clone_line(BOB_LINE)
+    alice_line = ALICE_LINE.copy()
+    bob, bob_line = build_responder(), BOB_LINE.copy()
     message1 = alice.data_to_send()
     bob.receive_data(message1, NOW)
     event = bob.next_event()
@@ -391,7 +379,6 @@ def run(
     """Feed ``segments`` (then end of stream) in pieces of ``chunk`` bytes (0: whole)."""
     events: list[Any] = []
     error = None
-    fed = 0
     held = False
     try:
         for when, hold, data in segments:
@@ -408,15 +395,15 @@ def run(
                     conn.release(when)
             step = chunk or len(data) or 1
             for start in range(0, len(data), step):
-                if conn.state in TERMINAL:
+                if conn.state in _TERMINAL:
                     break  # a driver stops reading; the bytes could change nothing
                 conn.receive_data(data[start : start + step], when)
-                fed += len(data[start : start + step])
                 drain(conn, line, identity, events)
                 assert len(conn._partial) <= conn.config.max_record_size
-                assert len(conn._inbuf) <= fed
-                assert len(conn._pings) <= 16
-        if conn.state not in TERMINAL:
+                # Every whole frame was taken: at most one incomplete frame waits.
+                assert len(conn._inbuf) < 2 + MAX_NOISE
+                assert len(conn._pings) <= _MAX_OUTSTANDING_PINGS
+        if conn.state not in _TERMINAL:
             conn.receive_data(b"", conn._now)
             drain(conn, line, identity, events)
     except (*ERRORS, LineClosed, LineBroken) as exc:

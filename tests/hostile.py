@@ -58,11 +58,22 @@ from hotline import (
     sign_message,
     sign_receipt,
 )
-from hotline._connection import T_MESSAGE, T_PING, T_RECEIPT
+from hotline._connection import (
+    FLAG_FINAL as FINAL,
+)
+from hotline._connection import (
+    FLAG_REKEY as REKEY,
+)
+from hotline._connection import (
+    MAX_CONTENT,
+    T_MESSAGE,
+    T_PING,
+    T_RECEIPT,
+)
 from hotline._line import Line
 from hotline._listener import Listener
 from hotline._noise import CipherState, HandshakeState
-from hotline._records import DOMAIN_MESSAGE, DOMAIN_RECEIPT
+from hotline._records import DOMAIN_MESSAGE, DOMAIN_RECEIPT, pack
 from hotline._store import Batch
 
 #: The legitimate caller, whose identity the attacker holds for authenticated misbehaviour.
@@ -73,12 +84,6 @@ BOB = Identity.from_seed(bytes([0xB0]) * 32, "bob")
 MALLORY = Identity.from_seed(bytes([0x3C]) * 32, "mallory")
 
 LOOPBACK = "127.0.0.1"
-MAX_NOISE = 65535
-TAG = 16
-HEADER = 3
-MAX_CONTENT = MAX_NOISE - TAG - HEADER  # 65,516
-FINAL = 0x01
-REKEY = 0x02
 
 
 Address = tuple[str, int]
@@ -87,10 +92,6 @@ Address = tuple[str, int]
 def frame(noise_message: bytes) -> bytes:
     """``uint16_be(len) || noise_message``."""
     return len(noise_message).to_bytes(2, "big") + noise_message
-
-
-def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def plaintext(flags: int, content: bytes, *, padding: int = 0, length: int | None = None) -> bytes:
@@ -221,9 +222,6 @@ class HostileSession:
         self.line_id = line_id(identity.public_key, peer)
         self.partial = bytearray()
         self.ping_id = 0
-        #: Every frame this session wrote, framed, in order (for replays).
-        self.sent_frames: list[bytes] = []
-        #: Every frame the node wrote on this session, framed, in order.
 
     @classmethod
     async def open(
@@ -256,9 +254,7 @@ class HostileSession:
 
     def seal(self, plain: bytes) -> bytes:
         """``plain`` as this session's next framed transport message (nonce consumed)."""
-        sealed = frame(self.send.encrypt_with_ad(b"", plain))
-        self.sent_frames.append(sealed)
-        return sealed
+        return frame(self.send.encrypt_with_ad(b"", plain))
 
     async def send_raw(self, data: bytes) -> None:
         await self.stream.send_all(data)

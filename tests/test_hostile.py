@@ -70,7 +70,7 @@ from hotline import (
     open_message,
     sign_message,
 )
-from hotline._noise import HandshakeState
+from hotline._noise import MAX_MESSAGE_LEN, HandshakeState
 from hotline._records import message_hash
 
 KiB = 1024
@@ -326,7 +326,7 @@ async def test_record_cut_short(caplog: pytest.LogCaptureFixture, cut: str) -> N
             elif cut == "mid-frame":
                 data = data[: len(data) // 2]
             else:  # three whole frames without FINAL, then the end
-                data = data[: 3 * (MAX_CONTENT + 16 + 3 + 2)]
+                data = data[: 3 * (2 + MAX_MESSAGE_LEN)]
             await hostile.send_raw(data)
             await hostile.stream.send_eof()
             await _session_ends(caplog, "the peer closed the connection without a goodbye")
@@ -549,7 +549,6 @@ async def test_oversized_announcements_refused_before_allocation(
                 piece = bytes(MAX_CONTENT)
                 for _ in range(limit // MAX_CONTENT + 1):
                     await hostile.send_plaintext(plaintext(0, piece))
-                    hostile.sent_frames.clear()  # count the node's memory, not ours
                 expected = r"record larger than the limit"
             elif case == "first-fragment-over-small-limit":
                 await hostile.send_plaintext(plaintext(0, bytes(4096)))
@@ -867,7 +866,6 @@ async def test_ping_flood_from_a_peer_that_never_reads_is_bounded(
                             ping_id += 1
                             batch += hostile.seal(
                                 plaintext(FINAL, pack([T_PING, ping_id, 0, 0, 1_000_000])))
-                        hostile.sent_frames.clear()
                         try:
                             await hostile.send_raw(bytes(batch))
                         except trio.BrokenResourceError:
