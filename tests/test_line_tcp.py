@@ -390,10 +390,16 @@ async def test_dialling_a_closed_port_is_harmless() -> None:
     await probe.bind((HOST, 0))
     port = probe.getsockname()[1]
     probe.close()
+    dials = DialCounter()
+
+    async def dial() -> trio.abc.Stream:
+        dials.count()
+        return await trio.open_tcp_stream(HOST, port)
+
     with trio.fail_after(LIMIT):
-        async with open_line(B, A.public_key, store=MemoryStore(), connect=(HOST, port),
+        async with open_line(B, A.public_key, store=MemoryStore(), connect=dial,
                              config=FAST) as line_b:
-            await trio.sleep(0.4)
+            await dials.more(3)  # Refused, and tried again: the dialer keeps going.
             assert line_b.liveness is Liveness.CONNECTING
             out = await line_b.send(b"later")
             assert out.seq == 1

@@ -198,10 +198,6 @@ async def _run_pair_unguarded(
         nursery.cancel_scope.cancel()
 
 
-async def _sleep_until(t: float) -> None:
-    await trio.sleep_until(t)
-
-
 # --- heartbeats --------------------------------------------------------------------------
 
 
@@ -211,7 +207,7 @@ async def test_heartbeat_cadence_is_exactly_one_second(autojump_clock: trio.abc.
     ) -> None:
         await line_a.wait_liveness(Liveness.UP)
         assert trio.current_time() == 0.0
-        await _sleep_until(5.5)
+        await trio.sleep_until(5.5)
         for rec in (rec_a, rec_b):
             # The opening pings echo nothing; from then on each ping echoes the last.
             times = [t for t, _ in rec.round_trips()]
@@ -239,7 +235,7 @@ async def test_both_sides_ping_at_the_shorter_interval(
     async def scenario(
         line_a: Line, line_b: Line, tap_a: Tap, tap_b: Tap, rec_a: Recorder, rec_b: Recorder
     ) -> None:
-        await _sleep_until(2.05)
+        await trio.sleep_until(2.05)
         for tap in (tap_a, tap_b):
             later = [t for t, _ in tap.frames if t > 0]
             assert later == pytest.approx([0.25 * k for k in range(1, 9)], abs=EPS)
@@ -318,14 +314,14 @@ async def test_suspect_peer_that_speaks_again_is_up_again(autojump_clock: trio.a
     async def scenario(
         line_a: Line, line_b: Line, tap_a: Tap, tap_b: Tap, rec_a: Recorder, rec_b: Recorder
     ) -> None:
-        await _sleep_until(2.5)
+        await trio.sleep_until(2.5)
         tap_b.hold()  # B is "frozen": what it writes waits (nothing is lost).
-        await _sleep_until(4.25)
+        await trio.sleep_until(4.25)
         assert line_a.liveness is Liveness.SUSPECT
         await tap_b.release()
         await trio.testing.wait_all_tasks_blocked()
         assert line_a.liveness is Liveness.UP
-        await _sleep_until(6.5)
+        await trio.sleep_until(6.5)
         assert rec_a.states() == [
             (0.0, Liveness.CONNECTING), (0.0, Liveness.UP),
             (3.5, Liveness.SUSPECT), (4.25, Liveness.UP),
@@ -359,21 +355,21 @@ async def test_peer_receipts_ride_the_next_commit_or_wait_50_ms(
     ) -> None:
         await line_a.wait_liveness(Liveness.UP)
         line_b.auto_ack = False
-        await _sleep_until(0.5)
+        await trio.sleep_until(0.5)
         first = await line_a.send(b"one")
         await first.delivered()
         assert trio.current_time() == 0.5  # The in-memory link takes no virtual time.
         assert _stored_peer_receipts(line_a) == []
         # Another message within 50 ms: its commit stores the waiting receipt too.
-        await _sleep_until(0.52)
+        await trio.sleep_until(0.52)
         second = await line_a.send(b"two")
         assert _stored_peer_receipts(line_a) == [("delivered", 1)]
         await second.delivered()
         # Nothing else to commit: the receipt is stored 50 ms after it arrived.
         due = 0.52 + 0.05
-        await _sleep_until(due - EPS)
+        await trio.sleep_until(due - EPS)
         assert _stored_peer_receipts(line_a) == [("delivered", 1)]
-        await _sleep_until(due)
+        await trio.sleep_until(due)
         await trio.testing.wait_all_tasks_blocked()
         assert _stored_peer_receipts(line_a) == [("delivered", 1), ("delivered", 2)]
         # The application's own acknowledgement is not delayed: it goes out at once.
@@ -384,7 +380,7 @@ async def test_peer_receipts_ride_the_next_commit_or_wait_50_ms(
         acknowledged = await second.acknowledged()
         assert acknowledged.upto == 2
         assert trio.current_time() == due
-        await _sleep_until(due + 0.05)
+        await trio.sleep_until(due + 0.05)
         await trio.testing.wait_all_tasks_blocked()
         assert _stored_peer_receipts(line_a)[-1] == ("acknowledged", 2)
 
@@ -480,7 +476,7 @@ async def test_backoff_restarts_after_a_live_session(autojump_clock: trio.abc.Cl
         async with open_line(A, B.public_key, store=MemoryStore(), connect=connect,
                              config=config) as line_a:
             await line_a.wait_liveness(Liveness.UP)
-            await _sleep_until(2.0)
+            await trio.sleep_until(2.0)
             await ends[0].aclose()  # The link is cut at 2.0.
             await enough.wait()
             assert line_a.stats.sessions == 1
@@ -557,7 +553,7 @@ async def test_run_stream_raises_line_broken_at_the_handshake_timeout(
     async with open_line(A, B.public_key, store=MemoryStore(), config=config) as line:
         end_a, end_b = trio.testing.memory_stream_pair()
         start = 3.0
-        await _sleep_until(start)
+        await trio.sleep_until(start)
         with pytest.raises(LineBroken, match="timed out"):
             await line.run_stream(end_a, initiator=initiator)
         assert trio.current_time() == start + timeout
@@ -582,7 +578,7 @@ async def test_a_slow_application_does_not_take_the_line_down(
         line_a: Line, line_b: Line, tap_a: Tap, tap_b: Tap, rec_a: Recorder, rec_b: Recorder
     ) -> None:
         outs = [await line_a.send(b"m%d" % n) for n in range(1, 21)]
-        await _sleep_until(10.0)  # B's application reads nothing for ten seconds.
+        await trio.sleep_until(10.0)  # B's application reads nothing for ten seconds.
         # Both peers were alive all along: nobody may have been declared anything else.
         assert [s for _, s in rec_b.states()] == [Liveness.CONNECTING, Liveness.UP], (
             rec_b.states()
