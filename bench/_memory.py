@@ -55,3 +55,8 @@ def cpu_seconds() -> float:
     """User + system CPU time of this process (every thread), in seconds."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def now() -> dict[str, int]:
+    """RSS and live allocated blocks, as one sample."""
+    return {"rss": rss(), "blocks": allocated_blocks()}

@@ -27,6 +27,12 @@ class BenchError(Exception):
     """A child failed a command, died, or did not answer in time."""
 
 
+def is_liveness(event: Event, line: str, state: str | None = None) -> bool:
+    """Whether ``event`` is a liveness change of ``line`` (to ``state``, if given)."""
+    return (event.get("event") == "liveness" and event.get("name") == line
+            and (state is None or event["state"] == state))
+
+
 class Proc:
     """A running ``python -m bench.<module>`` child speaking the protocol of bench._child."""
 
@@ -137,10 +143,13 @@ class Proc:
         raise self._dead(f"no awaited event within {timeout} s")
 
     def liveness_events(self, line: str, t0: float, t1: float) -> list[Event]:
-        return [
-            e for e in self.events
-            if e.get("event") == "liveness" and e.get("name") == line and t0 <= e["t"] <= t1
-        ]
+        return [e for e in self.events if is_liveness(e, line) and t0 <= e["t"] <= t1]
+
+    async def wait_liveness(self, line: str, state: str, *, since: int,
+                            timeout: float) -> Event:
+        """The first liveness event of ``line`` in ``state`` from event index ``since`` on."""
+        return await self.wait_event(lambda e: is_liveness(e, line, state), since=since,
+                                     timeout=timeout)
 
     def stop(self) -> float:
         """Freeze the child (SIGSTOP); returns the monotonic time just before the signal."""

@@ -21,7 +21,10 @@ from typing import Any
 
 import trio
 
-from hotline import Identity, Liveness, MemoryStore, Outgoing, open_line
+from hotline import Identity, Liveness, MemoryStore, open_line
+
+from ._memory import cpu_seconds
+from .hotline_peer import produce
 
 SENDERS = 256
 BODY = 1024
@@ -43,11 +46,6 @@ def _cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _own_cpu() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
 async def _receive(kind: str, folder: Path, port_pipe: int) -> None:
     async with open_line(B, A.public_key, store=_store(kind, folder, "b.db"),
                          durability=_durability(kind), listen=("127.0.0.1", 0)) as line:
@@ -62,25 +60,12 @@ async def _send(args: argparse.Namespace, folder: Path, port: int, child: int) -
         await line.wait_liveness(Liveness.UP)
         body = os.urandom(BODY)
         for _ in range(args.repeats):
-            remaining = args.messages
-            last: Outgoing | None = None
-
-            async def sender() -> None:
-                nonlocal remaining, last
-                while remaining > 0:
-                    remaining -= 1
-                    out = await line.send(body)
-                    if last is None or out.seq > last.seq:
-                        last = out
-
-            t0, own0, child0 = time.perf_counter(), _own_cpu(), _cpu_of(child)
-            async with trio.open_nursery() as nursery:
-                for _ in range(SENDERS):
-                    nursery.start_soon(sender)
+            t0, own0, child0 = time.perf_counter(), cpu_seconds(), _cpu_of(child)
+            _, last, _ = await produce(line, body, args.messages, SENDERS)
             assert last is not None
             await last.delivered()
             wall = time.perf_counter() - t0
-            own, other = _own_cpu() - own0, _cpu_of(child) - child0
+            own, other = cpu_seconds() - own0, _cpu_of(child) - child0
             n = args.messages
             print(f"{n / wall:8.0f} msg/s   sender {own / wall:4.0%} of a core, "
                   f"{own / n * 1e6:5.1f} us/msg   receiver {other / wall:4.0%} of a core, "

@@ -103,15 +103,10 @@ class Handle:
     relay: Relay | None = None
     stop: trio.Event = field(default_factory=trio.Event)
     closed: trio.Event = field(default_factory=trio.Event)
-    received: int = 0
 
 
 def identity(seed_hex: str) -> Identity:
     return Identity.from_seed(bytes.fromhex(seed_hex))
-
-
-def memory_now() -> dict[str, int]:
-    return {"rss": _memory.rss(), "blocks": _memory.allocated_blocks()}
 
 
 async def produce(
@@ -215,7 +210,7 @@ class Peer(Commands):
     async def _consume(self, handle: Handle) -> None:
         assert handle.line is not None
         async for _ in handle.line:
-            handle.received += 1
+            pass
 
     async def cmd_close(self, name: str) -> dict[str, Any]:
         handle = self.lines[name]
@@ -270,17 +265,15 @@ class Peer(Commands):
         return {"samples": total, "stored": stored}
 
     async def cmd_connect_times(
-        self, me: str, peer: str, address: list[Any], repeats: int,
-        config: dict[str, Any] | None = None,
+        self, me: str, peer: str, address: list[Any], repeats: int
     ) -> dict[str, Any]:
-        config_obj = Config(**(config or {}))
         # A node that connects again keeps its keys: loading them is no part of connecting.
         me_id, peer_key = identity(me), identity(peer).public_key
         samples = []
         for index in range(repeats + 1):  # The first one warms up and is not counted.
             t0 = time.perf_counter()
             async with open_line(me_id, peer_key, store=MemoryStore(),
-                                 connect=tuple(address), config=config_obj) as line:
+                                 connect=tuple(address)) as line:
                 await line.wait_liveness(Liveness.UP)
                 elapsed = time.perf_counter() - t0
             if index:
@@ -343,11 +336,11 @@ class Peer(Commands):
 
         async def sampler() -> None:
             while True:
-                samples.append({"t": time.monotonic(), **memory_now()})
+                samples.append({"t": time.monotonic(), **_memory.now()})
                 await trio.sleep(0.05)
 
         gc.collect()
-        before = memory_now()
+        before = _memory.now()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sampler)
             t0 = time.perf_counter()
@@ -360,7 +353,7 @@ class Peer(Commands):
             except OutboxFull:
                 raises = True
             gc.collect()
-            at_block = memory_now()
+            at_block = _memory.now()
             t_block = time.monotonic()
             emit(event="away_blocked", name=name, sent=sent, queued=queued, t=t_block)
             more, last2, _ = await produce(line, body, total - sent, concurrency)
@@ -371,7 +364,7 @@ class Peer(Commands):
             elapsed = time.perf_counter() - t0
             nursery.cancel_scope.cancel()
         gc.collect()
-        after = memory_now()
+        after = _memory.now()
         return {
             "total": sent + more, "blocked": blocked, "queued_at_block": queued,
             "send_wait_false_raises": raises, "before": before, "at_block": at_block,

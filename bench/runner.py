@@ -29,7 +29,7 @@ import trio
 
 from . import ceilings
 from ._plan import Plan, plan_for
-from ._proc import ROOT, Proc
+from ._proc import ROOT, Proc, is_liveness
 from ._stats import summarize
 from ._wire import make_certificates
 
@@ -234,8 +234,7 @@ async def section_hotline(run: Run) -> None:
                                  timeout=600)
         run.figures[f"hotline.latency_{store}_ms"] = summarize(
             result["samples"], "ms", scale=1e3, p99=True, size=BODY,
-            stored_ms=summarize(result["stored"], "ms", scale=1e3, p99=True,
-                                what="send() returned (stored locally)")["median"],
+            stored_ms=statistics.median(result["stored"]) * 1e3,
             method="one message at a time, send() to its delivered receipt")
         await _close_pair(run, name)
     run.figures["hotline.false_downs_during_throughput"] = {
@@ -277,27 +276,21 @@ async def section_detection(run: Run) -> None:
             f"{plan.heartbeat_multiplier})")
     await _hotline_pair(run, name, "memory", config)
     samples, suspects = [], []
-    try:
-        for _ in range(plan.detect_repeats):
-            await a.request("wait_up", name=name, timeout=60)
-            # A random phase against the heartbeats.
-            await trio.sleep(plan.heartbeat_interval * (1 + random.random()))
-            mark = len(a.events)
-            t_stop = b.stop()
-            try:
-                event = await a.wait_event(
-                    lambda e: e.get("event") == "liveness" and e.get("name") == name
-                    and e["state"] == "down", since=mark, timeout=down_after * 4 + 10)
-            finally:
-                b.resume()
-            samples.append(event["t"] - t_stop)
-            suspect = [e for e in a.events[mark:] if e.get("event") == "liveness"
-                       and e.get("name") == name and e["state"] == "suspect"]
-            if suspect:
-                suspects.append(suspect[0]["t"] - t_stop)
-            await a.request("wait_up", name=name, timeout=60)
-    finally:
-        b.resume()
+    for _ in range(plan.detect_repeats):
+        await a.request("wait_up", name=name, timeout=60)
+        # A random phase against the heartbeats.
+        await trio.sleep(plan.heartbeat_interval * (1 + random.random()))
+        mark = len(a.events)
+        t_stop = b.stop()
+        try:
+            event = await a.wait_liveness(name, "down", since=mark, timeout=down_after * 4 + 10)
+        finally:
+            b.resume()
+        samples.append(event["t"] - t_stop)
+        suspect = [e for e in a.events[mark:] if is_liveness(e, name, "suspect")]
+        if suspect:
+            suspects.append(suspect[0]["t"] - t_stop)
+        await a.request("wait_up", name=name, timeout=60)
     await _close_pair(run, name)
     run.figures["hotline.detection_s"] = summarize(
         samples, "s", interval=plan.heartbeat_interval, multiplier=plan.heartbeat_multiplier,
@@ -315,9 +308,8 @@ async def section_resume(run: Run) -> None:
     for _ in range(plan.resume_repeats):
         await a.request("wait_up", name=name, timeout=60)
         mark = len(a.events)
-        t_cut = await b.request("relay", name=name, cut=True)
-        await a.wait_event(lambda e: e.get("event") == "liveness" and e.get("name") == name
-                           and e["state"] == "down", since=mark, timeout=30)
+        await b.request("relay", name=name, cut=True)
+        await a.wait_liveness(name, "down", since=mark, timeout=30)
         queued = await a.request("queue", name=name, k=plan.resume_queue, size=BODY)
         await trio.sleep(plan.resume_hold)
         mark = len(a.events)
@@ -326,10 +318,7 @@ async def section_resume(run: Run) -> None:
         delivered = await a.wait_event(
             lambda e, first=first: e.get("event") == "first_delivered" and e.get("seq") == first,
             since=0, timeout=60)
-        up = await a.wait_event(lambda e: e.get("event") == "liveness"
-                                and e.get("name") == name and e["state"] == "up",
-                                since=mark, timeout=60)
-        del t_cut
+        up = await a.wait_liveness(name, "up", since=mark, timeout=60)
         resume.append(delivered["t"] - t_restore)
         reconnect.append(up["t"] - t_restore)
         after_up.append(delivered["t"] - up["t"])
@@ -341,7 +330,7 @@ async def section_resume(run: Run) -> None:
               "delivered receipt of the first message queued during the cut (includes the "
               "dialler's reconnect backoff, default Config)")
     run.figures["hotline.resume_s"] = summarize(
-        resume, "s", method=method, up_to_delivered_s=summarize(after_up, "s")["median"],
+        resume, "s", method=method, up_to_delivered_s=statistics.median(after_up),
         sessions=stats["sessions"])
     run.figures["hotline.resume_reconnect_s"] = summarize(
         reconnect, "s", method="relay restored to liveness UP (redial backoff + handshake)")
@@ -744,7 +733,7 @@ def render_table(result: dict[str, Any]) -> str:
             section = group
             lines.append(f"[{group}]")
         figure = figures.get(name)
-        label = LABELS.get(name, name)
+        label = LABELS[name]
         if figure is None:
             lines.append(f"  {label:<36} {'missing':>10}")
             continue
@@ -781,9 +770,8 @@ def render_table(result: dict[str, Any]) -> str:
     if result["errors"]:
         lines += ["", "ERRORS:"]
         lines += [f"  {e['section']}: {e['error'].splitlines()[-1]}" for e in result["errors"]]
-    missing = [name for name in EXPECTED_FIGURES if name not in figures]
-    if missing:
-        lines.append(f"MISSING FIGURES: {', '.join(missing)}")
+    if result["missing"]:
+        lines.append(f"MISSING FIGURES: {', '.join(result['missing'])}")
     return "\n".join(lines)
 
 

@@ -44,7 +44,6 @@ class Scale(Commands):
     def __init__(self) -> None:
         self.lines: list[Line] = []
         self.plain_ends = 0
-        self.stop = trio.Event()
         self.base: dict[str, int] = {}
 
     def _raise_fd_limit(self, needed: int) -> None:
@@ -55,14 +54,14 @@ class Scale(Commands):
 
     async def cmd_base(self) -> dict[str, int]:
         gc.collect()
-        self.base = {"rss": _memory.rss(), "blocks": _memory.allocated_blocks()}
+        self.base = _memory.now()
         return self.base
 
     async def _hold_line(self, line_args: dict[str, Any], *,
                          task_status: trio.TaskStatus[Line]) -> None:
         async with open_line(**line_args) as line:
             task_status.started(line)
-            await self.stop.wait()
+            await trio.sleep_forever()
 
     async def cmd_open_listen(self, n: int, config: dict[str, Any]) -> dict[str, Any]:
         self._raise_fd_limit(n + 256)
@@ -84,7 +83,7 @@ class Scale(Commands):
                     })
                     self.lines.append(line)
                 task_status.started()
-                await self.stop.wait()
+                await trio.sleep_forever()
 
         await self.nursery.start(hold_listener)
         return result
@@ -161,7 +160,7 @@ class Scale(Commands):
         gc.collect()
         return {
             "lines": len(self.lines) or self.plain_ends, "cpu": cpu1 - cpu0, "wall": wall1 - wall0,
-            "rss": _memory.rss(), "blocks": _memory.allocated_blocks(), "base": self.base,
+            **_memory.now(), "base": self.base,
             "not_up": sum(line.liveness is not Liveness.UP for line in self.lines),
             "new_sessions": sessions1 - sessions0,
         }
