@@ -577,7 +577,7 @@ class Connection:
         fields = strict_unpack(
             record, max_bin_len=self._config.max_record_size, max_array_len=MAX_RECORD_FIELDS
         )
-        if type(fields) is not list or not fields or type(fields[0]) is not int:
+        if not fields or type(fields[0]) is not int:
             raise RemoteProtocolError("a record is an array that starts with its type")
         kind = fields[0]
         if kind == T_MESSAGE:

@@ -6,9 +6,9 @@ A *message* and a *receipt* are each an **envelope** (a canonical msgpack array)
 Ed25519 **signature** over ``DOMAIN || envelope``. The envelope bytes travel as they were
 signed and are stored as they were received, so the bytes that are verified are the bytes
 that were signed: nobody re-encodes anything before checking a signature. Decoding is still
-strict (exact field count and types, no maps, no extension types, str and bytes kept apart),
-and an envelope must be in the canonical encoding (re-encoding it gives the same bytes), so
-one message has exactly one valid encoding.
+strict (one flat array of exact field count and types, nothing nested, no maps, no extension
+types, str and bytes kept apart), and an envelope must be in the canonical encoding
+(re-encoding it gives the same bytes), so one message has exactly one valid encoding.
 
 Every envelope starts with the line identifier and the signer's public key, so a signature
 is bound to this pair of parties and to the direction it travels; the domain prefix binds it
@@ -110,27 +110,97 @@ def message_hash(envelope: bytes) -> bytes:
     return hashlib.blake2b(DOMAIN_MESSAGE_HASH + envelope, digest_size=HASH_SIZE).digest()
 
 
-def strict_unpack(data: bytes, *, max_bin_len: int, max_array_len: int = 16) -> Any:
-    """Decode one msgpack object with no maps, no extension types and bounded sizes.
+#: The longest str any decoder accepts (a goodbye reason is cut to 200 characters).
+MAX_STR_LEN = 1024
+# msgpack type bytes of the only values inside a hotline array, with the width of the
+# big-endian number after the type byte: a uint's value, or a bin's or str's length.
+_UINT_WIDTHS = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+_BIN_WIDTHS = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+_STR_WIDTHS = {0xD9: 1, 0xDA: 2, 0xDB: 4}
+_ARRAY_WIDTHS = {0xDC: 2, 0xDD: 4}
 
-    Raises :class:`RemoteProtocolError` for anything else, trailing bytes included.
+
+def _malformed(why: str) -> RemoteProtocolError:
+    return RemoteProtocolError(f"malformed record: {why}")
+
+
+def _number(data: bytes, pos: int, width: int) -> int:
+    end = pos + width
+    if end > len(data):
+        raise _malformed("truncated")
+    return int.from_bytes(data[pos:end], "big")
+
+
+def strict_unpack(
+    data: bytes, *, max_bin_len: int, max_array_len: int
+) -> list[int | bytes | str]:
+    """Decode one flat msgpack array of unsigned integers, bin and str, and nothing else.
+
+    Every record, envelope and handshake payload of hotline is such an array, so nothing is
+    nested: an array, map, extension, nil, boolean, float or negative integer inside it is
+    refused at its type byte, before anything is built. Each element becomes one Python
+    object no larger than its own bytes, so no input costs more memory than its size (a
+    general decoder turns one byte of a nested empty array into a list object dozens of
+    times larger). Lengths are checked against the limits before anything is copied: at
+    most ``max_array_len`` elements, bin of at most ``max_bin_len`` bytes, str of at most
+    :data:`MAX_STR_LEN` bytes of UTF-8. Raises :class:`RemoteProtocolError` for anything
+    else, trailing bytes included.
     """
-    try:
-        return msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            max_bin_len=max_bin_len,
-            max_str_len=1024,
-            max_array_len=max_array_len,
-            max_map_len=0,
-            max_ext_len=0,
-        )
-    except (ValueError, msgpack.UnpackException, TypeError, RecursionError) as exc:
-        # msgpack signals malformed input with a family of ValueError subclasses
-        # (ExtraData, FormatError, StackError, "... exceeds max_..._len").
-        raise RemoteProtocolError(f"malformed record: {type(exc).__name__}") from None
+    size = len(data)
+    if not size:
+        raise _malformed("empty")
+    head = data[0]
+    if 0x90 <= head <= 0x9F:
+        count, pos = head & 0x0F, 1
+    elif head in _ARRAY_WIDTHS:
+        count = _number(data, 1, _ARRAY_WIDTHS[head])
+        pos = 1 + _ARRAY_WIDTHS[head]
+    else:
+        raise _malformed("not an array")
+    if count > max_array_len:
+        raise _malformed(f"an array of {count} elements, more than {max_array_len}")
+    fields: list[int | bytes | str] = []
+    for _ in range(count):
+        if pos >= size:
+            raise _malformed("truncated")
+        tag = data[pos]
+        pos += 1
+        if tag <= 0x7F:
+            fields.append(tag)
+            continue
+        if tag in _UINT_WIDTHS:
+            fields.append(_number(data, pos, _UINT_WIDTHS[tag]))
+            pos += _UINT_WIDTHS[tag]
+            continue
+        if tag in _BIN_WIDTHS:
+            length = _number(data, pos, _BIN_WIDTHS[tag])
+            pos += _BIN_WIDTHS[tag]
+            limit = max_bin_len
+        elif 0xA0 <= tag <= 0xBF:
+            length, limit = tag & 0x1F, MAX_STR_LEN
+        elif tag in _STR_WIDTHS:
+            length = _number(data, pos, _STR_WIDTHS[tag])
+            pos += _STR_WIDTHS[tag]
+            limit = MAX_STR_LEN
+        else:
+            raise _malformed(f"msgpack type {tag:#04x} is not allowed")
+        if length > limit:
+            raise _malformed(f"{length} bytes, more than {limit}")
+        end = pos + length
+        if end > size:
+            raise _malformed("truncated")
+        value = data[pos:end]
+        pos = end
+        if tag in _BIN_WIDTHS:
+            fields.append(bytes(value))
+            continue
+        try:
+            fields.append(bytes(value).decode("utf-8"))
+        except UnicodeDecodeError:
+            raise _malformed("a str that is not UTF-8") from None
+    if pos != size:
+        raise _malformed("trailing bytes")
+    return fields
 
 
 def pack(obj: list[Any]) -> bytes:
@@ -154,7 +224,7 @@ def _check_bytes(value: object, name: str, size: int | None = None) -> bytes:
 
 def _decode_envelope(envelope: bytes, fields: int, max_bin_len: int) -> list[Any]:
     decoded = strict_unpack(envelope, max_bin_len=max_bin_len, max_array_len=fields)
-    if type(decoded) is not list or len(decoded) != fields:
+    if len(decoded) != fields:
         raise RemoteProtocolError(f"an envelope must be an array of {fields} fields")
     if pack(decoded) != envelope:
         raise RemoteProtocolError("envelope is not in the canonical encoding")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -799,6 +800,53 @@ def test_oversize_record_is_refused_before_it_is_buffered() -> None:
     with pytest.raises(RemoteProtocolError, match="larger than the limit"):
         pair.transfer("a")
     assert len(victim._partial) <= small.max_record_size
+
+
+def _nested_empty_arrays(depth: int) -> bytes:
+    """A full tree of 5-element msgpack arrays with empty arrays at the leaves: one byte per
+    array, which a general decoder turns into a Python list of 56 to 96 bytes."""
+    if depth == 0:
+        return b"\x90"
+    return b"\x95" + _nested_empty_arrays(depth - 1) * 5
+
+
+@pytest.mark.parametrize("where", ["record", "message envelope", "receipt envelope"])
+def test_nested_empty_arrays_are_refused_within_a_small_multiple_of_their_size(
+    where: str,
+) -> None:
+    tree = _nested_empty_arrays(8)  # 488,281 bytes: within the default max_record_size.
+    pair = Pair()
+    pair.connect()
+    attacker = pair.a.conn if where != "receipt envelope" else pair.b.conn
+    victim = pair.b.conn if where != "receipt envelope" else pair.a.conn
+    assert attacker is not None
+    assert victim is not None
+    if where == "record":
+        for start in range(0, len(tree), MAX_CONTENT):
+            piece = tree[start : start + MAX_CONTENT]
+            final = start + MAX_CONTENT >= len(tree)
+            corepair.emit_raw(attacker, _raw(FLAG_FINAL if final else 0, piece))
+    elif where == "message envelope":
+        attacker._emit_record([1, tree, pair.a.identity.sign(DOMAIN_MESSAGE + tree)])
+    else:
+        attacker._emit_record([2, tree, pair.b.identity.sign(DOMAIN_RECEIPT + tree)])
+    pair.collect()
+    wire = pair.wire["a" if where != "receipt envelope" else "b"]
+    victim.receive_data(bytes(wire), pair.now)
+    wire.clear()
+    tracemalloc.start()
+    try:
+        with pytest.raises(RemoteProtocolError) as info:
+            victim.next_event()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # Decryption, reassembly and a signature check (pynacl copies the signed bytes twice)
+    # hold a few copies of the record; decoding must add nothing like the 64 times its size
+    # that a tree of Python lists costs.
+    assert peak < 6 * len(tree), f"peak {peak} bytes for a {len(tree)}-byte record"
+    assert "malformed record: msgpack type 0x95 is not allowed" in str(info.value)
+    assert victim.state is ConnectionState.ERROR
 
 
 def test_fragmented_record_is_reassembled() -> None:

@@ -1,4 +1,5 @@
-"""A stateful hypothesis test of two cores talking through ``corepair``.
+"""A stateful hypothesis test of two cores talking through ``corepair``, and the record
+decoder against a general msgpack decoder.
 
 Random sends both ways, partial transfers, delivered receipts, acknowledgements, time
 passing (usually below the down threshold, sometimes above it), reconnects that drop what is
@@ -9,12 +10,17 @@ exactly once and in order.
 
 from __future__ import annotations
 
+from typing import Any
+
 import hypothesis.strategies as st
+import msgpack
+import pytest
 from corepair import Pair, snapshot
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from hotline import AuthenticationError, Config, ConnectionState
+from hotline import AuthenticationError, Config, ConnectionState, RemoteProtocolError
+from hotline._records import MAX_STR_LEN, pack, strict_unpack
 
 SIDES = st.sampled_from(["a", "b"])
 CONFIG = Config(rekey_after_messages=4, rekey_after_seconds=2.5)
@@ -178,3 +184,57 @@ LineMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestLine = LineMachine.TestCase
+
+
+# --------------------------------------------------------------------------- record decoder
+
+MAX_FIELDS = 6
+MAX_BIN = 40
+SCALARS = (
+    st.integers(min_value=0, max_value=2**64 - 1)
+    | st.binary(max_size=MAX_BIN)
+    | st.text(max_size=40)
+)
+ANY_VALUE = st.recursive(
+    SCALARS | st.none() | st.booleans() | st.floats(allow_nan=False)
+    | st.integers(min_value=-(2**63), max_value=-1) | st.binary(min_size=MAX_BIN + 1),
+    lambda inner: st.lists(inner, max_size=7) | st.dictionaries(st.integers(0, 9), inner,
+                                                                 max_size=3),
+    max_leaves=20,
+)
+
+
+def _within_limits(value: Any) -> bool:
+    """What strict_unpack accepts: a flat array of uint, bin and str within the limits."""
+    if type(value) is not list or len(value) > MAX_FIELDS:
+        return False
+    for field in value:
+        if type(field) is int and 0 <= field < 2**64:
+            continue
+        if type(field) is bytes and len(field) <= MAX_BIN:
+            continue
+        if type(field) is str and len(field.encode()) <= MAX_STR_LEN:
+            continue
+        return False
+    return True
+
+
+@given(st.lists(SCALARS, max_size=MAX_FIELDS))
+@settings(derandomize=True, database=None)
+def test_every_flat_array_of_scalars_decodes(fields: list[Any]) -> None:
+    assert strict_unpack(pack(fields), max_bin_len=MAX_BIN, max_array_len=MAX_FIELDS) == fields
+
+
+@given(st.one_of(ANY_VALUE.map(lambda v: msgpack.packb(v, use_bin_type=True)),
+                 st.binary(max_size=64)))
+@settings(derandomize=True, database=None, max_examples=500)
+def test_the_record_decoder_agrees_with_msgpack_or_refuses(data: bytes) -> None:
+    try:
+        expected = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException):
+        expected = None
+    if expected is not None and _within_limits(expected):
+        assert strict_unpack(data, max_bin_len=MAX_BIN, max_array_len=MAX_FIELDS) == expected
+    else:
+        with pytest.raises(RemoteProtocolError, match=r"^malformed record: "):
+            strict_unpack(data, max_bin_len=MAX_BIN, max_array_len=MAX_FIELDS)
