@@ -76,8 +76,8 @@ from hotline._connection import (  # noqa: E402
     FLAG_REKEY,
     MAX_CONTENT,
     MAX_PLAINTEXT,
-    PROLOGUE,
     PROTOCOL_NAME,
+    handshake_prologue,
 )
 from hotline._noise import MAX_MESSAGE_LEN, CipherState, HandshakeState  # noqa: E402
 from hotline._records import DOMAIN_MESSAGE, DOMAIN_RECEIPT, pack, sign_message  # noqa: E402
@@ -445,7 +445,8 @@ def exercise_peer(peer: Peer) -> Outcome:
 def message1_with_payload(payload: bytes) -> bytes:
     """Alice's genuine message 1 (fixed keys) carrying any payload, framed."""
     hs = HandshakeState(
-        PROTOCOL_NAME, initiator=True, prologue=PROLOGUE, s=ALICE.x25519_private,
+        PROTOCOL_NAME, initiator=True, prologue=handshake_prologue(BOB.public_key),
+        s=ALICE.x25519_private,
         e=EPHEMERAL_ALICE, rs=BOB.public_key.x25519,
     )
     return frame(hs.write_message(payload[: MAX_NOISE - 96]))
@@ -454,7 +455,8 @@ def message1_with_payload(payload: bytes) -> bytes:
 def message2_with_payload(payload: bytes) -> bytes:
     """Bob's genuine answer to :data:`MESSAGE1` carrying any payload, framed."""
     hs = HandshakeState(
-        PROTOCOL_NAME, initiator=False, prologue=PROLOGUE, s=BOB.x25519_private,
+        PROTOCOL_NAME, initiator=False, prologue=handshake_prologue(BOB.public_key),
+        s=BOB.x25519_private,
         e=EPHEMERAL_BOB,
     )
     hs.read_message(MESSAGE1[2:])

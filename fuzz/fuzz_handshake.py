@@ -6,7 +6,8 @@ Input: one mode byte, then the payload. Modes (``data[0] % 5``):
 1. a responder reads Alice's genuine message 1, then the payload: the driver calls
    ``start()`` on authentication, and what follows is read as transport frames;
 2. a responder reads a genuine message 1 (Alice's keys) whose PAYLOAD is the input: reaches
-   the strict decoding of the initiation timestamp and the replay watermark in ``start()``;
+   the strict decoding of the initiation payload (timestamp and Ed25519 key), the check of
+   that key against the pinned one, and the replay watermark in ``start()``;
 3. an initiator (Alice, after sending her genuine message 1) reads the payload as the
    responder's stream (message 2 and what follows);
 4. an initiator reads Bob's genuine message 2 whose PAYLOAD is the input.

@@ -152,8 +152,12 @@ def seeds() -> dict[str, dict[str, bytes]]:
     hs = out["handshake"]
     hs["responder-message1"] = b"\x00" + h.MESSAGE1
     hs["responder-message1-conversation"] = b"\x01" + stream
-    hs["responder-payload"] = b"\x02" + h.pack([h.INITIATION_TS])
-    hs["responder-payload-replayed"] = b"\x02" + h.pack([h.EPOCH_NS])
+    alice = h.ALICE.public_key.raw
+    hs["responder-payload"] = b"\x02" + h.pack([h.INITIATION_TS, alice])
+    hs["responder-payload-replayed"] = b"\x02" + h.pack([h.EPOCH_NS, alice])
+    # Alice's X25519 key under the Ed25519 key -Alice (sign bit flipped): refused.
+    negated = alice[:31] + bytes([alice[31] ^ 0x80])
+    hs["responder-payload-negated-key"] = b"\x02" + h.pack([h.INITIATION_TS, negated])
     hs["initiator-bob-stream"] = b"\x03" + bob_stream
     hs["initiator-payload-empty"] = b"\x04"
     hs["initiator-payload"] = b"\x04" + b"\x00"

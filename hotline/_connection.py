@@ -13,11 +13,14 @@ call that depends on time takes ``now``: seconds on any monotonic scale.
 Layers, bottom up (docs/protocol.md specifies each byte):
 
 1. *Frames*: a 2-byte big-endian length, then one Noise message (at most 65,535 bytes).
-2. *Handshake*: ``Noise_IK_25519_ChaChaPoly_BLAKE2b``. The initiator's payload is its
-   initiation timestamp; the responder's is empty. The responder names the peer to its driver
-   (:class:`PeerAuthenticated`) and waits: the driver loads that peer's :class:`LineState`,
-   checks nothing itself, and calls :meth:`~Connection.start`, which rejects a timestamp not
-   above the stored watermark (a replayed initiation) before anything is sent back.
+2. *Handshake*: ``Noise_IK_25519_ChaChaPoly_BLAKE2b``. The prologue names the responder's
+   Ed25519 key and the initiator's payload carries its own with its initiation timestamp, so
+   a session binds exactly the two pinned Ed25519 keys, not merely the X25519 keys derived
+   from them (which cannot tell a key from its negation); the responder's payload is empty.
+   The responder names the peer to its driver (:class:`PeerAuthenticated`) and waits: the
+   driver loads that peer's :class:`LineState`, checks nothing itself, and calls
+   :meth:`~Connection.start`, which rejects a timestamp not above the stored watermark (a
+   replayed initiation) before anything is sent back.
 3. *Transport plaintexts*: ``flags(1) || length(2) || content || zero padding``. Flags say
    whether the content ends a record and whether the sender rekeys after this message. A
    record is the concatenation of contents up to a final one, so bodies larger than one
@@ -80,11 +83,23 @@ from ._records import (
 )
 from ._state import LineState
 
-__all__ = ["PROLOGUE", "PROTOCOL_NAME", "Connection", "ConnectionState", "Role"]
+__all__ = [
+    "PROLOGUE", "PROTOCOL_NAME", "Connection", "ConnectionState", "Role", "handshake_prologue",
+]
 
 PROTOCOL_NAME = "Noise_IK_25519_ChaChaPoly_BLAKE2b"
-#: Binds hotline's name and protocol version into the handshake transcript.
-PROLOGUE = b"hotline/1"
+#: hotline's name and protocol version: the start of every handshake's prologue.
+PROLOGUE = b"hotline/2"
+
+
+def handshake_prologue(responder: PublicKey) -> bytes:
+    """The prologue of a handshake with ``responder``: :data:`PROLOGUE`, then its Ed25519 key.
+
+    Both sides know the responder's Ed25519 key before message 1 (the initiator has pinned
+    it), so it goes here; the initiator's, which the responder learns only from message 1,
+    travels in that message's payload.
+    """
+    return PROLOGUE + responder.raw
 
 MAX_PLAINTEXT = MAX_MESSAGE_LEN - TAG_LEN
 _HEADER = struct.Struct(">BH")
@@ -196,7 +211,9 @@ class Connection:
         self._handshake: HandshakeState | None = HandshakeState(
             PROTOCOL_NAME,
             initiator=role is Role.INITIATOR,
-            prologue=PROLOGUE,
+            prologue=handshake_prologue(
+                peer if role is Role.INITIATOR and peer is not None else identity.public_key
+            ),
             s=identity.x25519_key,
             e=ephemeral,
             rs=peer.x25519 if role is Role.INITIATOR and peer is not None else None,
@@ -270,7 +287,8 @@ class Connection:
                    ephemeral=ephemeral)
         assert conn._handshake is not None
         conn._initiation_timestamp = timestamp
-        conn._write_frame(conn._handshake.write_message(pack([timestamp])))
+        payload = pack([timestamp, identity.public_key.raw])
+        conn._write_frame(conn._handshake.write_message(payload))
         return conn
 
     @classmethod
@@ -498,12 +516,16 @@ class Connection:
         peer = self._known.get(remote) if remote is not None else None
         if peer is None:
             raise AuthenticationError(reason="unknown initiator key")
-        timestamp = strict_unpack(payload, max_bin_len=0, max_array_len=1)
-        if type(timestamp) is not list or len(timestamp) != 1:
-            raise RemoteProtocolError("the initiation payload is [timestamp]")
-        value = timestamp[0]
+        fields = strict_unpack(payload, max_bin_len=32, max_array_len=2)
+        if len(fields) != 2 or type(fields[1]) is not bytes or len(fields[1]) != 32:
+            raise RemoteProtocolError("the initiation payload is [timestamp, Ed25519 key]")
+        value, claimed = fields
         if type(value) is not int or not 0 < value < 2**64:
             raise RemoteProtocolError("the initiation timestamp is a positive 64-bit integer")
+        if claimed != peer.raw:
+            # The X25519 key matched, but it is the image of two Ed25519 keys (A and -A): a
+            # node that pinned the other one is not on this line.
+            raise AuthenticationError(reason="initiator's Ed25519 key is not the pinned one")
         self._peer = peer
         self._known = {}  # Needed no more.
         self._line_id = line_id(self._identity.public_key, peer)

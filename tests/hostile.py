@@ -43,7 +43,6 @@ import pytest
 import trio
 
 from hotline import (
-    PROLOGUE,
     PROTOCOL_NAME,
     Config,
     Identity,
@@ -69,6 +68,7 @@ from hotline._connection import (
     T_MESSAGE,
     T_PING,
     T_RECEIPT,
+    handshake_prologue,
 )
 from hotline._line import Line
 from hotline._listener import Listener
@@ -158,13 +158,15 @@ def initiation(
     *,
     payload: bytes | None = None,
 ) -> tuple[HandshakeState, bytes]:
-    """A fresh IK initiator and its framed message 1 (payload ``[timestamp]`` by default)."""
+    """A fresh IK initiator and its framed message 1 (payload ``[timestamp, its key]`` by
+    default)."""
     handshake = HandshakeState(
-        PROTOCOL_NAME, initiator=True, prologue=PROLOGUE,
+        PROTOCOL_NAME, initiator=True, prologue=handshake_prologue(responder),
         s=identity.x25519_private, rs=responder.x25519,
     )
     if payload is None:
-        payload = pack([timestamp if timestamp is not None else now_ns()])
+        payload = pack([timestamp if timestamp is not None else now_ns(),
+                        identity.public_key.raw])
     return handshake, frame(handshake.write_message(payload))
 
 

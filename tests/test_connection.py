@@ -39,6 +39,7 @@ from hotline import (
     MessageTooLarge,
     PeerAuthenticated,
     PeerClosed,
+    PublicKey,
     ReceiptKind,
     ReceiptReceived,
     RemoteProtocolError,
@@ -50,7 +51,13 @@ from hotline import (
     sign_message,
     sign_receipt,
 )
-from hotline._connection import FLAG_FINAL, FLAG_REKEY, MAX_CONTENT, MIN_REQUESTED_INTERVAL
+from hotline._connection import (
+    FLAG_FINAL,
+    FLAG_REKEY,
+    MAX_CONTENT,
+    MIN_REQUESTED_INTERVAL,
+    handshake_prologue,
+)
 from hotline._noise import HandshakeState
 from hotline._records import DOMAIN_MESSAGE, DOMAIN_RECEIPT
 from hotline._store import MemoryStore
@@ -1357,21 +1364,27 @@ def test_peer_authenticated_handshake_hashes() -> None:
     assert auth_b.initiation_timestamp == pair.a.state.initiation_timestamp
 
 
-def _fake_initiation(payload: bytes) -> bytes:
+def _fake_initiation(payload: bytes, prologue: bytes | None = None) -> bytes:
     """The initiation frame of a non-hotline initiator (a's key) carrying ``payload``."""
     a, b = Identity.from_seed(corepair.SEED_A), Identity.from_seed(corepair.SEED_B)
-    hs = HandshakeState(PROTOCOL_NAME, initiator=True, prologue=PROLOGUE,
+    hs = HandshakeState(PROTOCOL_NAME, initiator=True,
+                        prologue=handshake_prologue(b.public_key) if prologue is None else prologue,
                         s=a.x25519_private, rs=b.public_key.x25519)
     message = hs.write_message(payload)
     return len(message).to_bytes(2, "big") + message
 
 
+A_KEY = Identity.from_seed(corepair.SEED_A).public_key.raw
+
+
 @pytest.mark.parametrize(
     "payload",
-    [b"", msgpack.packb([0]), msgpack.packb([-5]), msgpack.packb(["1"]), msgpack.packb([True]),
-     msgpack.packb([1, 2]), msgpack.packb(1), msgpack.packb({1: 1}), b"\xc1"],
+    [b"", msgpack.packb([0, A_KEY]), msgpack.packb([-5, A_KEY]), msgpack.packb(["1", A_KEY]),
+     msgpack.packb([True, A_KEY]), msgpack.packb([1]), msgpack.packb([1, A_KEY, 2]),
+     msgpack.packb([1, A_KEY[:31]]), msgpack.packb([1, A_KEY.hex()]), msgpack.packb([A_KEY, 1]),
+     msgpack.packb(1), msgpack.packb({1: 1}), msgpack.packb([[1], A_KEY]), b"\xc1"],
 )
-def test_initiation_payload_must_be_a_positive_timestamp(payload: bytes) -> None:
+def test_initiation_payload_must_be_a_timestamp_and_a_key(payload: bytes) -> None:
     b = Identity.from_seed(corepair.SEED_B)
     cb = Connection.respond(b, [Identity.from_seed(corepair.SEED_A).public_key], now=0.0)
     cb.receive_data(_fake_initiation(payload), 0.0)
@@ -1384,7 +1397,8 @@ def test_initiation_payload_must_be_a_positive_timestamp(payload: bytes) -> None
 def test_handshake_response_must_carry_no_payload() -> None:
     a, b = Identity.from_seed(corepair.SEED_A), Identity.from_seed(corepair.SEED_B)
     ca = Connection.initiate(a, b.public_key, now=0.0, timestamp=1)
-    hs = HandshakeState(PROTOCOL_NAME, initiator=False, prologue=PROLOGUE, s=b.x25519_private)
+    hs = HandshakeState(PROTOCOL_NAME, initiator=False, prologue=handshake_prologue(b.public_key),
+                        s=b.x25519_private)
     hs.read_message(split_frames(ca.data_to_send())[0][2:])
     response = hs.write_message(b"surprise")
     ca.receive_data(len(response).to_bytes(2, "big") + response, 0.0)
@@ -1393,15 +1407,59 @@ def test_handshake_response_must_carry_no_payload() -> None:
     assert ca.state is ConnectionState.ERROR
 
 
-def test_handshake_with_another_prologue_fails() -> None:
+@pytest.mark.parametrize("prologue", ["version 1", "label without the key", "version 1 label"])
+def test_handshake_with_another_prologue_fails(prologue: str) -> None:
     a, b = Identity.from_seed(corepair.SEED_A), Identity.from_seed(corepair.SEED_B)
-    hs = HandshakeState(PROTOCOL_NAME, initiator=True, prologue=b"hotline/2",
-                        s=a.x25519_private, rs=b.public_key.x25519)
-    message = hs.write_message(msgpack.packb([1]))
+    other = {
+        "version 1": b"hotline/1",
+        "label without the key": PROLOGUE,
+        "version 1 label": b"hotline/1" + b.public_key.raw,
+    }[prologue]
+    initiation = _fake_initiation(msgpack.packb([1, a.public_key.raw]), other)
     cb = Connection.respond(b, [a.public_key], now=0.0)
-    cb.receive_data(len(message).to_bytes(2, "big") + message, 0.0)
+    cb.receive_data(initiation, 0.0)
     with pytest.raises(AuthenticationError):
         cb.next_event()
+    assert cb.data_to_send() == b""
+
+
+def _negated(key: PublicKey) -> PublicKey:
+    """The Ed25519 key of the point -A: ``key`` with the sign bit of x flipped. The map to
+    X25519 keeps only the u-coordinate, so both have the same X25519 key."""
+    raw = bytearray(key.raw)
+    raw[31] ^= 0x80
+    negated = PublicKey(bytes(raw))
+    assert negated != key
+    assert negated.x25519 == key.x25519
+    return negated
+
+
+def test_an_initiator_that_pinned_the_negated_responder_key_is_refused() -> None:
+    a, b = Identity.from_seed(corepair.SEED_A), Identity.from_seed(corepair.SEED_B)
+    ca = Connection.initiate(a, _negated(b.public_key), now=0.0, timestamp=1)
+    cb = Connection.respond(b, [a.public_key], now=0.0)
+    cb.receive_data(ca.data_to_send(), 0.0)
+    with pytest.raises(AuthenticationError) as info:
+        cb.next_event()
+    assert str(info.value) == "authentication failed"
+    assert cb.state is ConnectionState.ERROR
+    assert cb.peer is None
+    assert cb.data_to_send() == b""
+    assert ca.state is ConnectionState.AWAIT_RESPONSE
+
+
+def test_a_responder_that_pinned_the_negated_initiator_key_refuses_it() -> None:
+    a, b = Identity.from_seed(corepair.SEED_A), Identity.from_seed(corepair.SEED_B)
+    ca = Connection.initiate(a, b.public_key, now=0.0, timestamp=1)
+    cb = Connection.respond(b, [_negated(a.public_key)], now=0.0)
+    cb.receive_data(ca.data_to_send(), 0.0)
+    with pytest.raises(AuthenticationError) as info:
+        cb.next_event()
+    assert info.value.reason == "initiator's Ed25519 key is not the pinned one"
+    assert cb.state is ConnectionState.ERROR
+    assert cb.peer is None
+    assert cb.data_to_send() == b""
+
 
 
 @pytest.mark.parametrize("who", ["initiator", "responder", "responder before start"])

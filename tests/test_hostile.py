@@ -59,17 +59,18 @@ from hostile import (
 )
 
 from hotline import (
-    PROLOGUE,
     PROTOCOL_NAME,
     AuthenticationError,
     Config,
     Identity,
+    PublicKey,
     ReceiptKind,
     line_id,
     open_line,
     open_message,
     sign_message,
 )
+from hotline._connection import handshake_prologue
 from hotline._noise import MAX_MESSAGE_LEN, HandshakeState
 from hotline._records import message_hash
 
@@ -109,9 +110,10 @@ async def test_mitm_relay_presenting_another_key_fails_initiator_authentication(
         reader = FrameReader(stream)
         message1 = await reader.frame()
         assert message1 is not None
-        assert len(message1) == 106
+        assert len(message1) == 140
         # The relay cannot read the initiation: it is encrypted to the real responder's key.
-        relay_side = HandshakeState(PROTOCOL_NAME, initiator=False, prologue=PROLOGUE,
+        relay_side = HandshakeState(PROTOCOL_NAME, initiator=False,
+                                    prologue=handshake_prologue(MALLORY.public_key),
                                     s=MALLORY.x25519_private)
         try:
             relay_side.read_message(message1)
@@ -120,7 +122,8 @@ async def test_mitm_relay_presenting_another_key_fails_initiator_authentication(
         # It answers with a genuine message 2 of its own key (from a handshake it ran with
         # itself): the right shape and length, the wrong key.
         _, fake_hello = initiation(Identity.from_seed(b"\x77" * 32), MALLORY.public_key)
-        responder = HandshakeState(PROTOCOL_NAME, initiator=False, prologue=PROLOGUE,
+        responder = HandshakeState(PROTOCOL_NAME, initiator=False,
+                                   prologue=handshake_prologue(MALLORY.public_key),
                                    s=MALLORY.x25519_private)
         responder.read_message(fake_hello[2:])
         await stream.send_all(frame(responder.write_message(b"")))
@@ -185,6 +188,43 @@ async def test_unknown_initiator_key_gets_silence(caplog: pytest.LogCaptureFixtu
         await exchange_with_real_peer(node)
 
 
+def _negated(key: PublicKey) -> PublicKey:
+    """The key of the point -A (the sign bit of x flipped): the same X25519 key as ``key``."""
+    raw = bytearray(key.raw)
+    raw[31] ^= 0x80
+    return PublicKey(bytes(raw))
+
+
+@pytest.mark.parametrize("negated", ["responder key pinned", "initiator key claimed"])
+async def test_the_peers_x25519_key_under_a_negated_ed25519_key_gets_silence(
+    caplog: pytest.LogCaptureFixture, negated: str
+) -> None:
+    """The peer's own key, but a session for -Bob (the caller pinned Bob's key with its sign
+    bit flipped), or one in which the caller says it is -Alice: both share the X25519 keys
+    of the real line, and neither gets an answer."""
+    capture(caplog)
+    async with open_node(shared_listener=True) as node:
+        assert node.listener is not None
+        with trio.fail_after(LIMIT), memory_probe() as memory:
+            stream = await connect(node.address)
+            if negated == "responder key pinned":
+                _, hello = initiation(ALICE, _negated(BOB.public_key))
+                reason = r"handshake message failed authentication"
+            else:
+                payload = pack([now_ns(), _negated(ALICE.public_key).raw])
+                _, hello = initiation(ALICE, BOB.public_key, payload=payload)
+                reason = r"initiator's Ed25519 key is not the pinned one"
+            await stream.send_all(hello)
+            await assert_silence(FrameReader(stream))
+            await wait_for_log(
+                caplog, r"incoming handshake refused: AuthenticationError: " + reason
+            )
+        assert node.listener.rejected_handshakes == 1
+        assert node.line.stats.sessions == 0
+        assert memory.peak < SMALL, memory
+        await exchange_with_real_peer(node)
+
+
 # --- replays ---------------------------------------------------------------------------
 
 
@@ -203,7 +243,7 @@ async def test_replayed_initiation_is_refused_with_silence(
                                  connect=relay.address) as real:
                 await exchange(real, node.line, tag="recorded")
                 recorded = relay.connections[0].frames[A2B][0]
-                assert len(recorded) == 108
+                assert len(recorded) == 142
                 with memory_probe() as memory:
                     stream = await connect(node.address)
                     await stream.send_all(recorded)

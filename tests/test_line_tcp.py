@@ -8,6 +8,7 @@ so that reconnects take tenths of a second, not seconds.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -18,10 +19,12 @@ from hotline import (
     Identity,
     Liveness,
     MemoryStore,
+    PublicKey,
     open_line,
     open_listener,
 )
 from hotline._line import Line, Outgoing
+from hotline._listener import Listener
 
 A = Identity.from_seed(bytes([0x71]) * 32, "a")
 B = Identity.from_seed(bytes([0x72]) * 32, "b")
@@ -407,3 +410,69 @@ async def test_dialling_a_closed_port_is_harmless() -> None:
                 await out.delivered()
             assert scope.cancelled_caught
             assert line_b.outbox_size == 1
+
+
+# --- a negated key ------------------------------------------------------------------------
+
+
+def negated(key: PublicKey) -> PublicKey:
+    """The key of the point -A (the sign bit of x flipped): the same X25519 key as ``key``."""
+    raw = bytearray(key.raw)
+    raw[31] ^= 0x80
+    return PublicKey(bytes(raw))
+
+
+async def _until_refused_or_admitted(listener: Listener, *lines: Line) -> None:
+    """Wait for three refused handshakes, or for any of ``lines`` to get a session."""
+    while listener.rejected_handshakes < 3 and not any(line.stats.sessions for line in lines):
+        await trio.sleep(0.05)
+
+
+async def test_a_dialler_that_pinned_the_negated_key_cannot_displace_the_genuine_session(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="hotline")
+    slow = Config(reconnect_initial=0.2, reconnect_max=0.2, reconnect_jitter=0)
+    with trio.fail_after(LIMIT):
+        async with open_listener(B, HOST, 0, config=FAST) as listener:
+            port = listener.addresses[0][1]
+            async with (
+                open_line(B, A.public_key, store=MemoryStore(), listener=listener,
+                          config=FAST) as b_to_a,
+                open_line(A, B.public_key, store=MemoryStore(), connect=(HOST, port),
+                          config=FAST) as a_to_b,
+            ):
+                await exchange(a_to_b, "a", b_to_a, "b", 1, 5)
+                genuine = socket_ends(b_to_a)
+                # A second node with A's key that pinned -B, which maps to B's X25519 key.
+                async with open_line(A, negated(B.public_key), store=MemoryStore(),
+                                     connect=(HOST, port), config=slow) as impostor:
+                    await _until_refused_or_admitted(listener, impostor)
+                    assert impostor.stats.sessions == 0
+                    assert impostor.liveness is Liveness.CONNECTING
+                    assert b_to_a.stats.sessions == 1
+                    assert socket_ends(b_to_a) == genuine
+                    await exchange(a_to_b, "a", b_to_a, "b", 6, 10)
+                    assert socket_ends(b_to_a) == genuine
+    assert "incoming handshake refused: AuthenticationError" in caplog.text
+
+
+async def test_a_listener_that_pinned_the_negated_key_refuses_the_genuine_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="hotline")
+    slow = Config(reconnect_initial=0.2, reconnect_max=0.2, reconnect_jitter=0)
+    with trio.fail_after(LIMIT):
+        async with open_listener(A, HOST, 0, config=FAST) as listener:
+            port = listener.addresses[0][1]
+            async with (
+                open_line(A, negated(B.public_key), store=MemoryStore(), listener=listener,
+                          config=FAST) as a_to_minus_b,
+                open_line(B, A.public_key, store=MemoryStore(), connect=(HOST, port),
+                          config=slow) as b_to_a,
+            ):
+                await _until_refused_or_admitted(listener, a_to_minus_b, b_to_a)
+                assert a_to_minus_b.stats.sessions == b_to_a.stats.sessions == 0
+                assert b_to_a.liveness is Liveness.CONNECTING
+    assert ("incoming handshake refused: AuthenticationError: "
+            "initiator's Ed25519 key is not the pinned one") in caplog.text

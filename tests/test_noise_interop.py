@@ -1,5 +1,7 @@
 """hotline._noise against an independent implementation (the ``noiseprotocol`` package), plus
-the error contract: tampering, wrong keys, poisoning, misuse, rekey and nonce reservation.
+the error contract: tampering, wrong keys, poisoning, misuse, rekey and nonce reservation;
+and hotline's own handshake (prologue and payload built from docs/protocol.md alone) against
+``noiseprotocol`` in both roles.
 
 The tests that need ``noiseprotocol`` skip without it; the rest always run.
 """
@@ -8,10 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
+import msgpack
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from hotline import Connection, Identity, LineState, PeerAuthenticated
 from hotline._errors import AuthenticationError, LocalProtocolError
 from hotline._noise import (
     MAX_MESSAGE_LEN,
@@ -136,6 +141,89 @@ def test_handshake_and_transport(name: str, hotline_initiates: bool) -> None:
         assert theirs.decrypt(send.encrypt_with_ad(b"", payload)) == payload
         assert recv.decrypt_with_ad(b"", theirs.encrypt(payload)) == payload
     assert send.nonce == recv.nonce == 5
+
+
+# -- hotline's handshake: the prologue and payload of docs/protocol.md section 4 --------------
+
+ALICE_ID = Identity.from_seed(bytes([0x51]) * 32)
+BOB_ID = Identity.from_seed(bytes([0x52]) * 32)
+
+
+def _spec_prologue(responder: Identity) -> bytes:
+    """Section 4.1, written from the text: the label, then the responder's Ed25519 key."""
+    return b"hotline/2" + responder.public_key.raw
+
+
+def _spec_side(me: Identity, *, initiator: bool, peer: Identity, prologue: bytes) -> Any:
+    conn = NoiseConnection.from_name(b"Noise_IK_25519_ChaChaPoly_BLAKE2b")
+    if initiator:
+        conn.set_as_initiator()
+        conn.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, peer.public_key.x25519)
+    else:
+        conn.set_as_responder()
+    conn.set_prologue(prologue)
+    conn.set_keypair_from_private_bytes(Keypair.STATIC, me.x25519_private)
+    conn.start_handshake()
+    return conn
+
+
+def _framed(message: bytes) -> bytes:
+    return len(message).to_bytes(2, "big") + message
+
+
+@needs_noise
+def test_noiseprotocol_calls_a_hotline_responder() -> None:
+    theirs = _spec_side(ALICE_ID, initiator=True, peer=BOB_ID, prologue=_spec_prologue(BOB_ID))
+    ours = Connection.respond(BOB_ID, [ALICE_ID.public_key], now=0.0)
+    payload = msgpack.packb([1_700_000_000_000_000_000, ALICE_ID.public_key.raw])
+    ours.receive_data(_framed(bytes(theirs.write_message(payload))), 0.0)
+    event = ours.next_event()
+    assert isinstance(event, PeerAuthenticated)
+    assert event.peer == ALICE_ID.public_key
+    ours.start(LineState(), 0.0)
+    wire = ours.data_to_send()
+    length = int.from_bytes(wire[:2], "big")
+    assert theirs.read_message(wire[2 : 2 + length]) == b""
+    assert theirs.handshake_finished
+    assert theirs.get_handshake_hash() == ours.handshake_hash
+    # The responder's opening ping follows message 2 and decrypts under the split keys.
+    rest = wire[2 + length :]
+    plaintext = theirs.decrypt(rest[2 : 2 + int.from_bytes(rest[:2], "big")])
+    assert plaintext[0] == 0x01  # FINAL: one whole record.
+
+
+@needs_noise
+def test_a_hotline_initiator_calls_noiseprotocol() -> None:
+    ours = Connection.initiate(ALICE_ID, BOB_ID.public_key, now=0.0, timestamp=42)
+    theirs = _spec_side(BOB_ID, initiator=False, peer=ALICE_ID, prologue=_spec_prologue(BOB_ID))
+    assert theirs.read_message(ours.data_to_send()[2:]) == msgpack.packb(
+        [42, ALICE_ID.public_key.raw]
+    )
+    ours.receive_data(_framed(bytes(theirs.write_message(b""))), 0.0)
+    event = ours.next_event()
+    assert isinstance(event, PeerAuthenticated)
+    assert theirs.get_handshake_hash() == ours.handshake_hash
+
+
+@needs_noise
+@pytest.mark.parametrize("wrong", ["version 1 prologue", "negated responder key",
+                                   "negated initiator key"])
+def test_a_hotline_responder_refuses_what_binds_other_keys(wrong: str) -> None:
+    raw = bytearray(BOB_ID.public_key.raw if wrong != "negated initiator key"
+                    else ALICE_ID.public_key.raw)
+    raw[31] ^= 0x80  # The point -A: the same X25519 key.
+    prologue = {
+        "version 1 prologue": b"hotline/1",
+        "negated responder key": b"hotline/2" + bytes(raw),
+        "negated initiator key": _spec_prologue(BOB_ID),
+    }[wrong]
+    claimed = bytes(raw) if wrong == "negated initiator key" else ALICE_ID.public_key.raw
+    theirs = _spec_side(ALICE_ID, initiator=True, peer=BOB_ID, prologue=prologue)
+    ours = Connection.respond(BOB_ID, [ALICE_ID.public_key], now=0.0)
+    ours.receive_data(_framed(bytes(theirs.write_message(msgpack.packb([1, claimed])))), 0.0)
+    with pytest.raises(AuthenticationError):
+        ours.next_event()
+    assert ours.data_to_send() == b""
 
 
 @needs_noise

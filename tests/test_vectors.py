@@ -86,7 +86,11 @@ def test_keys_and_line_id(published: dict[str, Any]) -> None:
         "39fac8ca8f166134d2f492747bea8f705b432a1ab892a7e4b02259b566ecdc50"
     )
     assert published["protocol_name"] == "Noise_IK_25519_ChaChaPoly_BLAKE2b"
-    assert bytes.fromhex(published["prologue_hex"]) == b"hotline/1"
+    # docs/protocol.md, section 4.1: the label, then the responder's Ed25519 key.
+    assert published["prologue_label"] == "hotline/2"
+    assert bytes.fromhex(published["prologue_hex"]) == (
+        b"hotline/2" + bytes.fromhex(published["responder"]["ed25519_public"])
+    )
 
 
 def _signers(published: dict[str, Any]) -> dict[str, PublicKey]:
@@ -176,8 +180,10 @@ def test_an_independent_noise_implementation_writes_and_reads_every_frame(
     for data in raw:
         assert int.from_bytes(data[:2], "big") == len(data) - 2
 
-    # Handshake: message 1 carries the msgpack array [initiation timestamp], message 2 nothing.
-    payload = msgpack.packb([published["initiation_timestamp"]])
+    # Handshake: message 1 carries the msgpack array [initiation timestamp, initiator's
+    # Ed25519 key], message 2 nothing.
+    payload = msgpack.packb([published["initiation_timestamp"],
+                             bytes.fromhex(published["initiator"]["ed25519_public"])])
     assert frames[0]["from"] == "initiator"
     assert noise["initiator"].write_message(payload) == raw[0][2:]
     assert noise["responder"].read_message(raw[0][2:]) == payload

@@ -22,7 +22,6 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from hotline import (
-    PROLOGUE,
     PROTOCOL_NAME,
     Config,
     Connection,
@@ -41,6 +40,7 @@ from hotline import (
     SignedMessage,
     line_id,
 )
+from hotline._connection import PROLOGUE, handshake_prologue
 
 OUTPUT = Path(__file__).resolve().parent / "transcript.json"
 
@@ -167,7 +167,8 @@ def make_transcript() -> dict[str, Any]:
     init = _Side("initiator", a1, Connection.initiate(
         a1, a2.public_key, now=0.0, timestamp=INITIATION_TIMESTAMP, config=CONFIG,
         ephemeral=INITIATOR_EPHEMERAL))
-    wire = rec.take(init, 0.0, "handshake message 1, payload [initiation timestamp]")
+    wire = rec.take(init, 0.0,
+                    "handshake message 1, payload [initiation timestamp, A1's Ed25519 key]")
     resp = _Side("responder", a2, Connection.respond(
         a2, [a1.public_key], now=RESPONDER_EPOCH, config=CONFIG, ephemeral=RESPONDER_EPHEMERAL))
     assert [type(e) for e in resp.read(wire, 0.015625)] == [PeerAuthenticated]
@@ -234,13 +235,13 @@ def make_transcript() -> dict[str, Any]:
     assert init.conn.handshake_hash == resp.conn.handshake_hash
     return {
         "description": (
-            "hotline protocol version 1 test vector: one connection between A1 (initiator) and "
+            "hotline protocol version 2 test vector: one connection between A1 (initiator) and "
             "A2 (responder) with fixed keys, ephemerals, timestamps and clock readings. "
             "See README.md next to this file and docs/protocol.md."
         ),
         "protocol_name": PROTOCOL_NAME,
-        "prologue_hex": PROLOGUE.hex(),
-        "prologue_ascii": PROLOGUE.decode("ascii"),
+        "prologue_label": PROLOGUE.decode("ascii"),
+        "prologue_hex": handshake_prologue(a2.public_key).hex(),
         "config": {
             "padding": CONFIG.padding,
             "max_body_size": CONFIG.max_body_size,
