@@ -953,6 +953,4 @@ def _fields(fields: list[Any], count: int, *types: type) -> list[Any]:
             raise RemoteProtocolError(
                 f"record type {fields[0]}: expected {expected.__name__}, got {type(value).__name__}"
             )
-        if isinstance(value, int) and not 0 <= value < 2**64:
-            raise RemoteProtocolError(f"record type {fields[0]}: integer out of range")
     return values
