@@ -24,6 +24,11 @@ share gives up its own oldest slot, and a full table gives up the oldest of all.
 initiator sends its first message as soon as TCP connects, so it needs its slot for one round
 trip, and a flood must open ``max_pending_handshakes`` connections within that time to push it
 out.
+
+A replayed initiation is refused before it spends anything of the peer it names: its timestamp
+is compared with the line's stored watermark and with the newest initiation of that peer this
+listener has already let through, before the per-key rate is charged. Otherwise anyone who
+once saw an initiation could keep the real peer's budget empty from a few addresses.
 """
 
 from __future__ import annotations
@@ -124,11 +129,15 @@ class Listener:
         # Insertion order is age: the first slot is the oldest.
         self._slots: dict[_Slot, None] = {}
         self._slots_per_source: dict[str, int] = {}
+        # Per peer key, the newest initiation timestamp handed to its line (see the module
+        # docstring): a copy of it arriving while the first is still starting is a replay too.
+        self._initiations: dict[bytes, int] = {}
         self._rate = _TokenBuckets(self.config.handshake_rate, self.config.handshake_burst)
         self._peer_rate = _TokenBuckets(self.config.handshake_rate, self.config.handshake_burst)
         self.rejected_handshakes = 0
         self.rate_limited = 0
         self.evicted_handshakes = 0
+        self.replayed_initiations = 0
         self.addresses: list[Address] = []
 
     def add(self, line: Line) -> None:
@@ -143,6 +152,7 @@ class Listener:
         if self._lines.get(line.peer.x25519) is line:
             del self._lines[line.peer.x25519]
             del self._known[line.peer.x25519]
+            self._initiations.pop(line.peer.x25519, None)
 
     @property
     def pending_handshakes(self) -> int:
@@ -204,6 +214,22 @@ class Listener:
         if line is None:  # The line closed during the handshake.
             await trio.aclose_forcefully(stream)
             return
+        timestamp = hello.initiation_timestamp
+        assert timestamp is not None
+        newest = max(line.state.peer_initiation_watermark,
+                     self._initiations.get(hello.peer.x25519, 0))
+        if timestamp <= newest:
+            # Checked here as well as in Connection.start, so that a replay is refused before
+            # it is charged to the peer's rate below.
+            self.rejected_handshakes += 1
+            self.replayed_initiations += 1
+            logger.warning("incoming handshake from %s refused: replayed initiation of %s",
+                           source, hello.peer.fingerprint())
+            await trio.aclose_forcefully(stream)
+            return
+        # Claimed before the rate is charged: if this one is refused for the rate, its copies
+        # must not be charged again (the peer's next call has a newer timestamp anyway).
+        self._initiations[hello.peer.x25519] = timestamp
         if not self._peer_rate.take(hello.peer.raw, trio.current_time()):
             # The same key calling from many addresses: each call would replace the session.
             await self._refuse_rate_limited(stream, hello.peer.fingerprint())

@@ -83,6 +83,8 @@ SMALL = 1 * MiB
 needs_many_sources = pytest.mark.skipif(
     not many_sources(), reason="cannot bind several loopback source addresses here")
 
+#: How the node logs a replayed initiation it refused (by the listener, before the line).
+REPLAY_REFUSED = r"refused: replayed initiation"
 #: The real peer's source address in the flood tests (the attackers use 127.0.0.2 and up).
 LOOPBACK_PEER = "127.0.0.1"
 
@@ -213,7 +215,7 @@ async def test_replayed_initiation_is_refused_with_silence(
                     stream = await connect(node.address)
                     await stream.send_all(recorded)
                     await assert_silence(FrameReader(stream))
-                    await wait_for_log(caplog, r"session \d+: refused: replayed initiation")
+                    await wait_for_log(caplog, REPLAY_REFUSED)
                 assert memory.peak < SMALL, memory
                 assert node.line.stats.sessions == 1  # the live session was kept
                 assert len(relay.connections) == 1
@@ -222,13 +224,13 @@ async def test_replayed_initiation_is_refused_with_silence(
             stream = await connect(node.address)
             await stream.send_all(recorded)
             await assert_silence(FrameReader(stream))
-            await wait_for_log(caplog, r"session \d+: refused: replayed initiation")
+            await wait_for_log(caplog, REPLAY_REFUSED)
         caplog.clear()
         async with open_node(store=str(path)) as node:  # restarted: the watermark persisted
             stream = await connect(node.address)
             await stream.send_all(recorded)
             await assert_silence(FrameReader(stream))
-            await wait_for_log(caplog, r"session \d+: refused: replayed initiation")
+            await wait_for_log(caplog, REPLAY_REFUSED)
             assert node.line.stats.sessions == 0
             await exchange_with_real_peer(node, store=alice_store, tag="after restart")
 
@@ -882,6 +884,41 @@ async def test_sixty_four_addresses_flooding_together_cannot_hold_the_pending_ta
         print(f"64-address flood: {flood.opened} connections, {listener.evicted_handshakes} "
               f"evicted, {listener.rate_limited} rate-limited; {memory}")
         await exchange_with_real_peer(node, tag="after the flood")
+
+
+@needs_many_sources
+async def test_replayed_initiation_from_many_addresses_never_locks_the_real_peer_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One genuine initiation of Alice's, answered, then replayed from eight addresses at
+    19 a second each (152 a second, far over the 20 a second allowed to Alice's key). The
+    per-key rate used to be charged before the replay was refused, so the replays kept
+    Alice's budget empty and her fresh initiations went unanswered. Now every replay is
+    refused in silence first, and Alice is answered on her first try, every try."""
+    capture(caplog)
+    async with open_node(shared_listener=True) as node:
+        listener = node.listener
+        assert listener is not None
+        handshake, hello = initiation(ALICE, BOB.public_key)
+        with trio.fail_after(LIMIT):
+            stream = await connect(node.address)
+            await stream.send_all(hello)
+            response = await FrameReader(stream).frame()
+            assert response is not None
+            handshake.read_message(response)
+            await trio.aclose_forcefully(stream)
+            flood = Flood(node.address, [f"127.0.0.{2 + i}" for i in range(8)], rate=19,
+                          payload=hello)
+            answered = await _real_peer_answered_during(flood, node, after=0.5)
+            await wait_for_log(caplog, REPLAY_REFUSED)
+        assert answered == [True] * 3, (
+            f"{answered}; {flood.opened} replays, {listener.rate_limited} rate-limited")
+        assert flood.answered == 0  # silence, every time
+        assert listener.replayed_initiations >= flood.opened - 8 * PENDING_PER_SOURCE
+        assert listener.rate_limited == 0
+        print(f"replay flood: {flood.opened} replays, {listener.replayed_initiations} "
+              f"refused as replays")
+        await exchange_with_real_peer(node, tag="after the replays")
 
 
 async def _valid_initiations(
