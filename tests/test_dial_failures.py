@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 from hotline import Config, DialFailed, Identity, MemoryStore, open_line
-from hotline._line import DIAL_REPORT_INTERVAL, _connect_failure
+from hotline._line import DIAL_REPORT_INTERVAL, _address_text, _connect_failure
 
 A = Identity.from_seed(bytes([0xA1]) * 32, "a")
 B = Identity.from_seed(bytes([0xB2]) * 32, "b")
@@ -140,3 +140,9 @@ async def test_reasons_for_real_connection_failures() -> None:
     assert _connect_failure(trio.TooSlowError(), 5.0) == (
         "no TCP connection within 5 s: the host is down or unreachable, or a firewall drops "
         "the call")
+
+
+def test_addresses_are_shown_as_dialled() -> None:
+    assert _address_text(("peer.example", 7700)) == "peer.example:7700"
+    assert _address_text(("::1", 7700)) == "[::1]:7700"
+    assert _address_text(Switch()) is None
