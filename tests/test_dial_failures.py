@@ -37,6 +37,8 @@ class Switch:
         self.mode = "refused"
         self.calls: list[float] = []
         self._silent: list[trio.abc.Stream] = []
+        self.answer: Callable[[trio.abc.Stream], None] | None = None
+        """In mode "peer": hands the far end of each call to a real responder."""
 
     async def __call__(self) -> trio.abc.Stream:
         self.calls.append(trio.current_time())
@@ -45,6 +47,9 @@ class Switch:
         near, far = trio.testing.memory_stream_pair()
         if self.mode == "hangs up":
             await far.aclose()
+        elif self.mode == "peer":
+            assert self.answer is not None
+            self.answer(far)
         else:
             self._silent.append(far)  # Kept open: the handshake gets no answer.
         return near
@@ -111,6 +116,37 @@ async def test_a_new_reason_is_reported_at_once(
         (27.0, 9, REFUSED),
         (59.0, 17, REFUSED),  # 30 s after the last report (at 27), not after the first
     ]
+
+
+async def test_a_call_that_gets_through_starts_the_reports_afresh(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Refused at 0, 1 and 3 s; the call at 7 s reaches the real peer; its session ends at
+    10 s and the redial at 11 s is refused again: reported at once, as the first failure of
+    a new run, though the same reason was reported 11 s before."""
+    connector = Switch()
+    peer_sessions: list[trio.CancelScope] = []
+    async with open_line(B, A.public_key, store=MemoryStore()) as peer, \
+            trio.open_nursery() as peer_side:
+
+        async def respond(stream: trio.abc.Stream) -> None:
+            with trio.CancelScope() as scope:
+                peer_sessions.append(scope)
+                await peer.run_stream(stream, initiator=False)
+
+        connector.answer = lambda stream: peer_side.start_soon(respond, stream)
+
+        def script(now: float) -> None:
+            if now == 5.0:
+                connector.mode = "peer"
+            elif now == 10.0:
+                connector.mode = "refused"
+                peer_sessions[0].cancel()
+
+        seen = await _reports(connector, until=14, script=script)
+        peer_side.cancel_scope.cancel()
+    assert connector.calls == [0.0, 1.0, 3.0, 7.0, 11.0, 13.0]
+    assert [(t, e.attempt, e.reason) for t, e in seen] == [(0.0, 1, REFUSED), (11.0, 1, REFUSED)]
 
 
 async def test_a_handshake_without_an_answer_names_the_likely_causes(
