@@ -30,6 +30,7 @@ from ._errors import (
 from ._events import (
     NEED_DATA,
     ConnectionBroken,
+    DialFailed,
     Event,
     Liveness,
     LivenessChanged,
@@ -124,6 +125,7 @@ __all__ = [
     "Connection",
     "ConnectionBroken",
     "ConnectionState",
+    "DialFailed",
     "Event",
     "HotlineError",
     "Identity",

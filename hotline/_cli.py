@@ -167,7 +167,7 @@ async def _run(
 ) -> int:
     import trio
 
-    from ._events import ReceiptReceived, RoundTrip
+    from ._events import DialFailed, ReceiptReceived, RoundTrip
     from ._line import Line, PeerState, open_line
     from ._records import ReceiptKind
 
@@ -220,6 +220,12 @@ async def _run(
                     done.set()
             elif isinstance(event, RoundTrip):
                 logger.debug("rtt %.3f ms", event.rtt * 1000)
+            elif isinstance(event, DialFailed):
+                out.emit("dial", f"!! cannot reach {event.address or 'the peer'} "
+                         f"(attempt {event.attempt}, next in {event.next_retry_in:.1f} s): "
+                         f"{event.reason}",
+                         address=event.address, reason=event.reason, attempt=event.attempt,
+                         next_retry_in=round(event.next_retry_in, 3))
 
     async def receive(line: Line) -> None:
         async for message in line:

@@ -25,7 +25,9 @@ When a session ends for any reason, the line marks the peer down and, if it dial
 with capped exponential backoff and jitter. When two sessions authenticate at once (both
 sides dialled), both sides keep the one initiated by the party with the smaller public key;
 a newer session from the same initiator replaces the older one (that side redialled because
-it gave the old one up).
+it gave the old one up). A failed call is reported to watchers as :class:`~hotline.DialFailed`
+(at once, then at most every 30 s while its reason stays the same), so that a wrong address
+or a wrong key is not mere silence.
 
 The reader stops reading while the application is ``inbox_window`` messages behind, and
 ``send()`` waits while ``outbox_limit`` messages (or bytes) have no delivered receipt, so
@@ -40,6 +42,7 @@ import itertools
 import logging
 import os
 import random
+import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -66,6 +69,7 @@ from ._errors import (
 from ._events import (
     NEED_DATA,
     ConnectionBroken,
+    DialFailed,
     Liveness,
     LivenessChanged,
     MessageReceived,
@@ -107,6 +111,16 @@ _WATCH_BACKLOG = 10_000
 _PEER_RECEIPT_DELAY = 0.05
 #: The goodbye reason of a connection given up for a newer one (see docs/protocol.md).
 REPLACED = "replaced by a newer connection"
+#: While calls keep failing for the same reason, DialFailed is reported at most this often
+#: (seconds); the first failure and each new reason are reported at once. A caller retries
+#: every few seconds for as long as the peer is away, which would bury every other event.
+DIAL_REPORT_INTERVAL = 30.0
+#: Why a handshake may get no answer: a responder answers nothing to an initiator it does not
+#: know, to a key it cannot decrypt for, or beyond its rate limits (docs/security.md).
+_NO_ANSWER_CAUSES = (
+    "the peer may not know our key, we may have pinned the wrong key for it, "
+    "or it is rate-limiting our calls"
+)
 
 _T = TypeVar("_T")
 Address = tuple[str, int]
@@ -179,7 +193,7 @@ class Stats:
     rejected_connections: int = 0
 
 
-LineEvent = PeerState | ReceiptReceived | RoundTrip
+LineEvent = PeerState | ReceiptReceived | RoundTrip | DialFailed
 
 
 class _Commit:
@@ -430,7 +444,8 @@ class Line:
             del change
 
     async def watch(self) -> AsyncIterator[LineEvent]:
-        """Every change of liveness, every new receipt from the peer, and every round trip.
+        """Every change of liveness, every new receipt from the peer, every round trip, and
+        failed calls to the peer (:class:`~hotline.DialFailed`, rate-limited).
 
         Events are queued per watcher (the oldest are dropped past 10,000), so a watcher
         that reads slowly still sees every transition in order.
@@ -971,12 +986,16 @@ class Line:
         delay = min(config.reconnect_max, config.reconnect_initial * 2.0 ** (attempt - 1))
         return delay * (1 - config.reconnect_jitter * self._rng.random())
 
-    async def _dialer(self, connect: Connector) -> None:
+    async def _dialer(self, connect: Connector, address: str | None = None) -> None:
         attempt = 0
+        failures = 0
+        retry_in: float | None = None
+        reported: tuple[str, float] | None = None  # The last reason reported, and when.
         while True:
             await self._no_session.wait()
             if attempt > 0:
-                await trio.sleep(self._backoff(attempt))
+                await trio.sleep(self._backoff(attempt) if retry_in is None else retry_in)
+                retry_in = None
                 if self._active is not None:
                     continue
             attempt += 1
@@ -985,18 +1004,31 @@ class Line:
                     stream = await connect()
             except (OSError, trio.TooSlowError) as exc:
                 logger.debug("dial %d failed: %r", attempt, exc)
-                continue
-            conn = self._initiate()
-            try:
-                hello = await authenticate(stream, conn)
-            except (HotlineError, trio.BrokenResourceError, OSError) as exc:
-                reason = exc.reason if isinstance(exc, AuthenticationError) else str(exc)
-                logger.warning("handshake with %s failed: %s: %s", self.peer.fingerprint(),
-                               type(exc).__name__, reason)
-                await trio.aclose_forcefully(stream)
-                continue
-            if await self._run_session(stream, conn, hello):
-                attempt = 1
+                reason = _connect_failure(exc, self.config.connect_timeout)
+            else:
+                conn = self._initiate()
+                try:
+                    hello = await authenticate(stream, conn)
+                except (HotlineError, trio.BrokenResourceError, OSError) as exc:
+                    detail = exc.reason if isinstance(exc, AuthenticationError) else str(exc)
+                    logger.warning("handshake with %s failed: %s: %s", self.peer.fingerprint(),
+                                   type(exc).__name__, detail)
+                    await trio.aclose_forcefully(stream)
+                    reason = _handshake_failure(exc, self.config.handshake_timeout)
+                else:
+                    if await self._run_session(stream, conn, hello):
+                        attempt = 1
+                        failures = 0
+                        reported = None
+                    continue
+            failures += 1
+            retry_in = self._backoff(attempt)
+            now = trio.current_time()
+            if reported is None or reported[0] != reason or now >= reported[1] + (
+                DIAL_REPORT_INTERVAL
+            ):
+                reported = (reason, now)
+                self._notify(DialFailed(address, reason, failures, retry_in))
 
     async def _serve(
         self, listener: Listener, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -1062,6 +1094,49 @@ def _as_connector(connect: Address | Connector) -> Connector:
     return tcp
 
 
+def _address_text(connect: Address | Connector) -> str | None:
+    if callable(connect):
+        return None
+    host, port = connect
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _connect_failure(exc: OSError | trio.TooSlowError, timeout: float) -> str:
+    """Why the TCP connection failed, in words (stable for one cause: reports compare it)."""
+    if isinstance(exc, trio.TooSlowError):
+        return (f"no TCP connection within {timeout:g} s: the host is down or unreachable, "
+                "or a firewall drops the call")
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name ({exc.strerror or exc})"
+    # trio tries every address of the name and reports each failure in the cause.
+    errors: list[BaseException] = [exc]
+    if isinstance(exc.__cause__, BaseExceptionGroup):
+        errors = list(exc.__cause__.exceptions)
+    if all(isinstance(error, ConnectionRefusedError) for error in errors):
+        return "connection refused: nothing listens on that port"
+    causes = dict.fromkeys(
+        (error.strerror if isinstance(error, OSError) and error.strerror else str(error)).lower()
+        for error in errors
+    )
+    return f"cannot connect: {'; '.join(causes)}"
+
+
+def _handshake_failure(exc: Exception, handshake_timeout: float) -> str:
+    """Why the handshake of a call failed, in words, with the likely causes."""
+    if isinstance(exc, AuthenticationError):
+        return (f"the answer to our handshake failed authentication ({exc.reason}): whoever "
+                "answered does not hold the key we pinned")
+    if isinstance(exc, RemoteProtocolError):
+        return f"the answer is not a hotline handshake ({exc}): is this the peer's address?"
+    if isinstance(exc, LineBroken) and str(exc) == "the handshake timed out":
+        return f"connected, but no answer to our handshake within {handshake_timeout:g} s: " + (
+            _NO_ANSWER_CAUSES)
+    # The connection closed or was reset: a listener closes without a word on a call it
+    # refuses, whichever of the causes it was.
+    return "connected, but the peer closed the connection during the handshake: " + (
+        _NO_ANSWER_CAUSES)
+
+
 @asynccontextmanager
 async def open_line(
     identity: Identity,
@@ -1106,7 +1181,8 @@ async def open_line(
                 if listener is not None:
                     await nursery.start(line._serve, listener)
                 if connect is not None:
-                    nursery.start_soon(line._dialer, _as_connector(connect))
+                    nursery.start_soon(line._dialer, _as_connector(connect),
+                                       _address_text(connect))
                 try:
                     yield line
                 finally:

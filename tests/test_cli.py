@@ -54,6 +54,7 @@ EVENT_FIELDS: dict[str, set[str]] = {
     "message": {"event", "seq", "sent_at", "body"},
     "peer": {"event", "state", "rtt_ms"},
     "error": {"event", "message"},
+    "dial": {"event", "address", "reason", "attempt", "next_retry_in"},
 }
 
 

@@ -71,6 +71,7 @@ from hotline import (
     sign_message,
 )
 from hotline._connection import handshake_prologue
+from hotline._listener import PENDING_PER_SOURCE
 from hotline._noise import MAX_MESSAGE_LEN, HandshakeState
 from hotline._records import message_hash
 
@@ -82,6 +83,12 @@ LIMIT = 60
 SMALL = 1 * MiB
 needs_many_sources = pytest.mark.skipif(
     not many_sources(), reason="cannot bind several loopback source addresses here")
+
+#: How the node logs a replayed initiation it refused (by the listener, before the line).
+REPLAY_REFUSED = r"refused: replayed initiation"
+#: The real peer's source address in the flood tests (the attackers use 127.0.0.2 and up).
+LOOPBACK_PEER = "127.0.0.1"
+
 
 def flip(signature: bytes) -> bytes:
     return bytes([signature[0] ^ 0x01]) + signature[1:]
@@ -248,7 +255,7 @@ async def test_replayed_initiation_is_refused_with_silence(
                     stream = await connect(node.address)
                     await stream.send_all(recorded)
                     await assert_silence(FrameReader(stream))
-                    await wait_for_log(caplog, r"session \d+: refused: replayed initiation")
+                    await wait_for_log(caplog, REPLAY_REFUSED)
                 assert memory.peak < SMALL, memory
                 assert node.line.stats.sessions == 1  # the live session was kept
                 assert len(relay.connections) == 1
@@ -257,13 +264,13 @@ async def test_replayed_initiation_is_refused_with_silence(
             stream = await connect(node.address)
             await stream.send_all(recorded)
             await assert_silence(FrameReader(stream))
-            await wait_for_log(caplog, r"session \d+: refused: replayed initiation")
+            await wait_for_log(caplog, REPLAY_REFUSED)
         caplog.clear()
         async with open_node(store=str(path)) as node:  # restarted: the watermark persisted
             stream = await connect(node.address)
             await stream.send_all(recorded)
             await assert_silence(FrameReader(stream))
-            await wait_for_log(caplog, r"session \d+: refused: replayed initiation")
+            await wait_for_log(caplog, REPLAY_REFUSED)
             assert node.line.stats.sessions == 0
             await exchange_with_real_peer(node, store=alice_store, tag="after restart")
 
@@ -640,7 +647,7 @@ async def test_one_byte_per_second_is_dropped_at_the_handshake_timeout(
                 dropped = time.monotonic() - start
                 nursery.cancel_scope.cancel()
             await wait_for_log(
-                caplog, r"incoming handshake refused: LineBroken: the handshake timed out")
+                caplog, r"incoming handshake refused: no first handshake message within 2 s")
         assert 1.9 <= dropped <= 3.0, f"dropped after {dropped:.2f} s"
         assert memory.peak < SMALL, memory
         await exchange_with_real_peer(node, config=config)
@@ -706,10 +713,10 @@ async def test_flood_of_connections_that_never_finish_the_handshake(
 ) -> None:
     """max_pending_handshakes + 20 sockets, each from its own source address (so the
     per-address rate limit lets every one through), that never finish: pending never exceeds
-    the bound, the extra 20 are closed on arrival, memory per connection stays under the
-    bound (with a nearly complete maximal frame: one 64 KiB buffer more, since the core
-    keeps one Noise message before authenticating), and once the handshake timeout frees the
-    slots the real peer gets through."""
+    the bound, each of the extra 20 pushes out the oldest pending one, memory per connection
+    stays under the bound (with a nearly complete maximal frame: one 64 KiB buffer more,
+    since the core keeps one Noise message before authenticating), and once the first-message
+    deadline frees the slots the real peer gets through."""
     capture(caplog)
     config = Config(handshake_timeout=3)
     bound = config.max_pending_handshakes
@@ -733,7 +740,8 @@ async def test_flood_of_connections_that_never_finish_the_handshake(
                     await wait_until(
                         lambda: listener.rejected_handshakes == extra
                         and listener.pending_handshakes == bound,
-                        what="20 rejected, 32 pending")
+                        what="20 evicted, 32 pending")
+                    assert listener.evicted_handshakes == extra
                     await trio.sleep(0.3)  # let every pending connection read what it was sent
                 per = memory.current / (bound + extra)
                 assert per < per_connection, (
@@ -743,8 +751,8 @@ async def test_flood_of_connections_that_never_finish_the_handshake(
                 await wait_until(lambda: listener.pending_handshakes == 0,
                                  timeout=config.handshake_timeout + 3, what="the slots freed")
                 assert listener.rejected_handshakes == bound + extra
-                await wait_for_log(caplog, r"incoming handshake refused: LineBroken: the "
-                                   r"handshake timed out")
+                await wait_for_log(caplog, r"incoming handshake refused: no first handshake "
+                                   r"message within 2 s")
                 for stream in streams:
                     await assert_silence(FrameReader(stream), timeout=2)
         finally:
@@ -760,8 +768,9 @@ async def test_flood_from_one_address_is_rate_limited_before_any_work(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """52 connections from one source address: beyond the burst (5) and the rate (20/s)
-    they are closed on arrival, before a handshake object exists; the real peer, calling
-    from another address, is not affected."""
+    they are closed on arrival, before a handshake object exists, and of those let through
+    the address holds at most its share of pending slots; the real peer, calling from
+    another address, is not affected."""
     capture(caplog)
     config = Config(handshake_timeout=3)
     async with open_node(config=config, shared_listener=True) as node:
@@ -778,9 +787,10 @@ async def test_flood_from_one_address_is_rate_limited_before_any_work(
                         await stream.send_all(half_an_initiation())
                 elapsed = time.monotonic() - start
                 allowed = 5 + 20 * (elapsed + 0.1) + 1
-                await wait_until(lambda: listener.rate_limited + listener.pending_handshakes
-                                 == 52, what="every connection accounted for")
-                assert listener.pending_handshakes <= allowed
+                await wait_until(lambda: listener.rejected_handshakes
+                                 + listener.pending_handshakes == 52,
+                                 what="every connection accounted for")
+                assert listener.pending_handshakes <= PENDING_PER_SOURCE
                 assert listener.rate_limited >= 52 - allowed
                 await wait_for_log(caplog, r"handshake from 127\.0\.0\.9 refused: rate limit")
                 await exchange_with_real_peer(node, config=config, tag="during the flood")
@@ -790,6 +800,165 @@ async def test_flood_from_one_address_is_rate_limited_before_any_work(
                 await trio.aclose_forcefully(stream)
         print(f"one-address flood: {listener.pending_handshakes} pending, "
               f"{listener.rate_limited} rate-limited in {elapsed:.2f} s; {memory}")
+
+
+async def answered_on_first_try(address: tuple[str, int]) -> bool:
+    """The real peer (Alice, from 127.0.0.1) sends one fresh initiation: is it answered with
+    a valid message 2 within 2 s? The connection is closed afterwards."""
+    handshake, hello = initiation(ALICE, BOB.public_key)
+    stream = await connect(address, LOOPBACK_PEER)
+    try:
+        await stream.send_all(hello)
+        with trio.move_on_after(2.0):
+            response = await FrameReader(stream).frame()
+            if response is not None:
+                handshake.read_message(response)
+                return True
+        return False
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+class Flood:
+    """Connections from ``sources``, each source opening ``rate`` a second and sending
+    ``payload`` (nothing by default) on each, until cancelled. Each connection is held until
+    the node closes it; ``answered`` counts the bytes the node ever sent back."""
+
+    def __init__(self, address: tuple[str, int], sources: list[str], rate: float,
+                 payload: bytes = b"") -> None:
+        self.address = address
+        self.sources = sources
+        self.rate = rate
+        self.payload = payload
+        self.opened = 0
+        self.answered = 0
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for index, address in enumerate(self.sources):
+                nursery.start_soon(self._from, address, index / len(self.sources) / self.rate)
+            task_status.started()
+
+    async def _from(self, address: str, offset: float) -> None:
+        await trio.sleep(offset)
+        async with trio.open_nursery() as nursery:
+            while True:
+                stream = await connect(self.address, address)
+                self.opened += 1
+                nursery.start_soon(self._hold, stream)
+                await trio.sleep(1 / self.rate)
+
+    async def _hold(self, stream: trio.SocketStream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            if self.payload:
+                await stream.send_all(self.payload)
+            with trio.move_on_after(LIMIT):
+                self.answered += len(await FrameReader(stream).until_eof())
+        await trio.aclose_forcefully(stream)
+
+
+async def _real_peer_answered_during(flood: Flood, node: Node, *, after: float,
+                                     tries: int = 3) -> list[bool]:
+    """Start ``flood``, wait ``after`` seconds, then let the real peer try ``tries`` times,
+    0.3 s apart, while the flood goes on."""
+    results = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flood.run)
+        await trio.sleep(after)
+        for _ in range(tries):
+            results.append(await answered_on_first_try(node.address))
+            await trio.sleep(0.3)
+        nursery.cancel_scope.cancel()
+    return results
+
+
+@needs_many_sources
+async def test_one_address_flooding_under_its_rate_cannot_hold_the_pending_table(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One address opening 19 idle connections a second (under its rate of 20): with a
+    10 s handshake timeout and no share per source it held all 32 slots after 1.7 s and
+    the real peer was refused every time. It now holds at most its share, and the real peer
+    is answered on its first try, every try."""
+    capture(caplog)
+    async with open_node(shared_listener=True) as node:
+        listener = node.listener
+        assert listener is not None
+        flood = Flood(node.address, ["127.0.0.2"], rate=19)
+        with trio.fail_after(LIMIT), memory_probe() as memory:
+            answered = await _real_peer_answered_during(flood, node, after=2.5)
+        assert answered == [True] * 3, (
+            f"{answered}; pending {listener.pending_handshakes}, flood opened {flood.opened}")
+        assert listener.rate_limited == 0  # the flood stayed under its limit
+        assert listener.evicted_handshakes >= flood.opened - 2 * 19 - PENDING_PER_SOURCE
+        assert flood.answered == 0
+        assert memory.peak < 2 * SMALL, memory
+        print(f"one-address flood: {flood.opened} connections, "
+              f"{listener.evicted_handshakes} evicted; {memory}")
+        await exchange_with_real_peer(node, tag="after the flood")
+
+
+@needs_many_sources
+async def test_sixty_four_addresses_flooding_together_cannot_hold_the_pending_table(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """127.0.0.2 to 127.0.0.65 each opening 10 connections a second, each sending half an
+    initiation and nothing more (640 a second together, every address under its rate): the
+    table is full all the time, and each newcomer pushes out the oldest, so the real peer,
+    whose first message follows its connection at once, is still answered on its first try.
+    """
+    capture(caplog)
+    async with open_node(shared_listener=True) as node:
+        listener = node.listener
+        assert listener is not None
+        flood = Flood(node.address, [f"127.0.0.{2 + i}" for i in range(64)], rate=5,
+                      payload=half_an_initiation())
+        with trio.fail_after(LIMIT), memory_probe() as memory:
+            answered = await _real_peer_answered_during(flood, node, after=1.5)
+        assert answered == [True] * 3, (
+            f"{answered}; pending {listener.pending_handshakes}, flood opened {flood.opened}")
+        assert listener.evicted_handshakes > 0
+        assert flood.answered == 0
+        # The attacker's sockets and the captured log records are in this process too.
+        assert memory.peak < 8 * SMALL, memory
+        print(f"64-address flood: {flood.opened} connections, {listener.evicted_handshakes} "
+              f"evicted, {listener.rate_limited} rate-limited; {memory}")
+        await exchange_with_real_peer(node, tag="after the flood")
+
+
+@needs_many_sources
+async def test_replayed_initiation_from_many_addresses_never_locks_the_real_peer_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One genuine initiation of Alice's, answered, then replayed from eight addresses at
+    19 a second each (152 a second, far over the 20 a second allowed to Alice's key). The
+    per-key rate used to be charged before the replay was refused, so the replays kept
+    Alice's budget empty and her fresh initiations went unanswered. Now every replay is
+    refused in silence first, and Alice is answered on her first try, every try."""
+    capture(caplog)
+    async with open_node(shared_listener=True) as node:
+        listener = node.listener
+        assert listener is not None
+        handshake, hello = initiation(ALICE, BOB.public_key)
+        with trio.fail_after(LIMIT):
+            stream = await connect(node.address)
+            await stream.send_all(hello)
+            response = await FrameReader(stream).frame()
+            assert response is not None
+            handshake.read_message(response)
+            await trio.aclose_forcefully(stream)
+            flood = Flood(node.address, [f"127.0.0.{2 + i}" for i in range(8)], rate=19,
+                          payload=hello)
+            answered = await _real_peer_answered_during(flood, node, after=0.5)
+            await wait_for_log(caplog, REPLAY_REFUSED)
+        assert answered == [True] * 3, (
+            f"{answered}; {flood.opened} replays, {listener.rate_limited} rate-limited")
+        assert flood.answered == 0  # silence, every time
+        assert listener.replayed_initiations >= flood.opened - 8 * PENDING_PER_SOURCE
+        assert listener.rate_limited == 0
+        print(f"replay flood: {flood.opened} replays, {listener.replayed_initiations} "
+              f"refused as replays")
+        await exchange_with_real_peer(node, tag="after the replays")
 
 
 async def _valid_initiations(
