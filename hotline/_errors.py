@@ -31,6 +31,8 @@ __all__ = [
     "OutboxFull",
     "RemoteProtocolError",
     "StoreError",
+    "StoreInconsistent",
+    "StoreLocked",
     "StoreMismatch",
     "StoreVersionError",
     "TranscriptError",
@@ -96,3 +98,17 @@ class StoreVersionError(StoreError):
 
 class TranscriptError(HotlineError):
     """An offline check of a transcript found a record that does not verify."""
+
+
+class StoreLocked(StoreError):
+    """Another open store (in this process or another) holds the store's lock: one at a time."""
+
+    def __init__(self, message: str, *, path: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.pid = pid
+        """The holder's process id, as it wrote it into the lock file (None if unknown)."""
+
+
+class StoreInconsistent(TranscriptError):
+    """A store's transcript verifies, but a table the line resumes from disagrees with it."""
