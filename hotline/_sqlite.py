@@ -51,6 +51,7 @@ import stat
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -188,6 +189,61 @@ _SELECT_TRANSCRIPT = (
     "SELECT ord, direction, kind, seq, envelope, signature FROM transcript"
     " WHERE ord > ? ORDER BY ord LIMIT ?"
 )
+# For the verifier: each record with the row derived from it, found the way load() finds it
+# (a message by its direction and number, a receipt by its ord).
+_SELECT_RECORDS = (
+    "SELECT t.ord, t.direction, t.kind, t.seq, t.envelope, t.signature,"
+    " m.ord, m.timestamp, m.prev, m.hash, m.body_at,"
+    " r.direction, r.kind, r.upto, r.head, r.timestamp"
+    " FROM transcript AS t"
+    " LEFT JOIN messages AS m"
+    " ON t.kind = 'message' AND m.direction = t.direction AND m.seq = t.seq"
+    " LEFT JOIN receipts AS r ON t.kind != 'message' AND r.ord = t.ord"
+    " WHERE t.ord > ? ORDER BY t.ord LIMIT ?"
+)
+_SELECT_UNMATCHED_MESSAGE = (
+    "SELECT direction, seq FROM messages AS m WHERE NOT EXISTS (SELECT 1 FROM transcript AS t"
+    " WHERE t.ord = m.ord AND t.kind = 'message' AND t.direction = m.direction"
+    " AND t.seq = m.seq) ORDER BY direction, seq LIMIT 1"
+)
+_SELECT_UNMATCHED_RECEIPT = (
+    "SELECT ord FROM receipts AS r WHERE NOT EXISTS (SELECT 1 FROM transcript AS t"
+    " WHERE t.ord = r.ord AND t.kind != 'message') ORDER BY ord LIMIT 1"
+)
+# The columns of _SELECT_STATE, in its order.
+_STATE_COLUMNS = (
+    "sent_seq",
+    "sent_head",
+    "received_seq",
+    "received_head",
+    "peer_delivered",
+    "peer_acknowledged",
+    "peer_initiation_watermark",
+    "initiation_timestamp",
+    "delivered_receipt",
+    "acknowledged_receipt",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A transcript record and the row the store derived from it, as the verifier needs them."""
+
+    ord: int
+    entry: TranscriptEntry
+    message: tuple[int, int, bytes, bytes, int] | None
+    """Its ``messages`` row: ord, timestamp, prev, hash, body_at (None if there is none)."""
+    receipt: tuple[str, str, int, bytes, int] | None
+    """Its ``receipts`` row: direction, kind, upto, head, timestamp (None if there is none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRows:
+    """What a line resumes from besides the derived rows."""
+
+    state: dict[str, object]
+    """The state row, column by column (empty if there is no row)."""
+    line_id: bytes | None
 
 
 def _to_i64(value: int, name: str) -> int:
@@ -590,6 +646,65 @@ class SQLiteStore:
         self._check_open()
         return self._transcript_pages()
 
+    # --- for the verifier (hotline verify) ---------------------------------------------
+
+    @contextlib.contextmanager
+    def read_snapshot(self) -> Iterator[None]:
+        """Every read inside sees the store as of one moment, whatever a writer (the running
+        line) commits meanwhile: the rows compared with each other must be of one moment."""
+        self._check_open()
+        with self._errors("cannot read the store"):
+            self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self._conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+
+    def stored_records(self) -> Iterator[StoredRecord]:
+        """Every transcript record in order, each with the row derived from it."""
+        self._check_open()
+        after = 0
+        while True:
+            self._check_open()
+            with self._errors("cannot read the store"):
+                rows = self._conn.execute(_SELECT_RECORDS, (after, _TRANSCRIPT_PAGE)).fetchall()
+            for row in rows:
+                ord_ = row[0]
+                entry = self._entry(*row[:6])
+                message = None if row[6] is None else (
+                    row[6], _from_i64(row[7]), row[8], row[9], row[10]
+                )
+                receipt = None if row[11] is None else (
+                    row[11], row[12], row[13], row[14], _from_i64(row[15])
+                )
+                yield StoredRecord(ord_, entry, message, receipt)
+            if len(rows) < _TRANSCRIPT_PAGE:
+                return
+            after = rows[-1][0]
+
+    def resume_rows(self) -> ResumeRows:
+        """The state row and the line id in ``meta``."""
+        self._check_open()
+        with self._errors("cannot read the store"):
+            row = self._conn.execute(_SELECT_STATE).fetchone()
+            meta = self._conn.execute("SELECT line_id FROM meta WHERE id = 1").fetchone()
+        state: dict[str, object] = {}
+        if row is not None:
+            state = dict(zip(_STATE_COLUMNS, row, strict=True))
+        return ResumeRows(state, None if meta is None else meta[0])
+
+    def unmatched_rows(self) -> tuple[tuple[str, int] | None, int | None]:
+        """A ``messages`` row (direction, seq) and a ``receipts`` row (ord) that no transcript
+        record of theirs stands behind, if there are such rows."""
+        self._check_open()
+        with self._errors("cannot read the store"):
+            message = self._conn.execute(_SELECT_UNMATCHED_MESSAGE).fetchone()
+            receipt = self._conn.execute(_SELECT_UNMATCHED_RECEIPT).fetchone()
+        return (None if message is None else (message[0], message[1]),
+                None if receipt is None else receipt[0])
+
     def close(self) -> None:
         if self._closed:
             return
@@ -719,14 +834,19 @@ class SQLiteStore:
             self._check_open()
             with self._errors("cannot read the store"):
                 rows = self._conn.execute(_SELECT_TRANSCRIPT, (after, _TRANSCRIPT_PAGE)).fetchall()
-            for ord_, direction, kind, seq, envelope, signature in rows:
-                try:
-                    way = Direction(direction)
-                except ValueError:
-                    raise StoreError(
-                        f"the store {self._path!r} is corrupt: record {ord_} has no direction"
-                    ) from None
-                yield TranscriptEntry(way, kind, seq, envelope, signature)
+            for row in rows:
+                yield self._entry(*row)
             if len(rows) < _TRANSCRIPT_PAGE:
                 return
             after = rows[-1][0]
+
+    def _entry(
+        self, ord_: int, direction: str, kind: str, seq: int, envelope: bytes, signature: bytes
+    ) -> TranscriptEntry:
+        try:
+            way = Direction(direction)
+        except ValueError:
+            raise StoreError(
+                f"the store {self._path!r} is corrupt: record {ord_} has no direction"
+            ) from None
+        return TranscriptEntry(way, kind, seq, envelope, signature)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from test_cli import Keys, Node, cli, free_port, keys, one_error_line, spawn
+from test_verify_store import TAMPERS, Exchange, make_exchange, tampered_copy
 
 __all__ = ["keys", "spawn"]  # Fixtures of test_cli.py, used here by name.
 
@@ -137,3 +138,27 @@ def test_run_refuses_a_store_others_may_read(tmp_path: Path, keys: Keys, name: s
     loose.chmod(0o600)
     again = cli(*_run(keys, free_port(), "--until-delivered"), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
+
+
+# --- verify checks what the line resumes from -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exchange(tmp_path_factory: pytest.TempPathFactory) -> Exchange:
+    return make_exchange(tmp_path_factory.mktemp("exchange"))
+
+
+@pytest.mark.parametrize("tamper", ["messages.hash in", "messages.prev", "receipts.head out",
+                                    "state.sent_head", "state.peer_delivered",
+                                    "receipts row without record"])
+def test_verify_reports_an_inconsistent_store_naming_table_and_row(
+    exchange: Exchange, tmp_path: Path, tamper: str
+) -> None:
+    (tmp_path / "data").mkdir(mode=0o700)
+    _, row = tampered_copy(exchange, tmp_path / "data", TAMPERS[tamper])
+    result = cli("verify", "data", cwd=tmp_path)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr
+    (line,) = result.stdout.splitlines()
+    assert line.startswith("INVALID: inconsistent store: table "), line
+    assert row in line, line
