@@ -12,7 +12,10 @@ the caller should do:
 - :class:`LineClosed` / :class:`LineBroken`: the line was closed on purpose (by us or by the
   peer's goodbye) / it failed underneath (the connection was cut, the peer went silent).
 - :class:`KeyFileError`, :class:`StoreError`, :class:`OutboxFull`: a key file that cannot be
-  used, a store that cannot be used, a full outbox when the caller asked not to wait.
+  used, a store that cannot be used (:class:`StoreLocked`: another process writes it), a full
+  outbox when the caller asked not to wait.
+- :class:`TranscriptError`: an offline check found a record that does not verify
+  (:class:`StoreInconsistent`: or a stored row that disagrees with the records).
 
 After a :class:`RemoteProtocolError` or :class:`AuthenticationError` the connection that
 raised it is in its error state for good.

@@ -39,7 +39,13 @@ SQLite integers are signed 64-bit, so the unsigned 64-bit timestamps and waterma
 stored in two's complement; sequence numbers cannot get that far.
 
 The file is created with mode 0600 (the transcript is private); SQLite gives its ``-wal`` and
-``-shm`` side files the database file's mode.
+``-shm`` side files the database file's mode, and a store or side file that others may read
+or write is refused, as a private key is. A new store is built beside its path (``.new``)
+and linked into place complete: only a path where nothing exists becomes a store, so an
+empty or foreign file there is refused, never taken for a new line. A store open for
+writing holds an exclusive ``flock`` on ``<path>.lock`` with its PID in it, so a second
+writer is :class:`~hotline.StoreLocked` at open rather than a failed commit later.
+:meth:`SQLiteStore.open_existing` reads (``mode=ro``, no lock), beside a running writer.
 """
 
 from __future__ import annotations
