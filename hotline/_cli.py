@@ -50,8 +50,12 @@ def _positive(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be > 0")
+    from ._config import Config
+
+    try:
+        Config(heartbeat_interval=value)  # The library's range, so the two cannot disagree.
+    except HotlineError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("heartbeat_interval ")) from None
     return value
 
 

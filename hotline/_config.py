@@ -5,15 +5,82 @@ The defaults and the reasons for them are listed in docs/protocol.md ("Timers an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 
 from ._errors import LocalProtocolError
+from ._records import HASH_SIZE
 
 __all__ = ["Config"]
 
 #: The most received messages whose signatures are checked in one batch (bounds the latency
 #: a batch adds); see ``signature_batch``.
 MAX_SIGNATURE_BATCH = 256
+
+#: The shortest heartbeat interval: the protocol's ping floor (docs/protocol.md, section 11;
+#: ``_connection.MIN_REQUESTED_INTERVAL``). A peer never pings faster than this whatever we
+#: ask, so with a shorter interval our silence thresholds (a few intervals) would expire
+#: between two of its pings and a healthy line would flap between up and down.
+MIN_HEARTBEAT_INTERVAL = 0.01
+
+#: The smallest ``max_body_size``: an envelope's 32-byte fields (line id, sender, prev) are
+#: decoded under the same length limit as the body, so below this no message decodes.
+MIN_BODY_SIZE = HASH_SIZE
+
+# Longer durations are a slip of the unit (milliseconds for seconds), not a choice, and
+# this bound keeps every deadline and the ping's microsecond field far from overflowing.
+_MAX_SECONDS = 86_400.0
+# Counts and byte sizes beyond these would exhaust memory long before they bound anything.
+_MAX_COUNT = 1 << 30
+_MAX_BYTES = 1 << 40
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        opening = "(" if self.low_open else "["
+        closing = ")" if self.high_open else "]"
+        return f"{opening}{self.low}, {self.high}{closing}"
+
+
+def _seconds(low: float = 0.0, high: float = _MAX_SECONDS) -> _Range:
+    """A duration: more than zero (or at least ``low``), at most ``high``."""
+    return _Range(low, high, low_open=low == 0.0)
+
+
+# Every field's range: a test checks that none is missing. Whether a field is a float (any
+# finite real) or an int (an integer, not a bool) is read from its declaration.
+_RANGES: dict[str, _Range] = {
+    "heartbeat_interval": _seconds(MIN_HEARTBEAT_INTERVAL),
+    "heartbeat_multiplier": _Range(1.0, 255.0),  # BFD's detection multiplier is one byte.
+    "suspect_after": _Range(0.0, 255.0, low_open=True),
+    "handshake_timeout": _seconds(),
+    "rekey_after_messages": _Range(1, 2**63 - 1),
+    "rekey_after_seconds": _seconds(),
+    "max_body_size": _Range(MIN_BODY_SIZE, 1 << 30),
+    "padding": _Range(0, 4096),
+    "reconnect_initial": _seconds(),
+    "reconnect_max": _seconds(),
+    "reconnect_jitter": _Range(0.0, 1.0, high_open=True),
+    "connect_timeout": _seconds(),
+    "outbox_limit": _Range(1, _MAX_COUNT),
+    "outbox_limit_bytes": _Range(1, _MAX_BYTES),
+    "inbox_window": _Range(1, _MAX_COUNT),
+    "max_pending_handshakes": _Range(1, _MAX_COUNT),
+    "handshake_rate": _Range(0.0, 1e9, low_open=True),
+    "handshake_burst": _Range(1, _MAX_COUNT),
+    "signature_batch": _Range(0, MAX_SIGNATURE_BATCH),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,36 +131,28 @@ class Config:
     at once: the thread only pays where the receiving process has an idle core."""
 
     def __post_init__(self) -> None:
-        if not self.heartbeat_interval > 0:
-            raise LocalProtocolError("heartbeat_interval must be > 0")
-        if not self.heartbeat_multiplier >= 1:
-            raise LocalProtocolError("heartbeat_multiplier must be >= 1")
-        if not 0 < self.suspect_after <= self.heartbeat_multiplier:
-            raise LocalProtocolError("suspect_after must be in (0, heartbeat_multiplier]")
-        if not self.handshake_timeout > 0:
-            raise LocalProtocolError("handshake_timeout must be > 0")
-        if not 1 <= self.rekey_after_messages < 2**63:
-            raise LocalProtocolError("rekey_after_messages must be >= 1")
-        if not self.rekey_after_seconds > 0:
-            raise LocalProtocolError("rekey_after_seconds must be > 0")
-        if not 0 <= self.max_body_size <= 1 << 30:
-            raise LocalProtocolError("max_body_size must be between 0 and 1 GiB")
-        if not 0 <= self.padding <= 4096:
-            raise LocalProtocolError("padding must be between 0 and 4096")
-        if not 0 < self.reconnect_initial <= self.reconnect_max:
-            raise LocalProtocolError("need 0 < reconnect_initial <= reconnect_max")
-        if not 0 <= self.reconnect_jitter < 1:
-            raise LocalProtocolError("reconnect_jitter must be in [0, 1)")
-        if not self.connect_timeout > 0:
-            raise LocalProtocolError("connect_timeout must be > 0")
-        if self.outbox_limit < 1 or self.outbox_limit_bytes < self.max_body_size:
-            raise LocalProtocolError("the outbox must hold at least one message of maximum size")
-        if self.inbox_window < 1 or self.max_pending_handshakes < 1:
-            raise LocalProtocolError("inbox_window and max_pending_handshakes must be >= 1")
-        if not self.handshake_rate > 0 or self.handshake_burst < 1:
-            raise LocalProtocolError("need handshake_rate > 0 and handshake_burst >= 1")
-        if self.signature_batch != 0 and not 2 <= self.signature_batch <= MAX_SIGNATURE_BATCH:
-            raise LocalProtocolError(f"signature_batch must be 0 or 2 to {MAX_SIGNATURE_BATCH}")
+        for name, valid in _RANGES.items():
+            _check_field(name, getattr(self, name), valid)
+        # Relations between fields, each checked after both are known to be in range.
+        if self.suspect_after > self.heartbeat_multiplier:
+            raise LocalProtocolError(
+                f"suspect_after must be at most heartbeat_multiplier ({self.heartbeat_multiplier}),"
+                f" not {self.suspect_after!r}"
+            )
+        if self.reconnect_initial > self.reconnect_max:
+            raise LocalProtocolError(
+                f"reconnect_initial must be at most reconnect_max ({self.reconnect_max}),"
+                f" not {self.reconnect_initial!r}"
+            )
+        if self.outbox_limit_bytes < self.max_body_size:
+            raise LocalProtocolError(
+                "outbox_limit_bytes must hold at least one message of maximum size"
+                f" (max_body_size {self.max_body_size}), not {self.outbox_limit_bytes!r}"
+            )
+        if self.signature_batch == 1:
+            raise LocalProtocolError(
+                f"signature_batch must be 0 or 2 to {MAX_SIGNATURE_BATCH}, not 1"
+            )
 
     @property
     def down_after(self) -> float:
@@ -104,3 +163,37 @@ class Config:
     def max_record_size(self) -> int:
         """Largest reassembled record accepted: a full message record plus its framing."""
         return self.max_body_size + 512
+
+
+_FLOAT_FIELDS = frozenset(f.name for f in fields(Config) if f.type == "float")
+
+
+def _check_field(name: str, value: object, valid: _Range) -> None:
+    """Raise LocalProtocolError, naming the field, unless ``value`` is of its type and range."""
+    if name in _FLOAT_FIELDS:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise LocalProtocolError(f"{name} must be a number, not {value!r}")
+        if not (math.isfinite(value) and value in valid):
+            raise LocalProtocolError(f"{name} must be a finite number in {valid}, not {value!r}")
+    else:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise LocalProtocolError(f"{name} must be an integer, not {value!r}")
+        if value not in valid:
+            raise LocalProtocolError(f"{name} must be an integer in {valid}, not {value!r}")
+
+
+def check_address(address: object, what: str, *, listening: bool) -> tuple[str, int]:
+    """Return ``address`` if it is a ``(host, port)`` pair with a TCP port, else raise
+    LocalProtocolError naming ``what``. Port 0 (any free port) only when ``listening``.
+
+    The socket layer would take a port above 65535 modulo 65536 and bind or dial another.
+    """
+    if not (isinstance(address, tuple) and len(address) == 2 and isinstance(address[0], str)):
+        raise LocalProtocolError(f"{what} must be a (host, port) pair, not {address!r}")
+    port = address[1]
+    low = 0 if listening else 1
+    if isinstance(port, bool) or not isinstance(port, int) or not low <= port <= 65535:
+        raise LocalProtocolError(
+            f"{what}: the port must be an integer in {low}..65535, not {port!r}"
+        )
+    return address[0], port

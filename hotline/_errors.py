@@ -12,7 +12,10 @@ the caller should do:
 - :class:`LineClosed` / :class:`LineBroken`: the line was closed on purpose (by us or by the
   peer's goodbye) / it failed underneath (the connection was cut, the peer went silent).
 - :class:`KeyFileError`, :class:`StoreError`, :class:`OutboxFull`: a key file that cannot be
-  used, a store that cannot be used, a full outbox when the caller asked not to wait.
+  used, a store that cannot be used (:class:`StoreLocked`: another process writes it), a full
+  outbox when the caller asked not to wait.
+- :class:`TranscriptError`: an offline check found a record that does not verify
+  (:class:`StoreInconsistent`: or a stored row that disagrees with the records).
 
 After a :class:`RemoteProtocolError` or :class:`AuthenticationError` the connection that
 raised it is in its error state for good.
@@ -31,6 +34,8 @@ __all__ = [
     "OutboxFull",
     "RemoteProtocolError",
     "StoreError",
+    "StoreInconsistent",
+    "StoreLocked",
     "StoreMismatch",
     "StoreVersionError",
     "TranscriptError",
@@ -96,3 +101,17 @@ class StoreVersionError(StoreError):
 
 class TranscriptError(HotlineError):
     """An offline check of a transcript found a record that does not verify."""
+
+
+class StoreLocked(StoreError):
+    """Another open store (in this process or another) holds the store's lock: one at a time."""
+
+    def __init__(self, message: str, *, path: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.pid = pid
+        """The holder's process id, as it wrote it into the lock file (None if unknown)."""
+
+
+class StoreInconsistent(TranscriptError):
+    """A store's transcript verifies, but a table the line resumes from disagrees with it."""

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
-from ._config import Config
+from ._config import Config, check_address
 from ._connection import Connection, ConnectionState, Role
 from ._errors import (
     AuthenticationError,
@@ -1160,6 +1160,10 @@ async def open_line(
     ``trio.abc.Stream`` (a Unix socket, a tunnel). Neither is needed if the caller runs
     streams itself with :meth:`Line.run_stream`.
     """
+    if listen is not None:
+        listen = check_address(listen, "listen", listening=True)
+    if connect is not None and not callable(connect):
+        connect = check_address(connect, "connect", listening=False)
     owned_store: Store | None = None
     if isinstance(store, str | os.PathLike):
         from ._sqlite import SQLiteStore

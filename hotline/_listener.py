@@ -40,7 +40,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from ._config import Config
+from ._config import Config, check_address
 from ._connection import Connection
 from ._errors import AuthenticationError, HotlineError, LocalProtocolError
 from ._events import PeerAuthenticated
@@ -285,6 +285,7 @@ async def open_listener(
     identity: Identity, host: str, port: int, *, config: Config | None = None
 ) -> AsyncIterator[Listener]:
     """Listen on one port for every line of ``identity`` opened with ``listener=``."""
+    check_address((host, port), "open_listener", listening=True)
     listener = Listener(identity, config=config)
     with unwrap_single_exception():
         async with trio.open_nursery() as nursery:

@@ -39,7 +39,13 @@ SQLite integers are signed 64-bit, so the unsigned 64-bit timestamps and waterma
 stored in two's complement; sequence numbers cannot get that far.
 
 The file is created with mode 0600 (the transcript is private); SQLite gives its ``-wal`` and
-``-shm`` side files the database file's mode.
+``-shm`` side files the database file's mode, and a store or side file that others may read
+or write is refused, as a private key is. A new store is built beside its path (``.new``)
+and linked into place complete: only a path where nothing exists becomes a store, so an
+empty or foreign file there is refused, never taken for a new line. A store open for
+writing holds an exclusive ``flock`` on ``<path>.lock`` with its PID in it, so a second
+writer is :class:`~hotline.StoreLocked` at open rather than a failed commit later.
+:meth:`SQLiteStore.open_existing` reads (``mode=ro``, no lock), beside a running writer.
 """
 
 from __future__ import annotations
@@ -47,8 +53,11 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import stat
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -57,6 +66,7 @@ from ._errors import (
     LocalProtocolError,
     RemoteProtocolError,
     StoreError,
+    StoreLocked,
     StoreMismatch,
     StoreVersionError,
 )
@@ -65,9 +75,17 @@ from ._records import Receipt, ReceiptKind, SignedMessage, open_receipt
 from ._state import LineState
 from ._store import Batch, Direction, TranscriptEntry, apply_batch
 
+if sys.platform != "win32":
+    import fcntl
+
 __all__ = ["SQLiteStore"]
 
 SCHEMA_VERSION = 1
+
+#: Beside the store: the lock held while it is open for writing, with its holder's PID.
+LOCK_SUFFIX = ".lock"
+# Beside the store: a new store is built here, then linked into place whole.
+_NEW_SUFFIX = ".new"
 
 _SYNCHRONOUS = ("FULL", "NORMAL")
 
@@ -177,6 +195,61 @@ _SELECT_TRANSCRIPT = (
     "SELECT ord, direction, kind, seq, envelope, signature FROM transcript"
     " WHERE ord > ? ORDER BY ord LIMIT ?"
 )
+# For the verifier: each record with the row derived from it, found the way load() finds it
+# (a message by its direction and number, a receipt by its ord).
+_SELECT_RECORDS = (
+    "SELECT t.ord, t.direction, t.kind, t.seq, t.envelope, t.signature,"
+    " m.ord, m.timestamp, m.prev, m.hash, m.body_at,"
+    " r.direction, r.kind, r.upto, r.head, r.timestamp"
+    " FROM transcript AS t"
+    " LEFT JOIN messages AS m"
+    " ON t.kind = 'message' AND m.direction = t.direction AND m.seq = t.seq"
+    " LEFT JOIN receipts AS r ON t.kind != 'message' AND r.ord = t.ord"
+    " WHERE t.ord > ? ORDER BY t.ord LIMIT ?"
+)
+_SELECT_UNMATCHED_MESSAGE = (
+    "SELECT direction, seq FROM messages AS m WHERE NOT EXISTS (SELECT 1 FROM transcript AS t"
+    " WHERE t.ord = m.ord AND t.kind = 'message' AND t.direction = m.direction"
+    " AND t.seq = m.seq) ORDER BY direction, seq LIMIT 1"
+)
+_SELECT_UNMATCHED_RECEIPT = (
+    "SELECT ord FROM receipts AS r WHERE NOT EXISTS (SELECT 1 FROM transcript AS t"
+    " WHERE t.ord = r.ord AND t.kind != 'message') ORDER BY ord LIMIT 1"
+)
+# The columns of _SELECT_STATE, in its order.
+_STATE_COLUMNS = (
+    "sent_seq",
+    "sent_head",
+    "received_seq",
+    "received_head",
+    "peer_delivered",
+    "peer_acknowledged",
+    "peer_initiation_watermark",
+    "initiation_timestamp",
+    "delivered_receipt",
+    "acknowledged_receipt",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A transcript record and the row the store derived from it, as the verifier needs them."""
+
+    ord: int
+    entry: TranscriptEntry
+    message: tuple[int, int, bytes, bytes, int] | None
+    """Its ``messages`` row: ord, timestamp, prev, hash, body_at (None if there is none)."""
+    receipt: tuple[str, str, int, bytes, int] | None
+    """Its ``receipts`` row: direction, kind, upto, head, timestamp (None if there is none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRows:
+    """What a line resumes from besides the derived rows."""
+
+    state: dict[str, object]
+    """The state row, column by column (empty if there is no row)."""
+    line_id: bytes | None
 
 
 def _to_i64(value: int, name: str) -> int:
@@ -207,11 +280,9 @@ def _mismatch(stored: tuple[PublicKey, PublicKey], identity: PublicKey, peer: Pu
 
 
 def _create_private(path: str) -> None:
-    """Create ``path`` empty with mode 0600 unless it exists (SQLite then fills it)."""
+    """Create ``path`` empty with mode 0600 (StoreError if it exists or cannot be made)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
-    except FileExistsError:
-        return
     except OSError as exc:
         raise StoreError(f"cannot create the store {path!r}: {exc.strerror}") from None
     try:
@@ -220,6 +291,9 @@ def _create_private(path: str) -> None:
             os.fchmod(fd, 0o600)
     finally:
         os.close(fd)
+
+
+def _sync_directory(path: str) -> None:
     # A durable store must not lose its own directory entry to a power cut.
     with contextlib.suppress(OSError):
         dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
@@ -229,27 +303,161 @@ def _create_private(path: str) -> None:
             os.close(dir_fd)
 
 
+def _create_store(path: str) -> None:
+    """Make a new store at ``path``, schema and all, in one step (the caller holds the lock).
+
+    It is built beside the path and linked into place once complete and on disk, so a crash
+    leaves no store or a whole one: never an empty or half-made file, which the next open
+    would have to refuse as not a store.
+    """
+    partial = path + _NEW_SUFFIX
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(partial)  # Left by a crash: the lock says nobody else is building it.
+    _create_private(partial)
+    try:
+        uri = Path(partial).absolute().as_uri() + "?mode=rw"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        try:
+            # No journal: if this fails half way the partial file is thrown away, and a stale
+            # journal could never be replayed into the next attempt's file.
+            conn.execute("PRAGMA journal_mode=OFF")
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        fd = os.open(partial, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        # link, not rename: it never replaces a file that appeared at the path meanwhile (not
+        # another hotline, which would need the lock); that file is then checked as found.
+        with contextlib.suppress(FileExistsError):
+            os.link(partial, path)
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"cannot create the store {path!r}: {exc}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+    _sync_directory(path)
+
+
+# The first bytes of every SQLite database file, and where its header keeps user_version.
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_USER_VERSION_AT = 60
+
+
+def _read_header(path: str) -> bytes:
+    """The first 100 bytes of ``path`` (SQLite's header), read without SQLite."""
+    with open(path, "rb") as file:
+        return file.read(100)
+
+
+def _lock(path: str) -> int:
+    """Take the store's exclusive lock, write our PID into it, and return its descriptor.
+
+    The lock is a ``flock`` on a file of its own beside the store, not on the database:
+    SQLite locks the database with POSIX record locks, which a process loses on closing
+    *any* descriptor of that file, and which NFS may map onto the same locks as ``flock``.
+    Readers (``hotline log``, ``hotline verify``) open the store read-only and take no lock.
+    """
+    lock_path = path + LOCK_SUFFIX
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot lock the store {path!r}: {lock_path!r}: {exc.strerror}") from None
+    try:
+        if sys.platform != "win32":
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = _lock_holder(fd)
+                holder = "another process" if pid is None else f"process {pid}"
+                if pid == os.getpid():
+                    holder = f"this process ({pid}), in another SQLiteStore"
+                raise StoreLocked(
+                    f"the store {path!r} is in use by {holder}: one process at a time may use"
+                    " a store",
+                    path=path,
+                    pid=pid,
+                ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:
+        os.close(fd)
+        raise StoreError(f"cannot lock the store {path!r}: {lock_path!r}: {exc.strerror}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _lock_holder(fd: int) -> int | None:
+    """The PID the lock's holder wrote, if it has yet (it writes just after locking)."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _unlock(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)  # No stale PID for a reader of the file to believe.
+    os.close(fd)  # Releases the flock.
+
+
+def _check_private(path: str) -> None:
+    """Refuse a store, or a -wal or -shm of it, that group or others may read or write.
+
+    As with a private key: the store holds the transcript in clear (readable by others it
+    is no longer private) and the state the line resumes from (writable by others it is no
+    longer this node's). SQLite gives the side files the database's mode when it makes them.
+    """
+    if os.name != "posix":
+        return
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise StoreError(f"cannot open the store {path!r}: {name!r}: {exc.strerror}") from None
+        if mode & 0o077:
+            raise StoreError(
+                f"permissions {mode:04o} for {name!r} are too open: a store must be readable"
+                f" and writable only by its owner (chmod 600 {name!r})"
+            )
+
+
 class SQLiteStore:
     """A durable :class:`~hotline._store.Store` in one SQLite file (see the module docstring).
 
     ``synchronous`` is ``"FULL"`` (the default: a committed batch survives power loss) or
     ``"NORMAL"`` (it survives a crash of the process; a power loss can lose the last commits).
-    The file is created (mode 0600) if it does not exist.
+    A new store (mode 0600) is made only where no file exists; an empty or foreign file is
+    refused, as is a store that group or others may read or write. One open store at a time
+    may write a file: a second raises :class:`~hotline.StoreLocked`.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
-        self._open(path, synchronous, create=True)
+        self._open(path, synchronous, writing=True)
 
     @classmethod
     def open_existing(
         cls, path: str | os.PathLike[str], *, synchronous: str = "FULL"
     ) -> SQLiteStore:
-        """Open a store that must already exist (for reading it): StoreError if it does not."""
+        """Open a store that must already exist, read-only: it never writes to the file and
+        takes no lock, so it may read a store a running line holds. StoreError if there is
+        no store; :meth:`commit` and a :meth:`load` that would bind new keys are refused."""
         store = cls.__new__(cls)
-        store._open(path, synchronous, create=False)
+        store._open(path, synchronous, writing=False)
         return store
 
-    def _open(self, path: str | os.PathLike[str], synchronous: str, *, create: bool) -> None:
+    def _open(self, path: str | os.PathLike[str], synchronous: str, *, writing: bool) -> None:
         if synchronous not in _SYNCHRONOUS:
             raise LocalProtocolError(
                 f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}"
@@ -258,17 +466,45 @@ class SQLiteStore:
         if not isinstance(name, str) or name in ("", ":memory:"):
             raise LocalProtocolError("a SQLiteStore needs a file path (use MemoryStore in memory)")
         self._path = name
+        self._writing = writing
         self._keys: tuple[PublicKey, PublicKey] | None = None
         self._state: LineState | None = None
         # Ords of our latest delivered and acknowledged receipts, as in the state row.
         self._receipt_ords: tuple[int | None, int | None] = (None, None)
         self._next_ord = 1
-        if create:
-            _create_private(name)
-        elif not os.path.exists(name):
-            raise StoreError(f"there is no store at {name!r}")
-        # mode=rw: the file exists by now, and SQLite must not create one where it vanished.
-        uri = Path(name).absolute().as_uri() + "?mode=rw"
+        self._lock_fd = _lock(name) if writing else None
+        try:
+            self._connect(synchronous)
+        except BaseException:
+            if self._lock_fd is not None:
+                _unlock(self._lock_fd)
+            raise
+        self._closed = False
+
+    def _connect(self, synchronous: str) -> None:
+        name = self._path
+        try:
+            header = _read_header(name)
+        except FileNotFoundError:
+            if not self._writing:
+                raise StoreError(f"there is no store at {name!r}") from None
+            _create_store(name)
+            header = _read_header(name)
+        except OSError as exc:
+            raise StoreError(f"cannot open the store {name!r}: {exc.strerror}") from None
+        if not header:
+            # Only a path where nothing exists becomes a new store: an empty file may be a
+            # store whose contents were lost, and starting a new line there would hide that.
+            raise StoreError(f"{name!r} is an empty file, not a hotline store")
+        if not header.startswith(_SQLITE_MAGIC):
+            raise StoreError(f"{name!r} is not a hotline store: it is not a SQLite database")
+        # A SQLite file of something else (user_version 0) is refused as such below; the
+        # permissions matter only for a store.
+        if self._writing and header[_USER_VERSION_AT : _USER_VERSION_AT + 4] != bytes(4):
+            _check_private(name)
+        # rw: the file exists, and SQLite must not create one where it vanished. ro: a reader
+        # never writes, whatever it opens.
+        uri = Path(name).absolute().as_uri() + ("?mode=rw" if self._writing else "?mode=ro")
         try:
             # check_same_thread=False: the trio driver calls every method from a worker thread,
             # never two at a time, and not always from the same thread.
@@ -283,7 +519,6 @@ class SQLiteStore:
         except BaseException:
             conn.close()
             raise
-        self._closed = False
 
     def _setup(self, synchronous: str) -> None:
         with self._errors("cannot open the store"):
@@ -295,36 +530,19 @@ class SQLiteStore:
                         f"{self._path!r} is not a hotline store: it is not a SQLite database"
                     ) from None
                 raise
-            self._check_version(version)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(f"PRAGMA synchronous={synchronous}")
-            self._conn.execute("PRAGMA foreign_keys=ON")
             if version == 0:
-                # Only a new file takes the write lock here: a reader (``hotline log``) must
-                # not contend with the process that owns the line.
-                with self._transaction():
-                    # Read again under the lock: another process may have just created it.
-                    version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-                    self._check_version(version)
-                    if version == 0:
-                        self._create_schema()
-
-    def _check_version(self, version: int) -> None:
-        if version > SCHEMA_VERSION:
-            raise StoreVersionError(
-                f"store schema version {version} is newer than this hotline"
-                f" (knows up to {SCHEMA_VERSION}): upgrade hotline"
-            )
-
-    def _create_schema(self) -> None:
-        (tables,) = self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        if tables:
-            raise StoreError(
-                f"{self._path!r} is not a hotline store: a SQLite database with other tables"
-            )
-        for statement in _SCHEMA:
-            self._conn.execute(statement)
-        self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                (tables,) = self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                what = "a SQLite database with other tables" if tables else "an empty database"
+                raise StoreError(f"{self._path!r} is not a hotline store: {what}")
+            if version > SCHEMA_VERSION:
+                raise StoreVersionError(
+                    f"store schema version {version} is newer than this hotline"
+                    f" (knows up to {SCHEMA_VERSION}): upgrade hotline"
+                )
+            if self._writing:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute(f"PRAGMA synchronous={synchronous}")
+                self._conn.execute("PRAGMA foreign_keys=ON")
 
     # --- the Store protocol ---------------------------------------------------------------
 
@@ -342,6 +560,7 @@ class SQLiteStore:
         lid = line_id(identity, peer)
         stored = self.keys()
         if stored is None:
+            self._check_writing("bind a new store to its keys")
             with self._errors("cannot write the store"), self._transaction():
                 self._conn.execute(
                     "INSERT INTO meta (id, identity, peer, line_id, created)"
@@ -360,6 +579,7 @@ class SQLiteStore:
 
     def commit(self, batch: Batch) -> None:
         self._check_open()
+        self._check_writing("commit")
         mirror = self._state
         if mirror is None:
             raise LocalProtocolError("load() the store before committing to it")
@@ -432,12 +652,75 @@ class SQLiteStore:
         self._check_open()
         return self._transcript_pages()
 
+    # --- for the verifier (hotline verify) ---------------------------------------------
+
+    @contextlib.contextmanager
+    def read_snapshot(self) -> Iterator[None]:
+        """Every read inside sees the store as of one moment, whatever a writer (the running
+        line) commits meanwhile: the rows compared with each other must be of one moment."""
+        self._check_open()
+        with self._errors("cannot read the store"):
+            self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self._conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+
+    def stored_records(self) -> Iterator[StoredRecord]:
+        """Every transcript record in order, each with the row derived from it."""
+        self._check_open()
+        after = 0
+        while True:
+            self._check_open()
+            with self._errors("cannot read the store"):
+                rows = self._conn.execute(_SELECT_RECORDS, (after, _TRANSCRIPT_PAGE)).fetchall()
+            for row in rows:
+                ord_ = row[0]
+                entry = self._entry(*row[:6])
+                message = None if row[6] is None else (
+                    row[6], _from_i64(row[7]), row[8], row[9], row[10]
+                )
+                receipt = None if row[11] is None else (
+                    row[11], row[12], row[13], row[14], _from_i64(row[15])
+                )
+                yield StoredRecord(ord_, entry, message, receipt)
+            if len(rows) < _TRANSCRIPT_PAGE:
+                return
+            after = rows[-1][0]
+
+    def resume_rows(self) -> ResumeRows:
+        """The state row and the line id in ``meta``."""
+        self._check_open()
+        with self._errors("cannot read the store"):
+            row = self._conn.execute(_SELECT_STATE).fetchone()
+            meta = self._conn.execute("SELECT line_id FROM meta WHERE id = 1").fetchone()
+        state: dict[str, object] = {}
+        if row is not None:
+            state = dict(zip(_STATE_COLUMNS, row, strict=True))
+        return ResumeRows(state, None if meta is None else meta[0])
+
+    def unmatched_rows(self) -> tuple[tuple[str, int] | None, int | None]:
+        """A ``messages`` row (direction, seq) and a ``receipts`` row (ord) that no transcript
+        record of theirs stands behind, if there are such rows."""
+        self._check_open()
+        with self._errors("cannot read the store"):
+            message = self._conn.execute(_SELECT_UNMATCHED_MESSAGE).fetchone()
+            receipt = self._conn.execute(_SELECT_UNMATCHED_RECEIPT).fetchone()
+        return (None if message is None else (message[0], message[1]),
+                None if receipt is None else receipt[0])
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        with self._errors("cannot close the store"):
-            self._conn.close()
+        try:
+            with self._errors("cannot close the store"):
+                self._conn.close()
+        finally:
+            if self._lock_fd is not None:
+                _unlock(self._lock_fd)
 
     def __enter__(self) -> SQLiteStore:
         return self
@@ -455,6 +738,10 @@ class SQLiteStore:
     def _check_open(self) -> None:
         if self._closed:
             raise LocalProtocolError("the store is closed")
+
+    def _check_writing(self, what: str) -> None:
+        if not self._writing:
+            raise LocalProtocolError(f"cannot {what}: the store was opened read-only")
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -553,14 +840,19 @@ class SQLiteStore:
             self._check_open()
             with self._errors("cannot read the store"):
                 rows = self._conn.execute(_SELECT_TRANSCRIPT, (after, _TRANSCRIPT_PAGE)).fetchall()
-            for ord_, direction, kind, seq, envelope, signature in rows:
-                try:
-                    way = Direction(direction)
-                except ValueError:
-                    raise StoreError(
-                        f"the store {self._path!r} is corrupt: record {ord_} has no direction"
-                    ) from None
-                yield TranscriptEntry(way, kind, seq, envelope, signature)
+            for row in rows:
+                yield self._entry(*row)
             if len(rows) < _TRANSCRIPT_PAGE:
                 return
             after = rows[-1][0]
+
+    def _entry(
+        self, ord_: int, direction: str, kind: str, seq: int, envelope: bytes, signature: bytes
+    ) -> TranscriptEntry:
+        try:
+            way = Direction(direction)
+        except ValueError:
+            raise StoreError(
+                f"the store {self._path!r} is corrupt: record {ord_} has no direction"
+            ) from None
+        return TranscriptEntry(way, kind, seq, envelope, signature)

@@ -20,17 +20,40 @@ acknowledged mark never above the same signer's delivered mark.
 
 The first record that fails stops the check with :class:`~hotline.TranscriptError`, which
 names it: its 1-based position, direction, kind and sequence number, and what is wrong.
+
+A receipt recorded twice (the same signed bytes) is counted once: it is one statement. The
+same ``upto`` signed again with a new timestamp is another statement, and counts.
+
+:func:`verify_store` on a :class:`~hotline.SQLiteStore` also checks what the line resumes
+from, which is not signed: every ``messages`` and ``receipts`` row against the record it
+was derived from (and that no row lacks one), the ``state`` row against the transcript's
+chains and marks (numbers, heads, the peer's receipt marks, the ords of our latest receipts)
+and the line id in ``meta``. A disagreement is :class:`~hotline.StoreInconsistent`, naming
+the table and the row. The handshake watermarks in the state row are not in the transcript
+and cannot be checked against it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from ._errors import AuthenticationError, RemoteProtocolError, TranscriptError
+from ._errors import AuthenticationError, RemoteProtocolError, StoreInconsistent, TranscriptError
 from ._keys import PublicKey, line_id
-from ._records import GENESIS_HEAD, HASH_SIZE, ReceiptKind, open_message, open_receipt
+from ._records import (
+    GENESIS_HEAD,
+    HASH_SIZE,
+    Receipt,
+    ReceiptKind,
+    SignedMessage,
+    open_message,
+    open_receipt,
+)
 from ._store import Direction, Store, TranscriptEntry
+
+if TYPE_CHECKING:
+    from ._sqlite import SQLiteStore, StoredRecord
 
 __all__ = ["VerifyReport", "verify_store", "verify_transcript"]
 
@@ -63,6 +86,8 @@ class _Side:
     receipts: int = 0
     delivered: int = 0
     acknowledged: int = 0
+    at_mark: dict[str, set[bytes]] = field(default_factory=dict)
+    """Per kind, the signatures of the receipts seen at its current mark: a repeat is one."""
 
     @property
     def count(self) -> int:
@@ -77,6 +102,55 @@ class _Side:
 _KINDS = ("message", "delivered", "acknowledged")
 
 
+class _Replay:
+    """The check of one transcript, record by record (see the module docstring)."""
+
+    def __init__(self, identity: PublicKey, peer: PublicKey, max_body_size: int) -> None:
+        self.identity = identity
+        self.peer = peer
+        self.lid = line_id(identity, peer)
+        self.max_body_size = max_body_size
+        self.sides = {Direction.OUT: _Side(identity), Direction.IN: _Side(peer)}
+
+    def check(self, position: int, entry: TranscriptEntry) -> SignedMessage | Receipt:
+        """The record, decoded, once it verifies; TranscriptError naming it if it does not."""
+        if not isinstance(entry.direction, Direction) or entry.kind not in _KINDS:
+            raise TranscriptError(
+                f"record {position}: unknown direction or kind"
+                f" ({entry.direction!r}, {entry.kind!r})"
+            )
+        own = self.sides[entry.direction]
+        other = self.sides[Direction.IN if entry.direction is Direction.OUT else Direction.OUT]
+        if entry.kind == "message":
+            result: SignedMessage | Receipt | str = _check_message(
+                entry, own, self.lid, self.max_body_size
+            )
+        else:
+            result = _check_receipt(entry, own, other, self.lid)
+        if isinstance(result, str):
+            raise TranscriptError(f"{_where(position, entry)}: {result}")
+        return result
+
+    def report(self) -> VerifyReport:
+        out, in_ = self.sides[Direction.OUT], self.sides[Direction.IN]
+        return VerifyReport(
+            identity=self.identity,
+            peer=self.peer,
+            messages_out=out.count,
+            messages_in=in_.count,
+            receipts_out=out.receipts,
+            receipts_in=in_.receipts,
+            delivered_out=out.delivered,
+            delivered_in=in_.delivered,
+            acknowledged_out=out.acknowledged,
+            acknowledged_in=in_.acknowledged,
+        )
+
+
+def _where(position: int, entry: TranscriptEntry) -> str:
+    return f"record {position} ({entry.direction.value} {entry.kind} {entry.seq})"
+
+
 def verify_transcript(
     entries: Iterable[TranscriptEntry],
     identity: PublicKey,
@@ -89,48 +163,127 @@ def verify_transcript(
     ``identity`` is the key of the node whose transcript this is (its ``out`` records),
     ``peer`` the other end's. ``max_body_size`` bounds the bodies accepted.
     """
-    lid = line_id(identity, peer)
-    sides = {Direction.OUT: _Side(identity), Direction.IN: _Side(peer)}
+    replay = _Replay(identity, peer, max_body_size)
     for position, entry in enumerate(entries, 1):
-        if not isinstance(entry.direction, Direction) or entry.kind not in _KINDS:
-            raise TranscriptError(
-                f"record {position}: unknown direction or kind"
-                f" ({entry.direction!r}, {entry.kind!r})"
-            )
-        where = f"record {position} ({entry.direction.value} {entry.kind} {entry.seq})"
-        own = sides[entry.direction]
-        other = sides[Direction.IN if entry.direction is Direction.OUT else Direction.OUT]
-        if entry.kind == "message":
-            problem = _check_message(entry, own, lid, max_body_size)
-        else:
-            problem = _check_receipt(entry, own, other, lid)
-        if problem:
-            raise TranscriptError(f"{where}: {problem}")
-    out, in_ = sides[Direction.OUT], sides[Direction.IN]
-    return VerifyReport(
-        identity=identity,
-        peer=peer,
-        messages_out=out.count,
-        messages_in=in_.count,
-        receipts_out=out.receipts,
-        receipts_in=in_.receipts,
-        delivered_out=out.delivered,
-        delivered_in=in_.delivered,
-        acknowledged_out=out.acknowledged,
-        acknowledged_in=in_.acknowledged,
-    )
+        replay.check(position, entry)
+    return replay.report()
 
 
 def verify_store(store: Store) -> VerifyReport:
-    """Verify ``store``'s transcript against the keys it belongs to."""
+    """Verify ``store``'s transcript against the keys it belongs to, and for a SQLiteStore
+    also the rows the line resumes from against the transcript (StoreInconsistent)."""
     keys = store.keys()
     if keys is None:
         raise TranscriptError("the store has no keys: it was never loaded, so it holds no line")
+    from ._sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        with store.read_snapshot():
+            return _verify_sqlite(store, *keys)
     return verify_transcript(store.transcript(), *keys)
 
 
-def _check_message(entry: TranscriptEntry, side: _Side, lid: bytes, max_body_size: int) -> str:
-    """What is wrong with message ``entry`` of ``side``'s chain ("" if nothing); records it."""
+def _inconsistent(table: str, row: str, problem: str) -> StoreInconsistent:
+    return StoreInconsistent(f"inconsistent store: table {table}, row {row}: {problem}")
+
+
+def _verify_sqlite(store: SQLiteStore, identity: PublicKey, peer: PublicKey) -> VerifyReport:
+    replay = _Replay(identity, peer, 1 << 30)
+    # Per kind, our latest receipt's signature and the ords that hold it (one, unless it was
+    # recorded twice): the state row must point at one of them.
+    latest_own: dict[str, tuple[bytes, set[int]]] = {}
+    for position, record in enumerate(store.stored_records(), 1):
+        signed = replay.check(position, record.entry)
+        if isinstance(signed, SignedMessage):
+            _compare_message(position, record, signed)
+        else:
+            _compare_receipt(position, record, signed)
+            if record.entry.direction is Direction.OUT:
+                signature, ords = latest_own.get(signed.kind.value, (b"", set()))
+                if signed.signature != signature:
+                    signature, ords = signed.signature, set()
+                ords.add(record.ord)
+                latest_own[signed.kind.value] = (signature, ords)
+    rows = store.resume_rows()
+    if rows.line_id != replay.lid:
+        raise _inconsistent("meta", "1", "line_id is not the line id of the store's two keys")
+    unmatched_message, unmatched_receipt = store.unmatched_rows()
+    if unmatched_message is not None:
+        direction, seq = unmatched_message
+        raise _inconsistent(
+            "messages", f"({direction}, {seq})", "no message of the transcript stands behind it"
+        )
+    if unmatched_receipt is not None:
+        raise _inconsistent(
+            "receipts", str(unmatched_receipt), "no receipt of the transcript stands behind it"
+        )
+    out, in_ = replay.sides[Direction.OUT], replay.sides[Direction.IN]
+    expected: dict[str, object] = {
+        "sent_seq": out.count,
+        "sent_head": out.head(out.count),
+        "received_seq": in_.count,
+        "received_head": in_.head(in_.count),
+        "peer_delivered": in_.delivered,
+        "peer_acknowledged": in_.acknowledged,
+    }
+    if not rows.state:
+        raise StoreInconsistent("inconsistent store: table state has no row")
+    for column, value in expected.items():
+        stored = rows.state[column]
+        if stored != value:
+            shown = "" if isinstance(value, bytes) else f" (it says {stored!r}, not {value!r})"
+            raise _inconsistent("state", "1", f"{column} disagrees with the transcript{shown}")
+    for kind in ("delivered", "acknowledged"):
+        column = f"{kind}_receipt"
+        holders: set[int | None] = set(latest_own[kind][1]) if kind in latest_own else {None}
+        if rows.state[column] not in holders:
+            raise _inconsistent(
+                "state", "1", f"{column} is not the ord of our latest {kind} receipt"
+                f" (it says {rows.state[column]!r}, not {min(holders, key=str)!r})"
+            )
+    return replay.report()
+
+
+def _compare_message(position: int, record: StoredRecord, message: SignedMessage) -> None:
+    entry = record.entry
+    if record.message is None:
+        raise StoreInconsistent(
+            f"inconsistent store: {_where(position, entry)} has no row in table messages"
+        )
+    expected = (record.ord, message.timestamp, message.prev, message.hash,
+                len(message.envelope) - len(message.body))
+    for column, stored, value in zip(_MESSAGE_COLUMNS, record.message, expected, strict=True):
+        if stored != value:
+            raise _inconsistent(
+                "messages", f"({entry.direction.value}, {entry.seq})",
+                f"{column} disagrees with record {position} of the transcript",
+            )
+
+
+def _compare_receipt(position: int, record: StoredRecord, receipt: Receipt) -> None:
+    entry = record.entry
+    if record.receipt is None:
+        raise StoreInconsistent(
+            f"inconsistent store: {_where(position, entry)} has no row in table receipts"
+        )
+    expected = (entry.direction.value, receipt.kind.value, receipt.upto, receipt.head,
+                receipt.timestamp)
+    for column, stored, value in zip(_RECEIPT_COLUMNS, record.receipt, expected, strict=True):
+        if stored != value:
+            raise _inconsistent(
+                "receipts", str(record.ord),
+                f"{column} disagrees with record {position} of the transcript",
+            )
+
+
+_MESSAGE_COLUMNS = ("ord", "timestamp", "prev", "hash", "body_at")
+_RECEIPT_COLUMNS = ("direction", "kind", "upto", "head", "timestamp")
+
+
+def _check_message(
+    entry: TranscriptEntry, side: _Side, lid: bytes, max_body_size: int
+) -> SignedMessage | str:
+    """Message ``entry`` of ``side``'s chain, recorded, or what is wrong with it."""
     try:
         message = open_message(
             entry.envelope,
@@ -151,11 +304,13 @@ def _check_message(entry: TranscriptEntry, side: _Side, lid: bytes, max_body_siz
     if message.prev != side.head(side.count):
         return f"prev is not the hash of message {side.count}: the chain is broken"
     side.hashes += message.hash
-    return ""
+    return message
 
 
-def _check_receipt(entry: TranscriptEntry, signer: _Side, covered: _Side, lid: bytes) -> str:
-    """What is wrong with receipt ``entry`` by ``signer`` ("" if nothing); records it."""
+def _check_receipt(
+    entry: TranscriptEntry, signer: _Side, covered: _Side, lid: bytes
+) -> Receipt | str:
+    """Receipt ``entry`` by ``signer``, recorded, or what is wrong with it."""
     try:
         receipt = open_receipt(entry.envelope, entry.signature, signer=signer.signer, line_id=lid)
     except AuthenticationError:
@@ -175,9 +330,15 @@ def _check_receipt(entry: TranscriptEntry, signer: _Side, covered: _Side, lid: b
         return f"goes back from {mark} to {upto}"
     if not delivered and upto > signer.delivered:
         return f"acknowledges beyond the delivered mark {signer.delivered}"
+    seen = signer.at_mark.setdefault(entry.kind, set())
+    if upto > mark:
+        seen.clear()
+    elif entry.signature in seen:
+        return receipt  # The same signed receipt recorded again: one statement, counted once.
+    seen.add(entry.signature)
     if delivered:
         signer.delivered = upto
     else:
         signer.acknowledged = upto
     signer.receipts += 1
-    return ""
+    return receipt

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,14 @@ from typing import Any
 
 import pytest
 
-from hotline._errors import LocalProtocolError, StoreError, StoreMismatch, StoreVersionError
+import hotline._sqlite
+from hotline._errors import (
+    LocalProtocolError,
+    StoreError,
+    StoreLocked,
+    StoreMismatch,
+    StoreVersionError,
+)
 from hotline._keys import Identity, line_id
 from hotline._records import Receipt, ReceiptKind, SignedMessage, sign_message, sign_receipt
 from hotline._sqlite import SQLiteStore
@@ -125,11 +134,12 @@ def reopen(opened: Opened) -> Reopen:
     """Open the store again as a new object: what a restarted process would find."""
 
     def again() -> Store:
-        new = opened.open()
-        if new is not opened.current:
+        # As a restarted process: the old one has let go of the store (and of its lock).
+        # A MemoryStore "reopens" as itself, so it stays open.
+        if not isinstance(opened.current, MemoryStore):
             opened.current.close()
-        opened.current = new
-        return new
+        opened.current = opened.open()
+        return opened.current
 
     return again
 
@@ -484,13 +494,230 @@ def test_other_sqlite_database_is_a_store_error(db: Path) -> None:
 
 
 @posix_only
-def test_store_file_is_private(db: Path) -> None:
-    old = os.umask(0o022)
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o077, 0o277])
+def test_store_and_its_side_files_are_private_whatever_the_umask(
+    db: Path, line: Line, umask: int
+) -> None:
+    old = os.umask(umask)
     try:
-        SQLiteStore(db).close()
+        with SQLiteStore(db) as store:
+            load(store, line)
+            store.commit(Batch(sent=line.send(1)))
+            names = [db, Path(f"{db}-wal"), Path(f"{db}-shm")]
+            modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in names}
     finally:
         os.umask(old)
+    assert modes == {path.name: 0o600 for path in names}
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
+
+
+def _side_file(db: Path, suffix: str) -> Path:
+    """The store's file, or an (empty) -wal or -shm beside it as a crash leaves them."""
+    path = Path(f"{db}{suffix}")
+    path.touch()
+    return path
+
+
+@posix_only
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620, 0o602, 0o666])
+def test_a_store_others_may_read_or_write_is_refused(
+    db: Path, line: Line, suffix: str, mode: int
+) -> None:
+    with SQLiteStore(db) as store:
+        load(store, line)
+        store.commit(Batch(sent=line.send(1)))
+    loose = _side_file(db, suffix)
+    loose.chmod(mode)
+    with pytest.raises(StoreError) as info:
+        SQLiteStore(db)
+    assert str(info.value) == (
+        f"permissions {mode:04o} for {str(loose)!r} are too open: a store must be readable and"
+        f" writable only by its owner (chmod 600 {str(loose)!r})"
+    )
+    assert stat.S_IMODE(loose.stat().st_mode) == mode  # Refused, not silently changed.
+    loose.chmod(0o600)
+    with SQLiteStore(db) as store:
+        assert load(store, line).sent_seq == 1
+
+
+# --- one writer per store ----------------------------------------------------------------
+
+
+def test_a_second_store_on_one_file_in_this_process_is_refused(db: Path, line: Line) -> None:
+    with SQLiteStore(db) as first:
+        load(first, line)
+        with pytest.raises(StoreLocked) as info:
+            SQLiteStore(db)
+        assert info.value.pid == os.getpid()
+        assert info.value.path == str(db)
+        assert str(info.value) == (
+            f"the store {str(db)!r} is in use by this process ({os.getpid()}), in another"
+            " SQLiteStore: one process at a time may use a store"
+        )
+        first.commit(Batch(sent=line.send(1)))  # The refused open disturbed nothing.
+    with SQLiteStore(db) as again:
+        assert load(again, line).sent_seq == 1
+
+
+HOLD_STORE = """
+import sys
+from hotline._sqlite import SQLiteStore
+store = SQLiteStore(sys.argv[1])
+print("open", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_second_store_on_one_file_in_another_process_is_refused(db: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_STORE, str(db)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "open\n"
+        assert Path(f"{db}.lock").read_text() == f"{holder.pid}\n"
+        with pytest.raises(StoreLocked) as info:
+            SQLiteStore(db)
+        assert info.value.pid == holder.pid
+        assert str(info.value) == (
+            f"the store {str(db)!r} is in use by process {holder.pid}: one process at a time"
+            " may use a store"
+        )
+        # A reader takes no lock: it may read the store the holder writes.
+        with SQLiteStore.open_existing(db) as reader:
+            assert reader.keys() is None
+        holder.kill()  # A process that dies, however, lets go of the lock with it.
+        holder.wait(10)
+        SQLiteStore(db).close()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(10)
+
+
+def test_closing_releases_the_lock_and_forgets_the_pid(db: Path) -> None:
+    store = SQLiteStore(db)
+    assert Path(f"{db}.lock").read_text() == f"{os.getpid()}\n"
+    store.close()
+    assert Path(f"{db}.lock").read_text() == ""
+    SQLiteStore(db).close()
+
+
+def test_a_refused_open_releases_the_lock(db: Path) -> None:
+    db.write_bytes(b"not a database at all, but not empty either")
+    for _ in range(2):  # The second is refused for the same reason, not as locked.
+        with pytest.raises(StoreError, match="not a SQLite database") as info:
+            SQLiteStore(db)
+        assert not isinstance(info.value, StoreLocked)
+
+
+# --- what is not a store, and reading without writing -----------------------------------
+
+
+def _empty(db: Path) -> None:
+    db.write_bytes(b"")
+
+
+def _garbage(db: Path) -> None:
+    db.write_bytes(os.urandom(4096))
+
+
+def _foreign_database(db: Path) -> None:
+    with sqlite3.connect(db) as raw:
+        raw.execute("CREATE TABLE notes (text TEXT)")
+        raw.execute("INSERT INTO notes VALUES ('mine, not hotline''s')")
+    raw.close()
+
+
+def _empty_database(db: Path) -> None:
+    with sqlite3.connect(db) as raw:
+        raw.execute("PRAGMA page_size = 4096")
+        raw.execute("VACUUM")  # A valid SQLite file with nothing in it.
+    raw.close()
+
+
+NOT_STORES = {
+    "empty file": (_empty, "is an empty file, not a hotline store"),
+    "garbage": (_garbage, "not a hotline store: it is not a SQLite database"),
+    "foreign database": (_foreign_database, "not a hotline store: a SQLite database with other"),
+    "empty database": (_empty_database, "not a hotline store: an empty database"),
+}
+
+
+def _snapshot(directory: Path) -> dict[str, tuple[bytes, int, int]]:
+    return {
+        path.name: (path.read_bytes(), path.stat().st_mtime_ns, stat.S_IMODE(path.stat().st_mode))
+        for path in sorted(directory.iterdir())
+    }
+
+
+@pytest.mark.parametrize("opener", ["writing", "reading"])
+@pytest.mark.parametrize("case", sorted(NOT_STORES))
+def test_what_is_not_a_store_is_refused_and_left_as_it_was(
+    db: Path, case: str, opener: str
+) -> None:
+    make, problem = NOT_STORES[case]
+    make(db)
+    db.chmod(0o600)
+    before = _snapshot(db.parent)
+    open_store = SQLiteStore if opener == "writing" else SQLiteStore.open_existing
+    with pytest.raises(StoreError, match=problem):
+        open_store(db)
+    after = _snapshot(db.parent)
+    after.pop(f"{db.name}.lock", None)  # The writer's lock file, beside it.
+    assert after == before
+
+
+def test_reading_a_store_never_writes_to_it(db: Path, line: Line) -> None:
+    with SQLiteStore(db) as store:
+        load(store, line)
+        received = line.receive(2)
+        store.commit(Batch(sent=line.send(3), received=received))
+    db.chmod(0o400)  # Even a file it could not write: reading needs no more.
+    before = _snapshot(db.parent)
+    with SQLiteStore.open_existing(db) as reader:
+        assert reader.keys() == (line.a.public_key, line.b.public_key)
+        assert load(reader, line).sent_seq == 3
+        assert len(list(reader.transcript())) == 5
+        assert reader.inbox(0, 10) == received
+        with pytest.raises(LocalProtocolError, match="read-only"):
+            reader.commit(Batch(sent=line.send(1)))
+    after = _snapshot(db.parent)
+    # The store and its lock file are untouched. A reader of a WAL database keeps SQLite's
+    # shared index (-shm) beside it and may leave an empty -wal; the next writer removes both.
+    assert {name: after[name] for name in before} == before
+    assert set(after) - set(before) <= {f"{db.name}-wal", f"{db.name}-shm"}
+    assert after.get(f"{db.name}-wal", (b"",))[0] == b""
+
+
+def test_a_read_only_store_does_not_take_keys(db: Path, line: Line) -> None:
+    SQLiteStore(db).close()
+    with SQLiteStore.open_existing(db) as reader, pytest.raises(LocalProtocolError, match="read"):
+        load(reader, line)
+    with SQLiteStore(db) as store:
+        assert store.keys() is None
+
+
+def test_a_store_appears_whole_or_not_at_all(
+    db: Path, line: Line, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Built beside its path and linked into place: a failure (a crash) before the link
+    # leaves no file at the path, so the next open makes a new store instead of refusing
+    # an empty file.
+    def crash(source: str, target: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(hotline._sqlite.os, "link", crash)
+    with pytest.raises(StoreError, match="cannot create the store"):
+        SQLiteStore(db)
+    assert not db.exists()
+    monkeypatch.undo()
+    Path(f"{db}.new").write_bytes(b"half a store, left by a crash")
+    with SQLiteStore(db) as store:
+        load(store, line)
+    assert sorted(path.name for path in db.parent.iterdir()) == [db.name, f"{db.name}.lock"]
 
 
 def test_journal_mode_is_wal(db: Path) -> None:
@@ -618,6 +845,14 @@ def test_failed_commit_leaves_the_mirror_ready_for_a_retry(
         assert load(reopened, line) == line.ours
 
 
+@pytest.fixture
+def without_locks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stores that take no lock: writers the lock cannot stop (another program, or a file
+    system without flock), which the stores must still not trust blindly."""
+    monkeypatch.setattr(hotline._sqlite, "_lock", lambda path: None)
+
+
+@pytest.mark.usefixtures("without_locks")
 def test_another_writer_is_detected(db: Path, line: Line) -> None:
     with SQLiteStore(db) as first:
         load(first, line)
@@ -628,6 +863,7 @@ def test_another_writer_is_detected(db: Path, line: Line) -> None:
             first.commit(Batch(received=line.receive(1)))
 
 
+@pytest.mark.usefixtures("without_locks")
 def test_load_catches_up_with_an_earlier_writer(db: Path, line: Line) -> None:
     with SQLiteStore(db) as reader:
         with SQLiteStore(db) as writer:
