@@ -62,6 +62,10 @@ class Config:
     """Bursts of at least this many received messages have their signatures checked together
     in a worker thread (a second core); smaller ones at once. 0 (the default) checks every one
     at once: the thread only pays where the receiving process has an idle core."""
+    unsent_limit: int = 1 << 20
+    """Bytes of encrypted output a connection holds for the peer before it holds back its
+    messages (the sans-io core applies it too). Receipts and pings never add to it beyond the
+    newest receipt of each kind and one ping, so output stays under this plus one message."""
 
     def __post_init__(self) -> None:
         if not self.heartbeat_interval > 0:
@@ -94,6 +98,8 @@ class Config:
             raise LocalProtocolError("need handshake_rate > 0 and handshake_burst >= 1")
         if self.signature_batch != 0 and not 2 <= self.signature_batch <= MAX_SIGNATURE_BATCH:
             raise LocalProtocolError(f"signature_batch must be 0 or 2 to {MAX_SIGNATURE_BATCH}")
+        if self.unsent_limit < 1:
+            raise LocalProtocolError("unsent_limit must be >= 1")
 
     @property
     def down_after(self) -> float:

@@ -30,6 +30,9 @@ it gave the old one up).
 The reader stops reading while the application is ``inbox_window`` messages behind, and
 ``send()`` waits while ``outbox_limit`` messages (or bytes) have no delivered receipt, so
 memory stays bounded however slow the application or however long the peer is away.
+Output owed to the peer is bounded too: the core holds back receipts, pings and messages
+while earlier output is unwritten, and a peer that reads nothing for ``down_after`` seconds
+loses the connection.
 """
 
 from __future__ import annotations
@@ -95,6 +98,9 @@ __all__ = ["Line", "Message", "Outgoing", "PeerState", "Stats", "open_line"]
 logger = logging.getLogger("hotline")
 
 _READ_SIZE = 65536
+#: The writer writes at most this much at a time: each piece written is progress, and a peer
+#: that takes no piece for ``down_after`` seconds is not reading (see _write()).
+_WRITE_PIECE = 65536
 #: How long a closing line waits to flush its goodbye and its last commit.
 _CLOSE_TIMEOUT = 2.0
 _INBOX_PAGE = 256
@@ -240,6 +246,7 @@ class _Session:
         self.end_reason = ""
         self.started = False
         self.replaced_by_peer = False
+        self.stalled = False  # The writer gave up part way through a write.
 
     @property
     def initiated_by_us(self) -> bool:
@@ -799,7 +806,8 @@ class Line:
 
     async def _finish_session(self, session: _Session) -> None:
         with trio.CancelScope(shield=True):
-            if session.started:
+            # After a write cut short, more bytes would only arrive as a broken frame.
+            if session.started and not session.stalled:
                 with trio.move_on_after(_CLOSE_TIMEOUT / 2):
                     data = session.conn.data_to_send()
                     if data:
@@ -911,17 +919,42 @@ class Line:
         return None
 
     async def _writer(self, session: _Session) -> None:
+        conn = session.conn
         try:
             while True:
-                await session.wake.wait()
                 session.wake = trio.Event()
-                data = session.conn.data_to_send()
+                # Asked again only once the last output is written: the core holds back
+                # what it owes the peer until then (see Connection.data_to_send).
+                data = conn.data_to_send()
                 if data:
-                    await session.stream.send_all(data)
-                if session.conn.state is ConnectionState.CLOSED:
+                    # An owed ping went out with it: the timer's next deadline moved.
+                    session.rearm()
+                    if not await self._write(session, data):
+                        return
+                    continue
+                if conn.state is ConnectionState.CLOSED:
                     session.end(session.end_reason or "closed")
+                    return
+                await session.wake.wait()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             session.end(f"the connection failed: {exc!r}")
+
+    async def _write(self, session: _Session, data: bytes) -> bool:
+        """Write ``data`` in pieces; end the session if the peer takes none for ``down_after``.
+
+        A peer that sends but never reads leaves our writes blocked for good: its traffic
+        keeps it from looking silent, so this is what ends such a connection.
+        """
+        patience = self.config.down_after
+        view = memoryview(data)
+        for start in range(0, len(view), _WRITE_PIECE):
+            with trio.move_on_after(patience) as waited:
+                await session.stream.send_all(view[start : start + _WRITE_PIECE])
+            if waited.cancelled_caught:
+                session.stalled = True
+                session.end(f"the peer read nothing for {patience:.3f} s")
+                return False
+        return True
 
     async def _timer(self, session: _Session) -> None:
         conn = session.conn
