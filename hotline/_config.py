@@ -66,6 +66,9 @@ class Config:
     """Bytes of encrypted output a connection holds for the peer before it holds back its
     messages (the sans-io core applies it too). Receipts and pings never add to it beyond the
     newest receipt of each kind and one ping, so output stays under this plus one message."""
+    inbox_window_bytes: int = 64 << 20
+    """Bytes of received message bodies the application has not consumed before the line
+    stops reading (beside ``inbox_window``, which counts messages)."""
 
     def __post_init__(self) -> None:
         if not self.heartbeat_interval > 0:
@@ -98,8 +101,8 @@ class Config:
             raise LocalProtocolError("need handshake_rate > 0 and handshake_burst >= 1")
         if self.signature_batch != 0 and not 2 <= self.signature_batch <= MAX_SIGNATURE_BATCH:
             raise LocalProtocolError(f"signature_batch must be 0 or 2 to {MAX_SIGNATURE_BATCH}")
-        if self.unsent_limit < 1:
-            raise LocalProtocolError("unsent_limit must be >= 1")
+        if self.unsent_limit < 1 or self.inbox_window_bytes < 1:
+            raise LocalProtocolError("unsent_limit and inbox_window_bytes must be >= 1")
 
     @property
     def down_after(self) -> float:

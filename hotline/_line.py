@@ -27,12 +27,12 @@ sides dialled), both sides keep the one initiated by the party with the smaller 
 a newer session from the same initiator replaces the older one (that side redialled because
 it gave the old one up).
 
-The reader stops reading while the application is ``inbox_window`` messages behind, and
-``send()`` waits while ``outbox_limit`` messages (or bytes) have no delivered receipt, so
-memory stays bounded however slow the application or however long the peer is away.
-Output owed to the peer is bounded too: the core holds back receipts, pings and messages
-while earlier output is unwritten, and a peer that reads nothing for ``down_after`` seconds
-loses the connection.
+The reader stops reading while the application is ``inbox_window`` messages (or
+``inbox_window_bytes`` of bodies) behind, and ``send()`` waits while ``outbox_limit``
+messages (or bytes) have no delivered receipt, so memory stays bounded however slow the
+application or however long the peer is away. Output owed to the peer is bounded too: the
+core holds back receipts, pings and messages while earlier output is unwritten, and a peer
+that reads nothing for ``down_after`` seconds loses the connection.
 """
 
 from __future__ import annotations
@@ -336,7 +336,10 @@ class Line:
         self._waiter_ids = itertools.count()
         # Inbound.
         self._highest_queued_in = 0
-        self._cache: dict[int, SignedMessage] = {}
+        # Received messages the application has not taken yet, as it will see them: the body
+        # alone, not the envelope that also contains it (the store keeps the envelope).
+        self._cache: dict[int, Message] = {}
+        self._cache_bytes = 0  # The bodies in _cache: the inbox's byte window.
         self._yield_next = 1
         self._last_yielded: Message | None = None
         self._inbox_changed = trio.Event()
@@ -572,16 +575,30 @@ class Line:
             self._inbox_changed = trio.Event()
             await self._inbox_changed.wait()
         seq = self._yield_next
-        signed = self._cache.pop(seq, None)
-        if signed is None:
+        message = self._cache.pop(seq, None)
+        if message is None:
             page = await self._store_call(self._store.inbox, seq - 1, _INBOX_PAGE)
-            self._cache.update((m.seq, m) for m in page)
-            signed = self._cache.pop(seq)
+            for signed in page:
+                self._cache_message(signed)
+            message = self._cache.pop(seq)
+        self._cache_bytes -= len(message.body)
         self._yield_next = seq + 1
         self._inbox_consumed.set()
-        message = Message(signed.seq, signed.timestamp, signed.body, signed.hash, self)
         self._last_yielded = message
         return message
+
+    def _cache_message(self, signed: SignedMessage) -> None:
+        if signed.seq not in self._cache:
+            self._cache[signed.seq] = Message(
+                signed.seq, signed.timestamp, signed.body, signed.hash, self
+            )
+            self._cache_bytes += len(signed.body)
+
+    def _inbox_full(self) -> bool:
+        return (
+            self._highest_queued_in - (self._yield_next - 1) >= self.config.inbox_window
+            or self._cache_bytes >= self.config.inbox_window_bytes
+        )
 
     def _acknowledge(self, seq: int, head: bytes) -> None:
         if seq >= self._yield_next:
@@ -692,6 +709,9 @@ class Line:
                 self._after_commit(batch)
             self._inflight = None
             done.set()
+            # Not kept while the next commit is awaited: the envelopes it holds are stored,
+            # and the inbox keeps only their bodies.
+            del batch
 
     def _after_commit(self, batch: Batch) -> None:
         live = self._live_session()
@@ -843,14 +863,11 @@ class Line:
             # Frames that arrived with the handshake are already buffered in the core.
             await self._process_checking_signatures(session)
             while True:
-                if self._highest_queued_in - (self._yield_next - 1) >= self.config.inbox_window:
+                if self._inbox_full():
                     # Stop reading until the application catches up (TCP pushes back on the
                     # peer); the silence that follows is ours, not the peer's.
                     conn.hold()
-                    while (
-                        self._highest_queued_in - (self._yield_next - 1)
-                        >= self.config.inbox_window
-                    ):
+                    while self._inbox_full():
                         self._inbox_consumed = trio.Event()
                         await self._inbox_consumed.wait()
                     conn.release(trio.current_time())
@@ -890,7 +907,7 @@ class Line:
                         continue  # Already being stored from an earlier connection.
                     self._highest_queued_in = message.seq
                     self._batch.received.append(message)
-                    self._cache[message.seq] = message
+                    self._cache_message(message)
                     self._commit_wanted.set()
                     self.stats.received += 1
                 elif isinstance(event, ReceiptReceived):

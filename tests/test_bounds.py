@@ -18,6 +18,9 @@ tests/test_line_timers.py.
 from __future__ import annotations
 
 import functools
+import gc
+import tracemalloc
+from pathlib import Path
 from typing import Any
 
 import corepair
@@ -220,3 +223,73 @@ async def test_a_peer_that_sends_but_never_reads(autojump_clock: trio.abc.Clock)
     assert change.reason == "the peer read nothing for 3.000 s"
     assert high.highest < 4 * KiB, high.highest
     assert high.highest < config.unsent_limit
+
+
+# --- the inbox: a byte window, one copy per message ---------------------------------------------
+
+
+async def _joined(nursery: trio.Nursery, a: Line, b: Line) -> None:
+    end_a, end_b = trio.testing.memory_stream_pair()
+    nursery.start_soon(functools.partial(a.run_stream, end_a, initiator=True))
+    nursery.start_soon(functools.partial(b.run_stream, end_b, initiator=False))
+
+
+async def test_a_full_byte_window_stops_reading_until_the_application_consumes(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Ten 100 KiB messages to a receiver with a 250 KiB window: it reads three (300 KiB),
+    then nothing for as long as its application takes none, with both sides up all along;
+    each message taken lets one more in, and all ten arrive in order."""
+    config_b = Config(inbox_window_bytes=250 * KiB)
+    async with (
+        open_line(ALICE, BOB.public_key, store=MemoryStore()) as a,
+        open_line(BOB, ALICE.public_key, store=MemoryStore(), config=config_b) as b,
+        trio.open_nursery() as nursery,
+    ):
+        await _joined(nursery, a, b)
+        outgoing = [await a.send(bytes([n]) * (100 * KiB)) for n in range(1, 11)]
+        await trio.sleep(10)
+        assert b.stats.received == 3
+        assert (a.liveness, b.liveness) == (Liveness.UP, Liveness.UP)
+        first = await b.receive()
+        await trio.sleep(1)
+        assert b.stats.received == 4
+        got = [first] + [await b.receive() for _ in range(9)]
+        assert [m.seq for m in got] == list(range(1, 11))
+        assert [m.body[:1] for m in got] == [bytes([n]) for n in range(1, 11)]
+        with trio.fail_after(1):
+            await outgoing[-1].delivered()
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_inbox_holds_one_copy_of_each_body(tmp_path: Path) -> None:
+    """32 messages of 256 KiB wait unconsumed in a receiver backed by SQLite: the memory they
+    hold (tracemalloc, after the sender has their delivered receipt) is about one body each,
+    not the two it was (the body and the envelope that contains it)."""
+    body_size, count = 256 * KiB, 32
+    gc.collect()
+    tracemalloc.start()
+    try:
+        async with (
+            open_line(ALICE, BOB.public_key, store=tmp_path / "a.db", durability="NORMAL") as a,
+            open_line(BOB, ALICE.public_key, store=tmp_path / "b.db", durability="NORMAL") as b,
+            trio.open_nursery() as nursery,
+        ):
+            await _joined(nursery, a, b)
+            with trio.fail_after(30):
+                await a.wait_liveness(Liveness.UP)
+                gc.collect()
+                before = tracemalloc.get_traced_memory()[0]
+                for n in range(count):
+                    last = await a.send(bytes([n]) * body_size)
+                await last.delivered()
+                del last
+                gc.collect()
+                held = tracemalloc.get_traced_memory()[0] - before
+            assert b.stats.received == count
+            per_message = held / count
+            print(f"inbox memory per {body_size} B message: {per_message:.0f} B")
+            assert per_message < 1.3 * body_size, per_message
+            nursery.cancel_scope.cancel()
+    finally:
+        tracemalloc.stop()
