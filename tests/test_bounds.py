@@ -25,19 +25,27 @@ from typing import Any
 
 import corepair
 import msgpack
+import pytest
 import trio
 import trio.testing
 from hostile import ALICE, BOB, T_MESSAGE, T_PING, FrameReader, HostileSession, initiation
 
 from hotline import (
     Config,
+    LineState,
     Liveness,
     MemoryStore,
     PeerState,
+    Receipt,
+    ReceiptKind,
+    RemoteProtocolError,
+    SignedMessage,
     open_line,
 )
 from hotline._connection import T_RECEIPT
 from hotline._line import Line
+from hotline._sqlite import SQLiteStore
+from hotline._state import SENT_HEAD_WINDOW
 
 KiB = 1024
 #: A ping on the wire: 2-byte length, a 64-byte padded plaintext, a 16-byte tag.
@@ -293,3 +301,75 @@ async def test_the_inbox_holds_one_copy_of_each_body(tmp_path: Path) -> None:
             nursery.cancel_scope.cancel()
     finally:
         tracemalloc.stop()
+
+
+# --- the heads of our unacknowledged messages --------------------------------------------------
+
+
+def _delivered_without_acknowledgement(state: LineState, upto: int) -> None:
+    """Messages ``state.sent_seq + 1 .. upto`` sent and delivered, never acknowledged (their
+    signatures do not matter to the state, so none are made)."""
+    for seq in range(state.sent_seq + 1, upto + 1):
+        digest = seq.to_bytes(32, "big")
+        state.append_sent(SignedMessage(seq, 0, state.sent_head, b"", b"", b"", digest))
+        state.apply_peer_receipt(
+            Receipt(ReceiptKind.DELIVERED, seq, digest, 0, b"", b""))
+
+
+def test_the_heads_kept_do_not_grow_with_unacknowledged_messages() -> None:
+    """A peer that takes 30,000 messages and acknowledges none: the state holds the same
+    SENT_HEAD_WINDOW heads after 3,000 as after 30,000 (it held all 30,000, 142 bytes each)."""
+    state = LineState()
+    tracemalloc.start()  # before the first heads, whose memory is then freed while traced
+    try:
+        _delivered_without_acknowledgement(state, 3000)
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        _delivered_without_acknowledgement(state, 30_000)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(state.sent_heads) == SENT_HEAD_WINDOW
+    assert min(state.sent_heads) == 30_000 - SENT_HEAD_WINDOW + 1
+    assert grown < 64 * KiB, grown
+
+
+def test_an_old_acknowledgement_is_checked_against_its_head_from_the_store(
+    tmp_path: Path,
+) -> None:
+    """a sends SENT_HEAD_WINDOW + 500 messages, b delivers them all and acknowledges none.
+    a restarts from its SQLite store holding only the last SENT_HEAD_WINDOW heads; then b
+    acknowledges message 5: accepted, its head read from the store; and an acknowledgement
+    of message 6 that names the head of message 7 is refused."""
+    count = SENT_HEAD_WINDOW + 500
+    store = SQLiteStore(tmp_path / "a.db", synchronous="NORMAL")
+    try:
+        pair = corepair.Pair(store_a=store)  # type: ignore[arg-type]
+        pair.connect()
+        for n in range(count):
+            pair.a.send(b"%d" % n, pair.now)
+        pair.pump()
+        assert pair.a.state.peer_delivered == count
+        pair.a.restart()
+        assert len(pair.a.state.sent_heads) == SENT_HEAD_WINDOW
+        assert 5 not in pair.a.state.sent_heads
+        pair.connect()
+        b = pair.b
+        heads = [m.hash for m in b.delivered_messages]
+
+        def acknowledge(upto: int, head: bytes) -> None:
+            assert b.conn is not None
+            b.conn.send_receipt(b.state.sign_own_receipt(
+                b.identity, b.line_id, ReceiptKind.ACKNOWLEDGED, upto, head,
+                corepair.wall_ns(pair.now)))
+            pair.pump()
+
+        acknowledge(5, heads[4])
+        assert pair.a.state.peer_acknowledged == 5
+        assert pair.a.receipts[-1].upto == 5
+        with pytest.raises(RemoteProtocolError, match="names a chain head we never sent"):
+            acknowledge(6, heads[6])
+        assert pair.a.state.peer_acknowledged == 5
+    finally:
+        store.close()
