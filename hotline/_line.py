@@ -577,7 +577,10 @@ class Line:
         seq = self._yield_next
         message = self._cache.pop(seq, None)
         if message is None:
-            page = await self._store_call(self._store.inbox, seq - 1, _INBOX_PAGE)
+            # A page of whole bodies, within the byte window too.
+            config = self.config
+            size = min(_INBOX_PAGE, config.inbox_window_bytes // max(config.max_body_size, 1))
+            page = await self._store_call(self._store.inbox, seq - 1, max(size, 1))
             for signed in page:
                 self._cache_message(signed)
             message = self._cache.pop(seq)

@@ -303,6 +303,31 @@ async def test_the_inbox_holds_one_copy_of_each_body(tmp_path: Path) -> None:
         tracemalloc.stop()
 
 
+async def test_messages_paged_in_from_the_store_fit_the_byte_window(tmp_path: Path) -> None:
+    """Twenty 100 KiB messages wait unconsumed in a store; reopened with a 300 KiB window,
+    the line reads them back three at a time (it read 256 at a time, whatever their size)."""
+    body_size = 100 * KiB
+    async with (
+        open_line(ALICE, BOB.public_key, store=MemoryStore()) as a,
+        open_line(BOB, ALICE.public_key, store=tmp_path / "b.db", durability="NORMAL") as b,
+        trio.open_nursery() as nursery,
+    ):
+        await _joined(nursery, a, b)
+        with trio.fail_after(30):
+            for n in range(20):
+                last = await a.send(bytes([n]) * body_size)
+            await last.delivered()
+        nursery.cancel_scope.cancel()
+    config = Config(max_body_size=body_size, inbox_window_bytes=3 * body_size)
+    async with open_line(BOB, ALICE.public_key, store=tmp_path / "b.db", config=config) as b:
+        with trio.fail_after(10):
+            first = await b.receive()
+            assert first.seq == 1
+            assert sorted(b._cache) == [2, 3]
+            assert b._cache_bytes == 2 * body_size
+            assert [(await b.receive()).seq for _ in range(19)] == list(range(2, 21))
+
+
 # --- the heads of our unacknowledged messages --------------------------------------------------
 
 
