@@ -27,6 +27,12 @@ Layers, bottom up (docs/protocol.md specifies each byte):
 State lives in one table, ``_TRANSITIONS``; every change goes through ``_set_state``. After a
 remote or authentication error the connection stays in ``ERROR`` for good, and re-raises.
 
+Output is bounded however much the peer sends and however little it reads. What
+:meth:`~Connection.data_to_send` returned counts as unsent until the driver asks again (it
+asks once it has written it); meanwhile receipts wait as the newest of each kind, a due ping
+waits (one), and our messages wait in the line state's ``pending`` once ``unsent_limit``
+bytes are unsent. The next call adds what waited.
+
 Sequencing inside one connection is strict: each message is the one after the previous. Only
 the first message of a connection may repeat what we already hold, because after a reconnect
 the sender replays everything it has no delivered receipt for; such duplicates are dropped
@@ -747,6 +753,9 @@ class Connection:
     def send_message(self, message: SignedMessage) -> None:
         """Transmit the message just added to the line state by :meth:`LineState.next_message`.
 
+        It is encrypted now, or by a later :meth:`data_to_send` while ``unsent_limit`` bytes
+        are unsent.
+
         A message added before :meth:`start` is already transmitted by it: do not send it again.
         """
         line = self._require_open()
@@ -814,10 +823,9 @@ class Connection:
             return self._handshake_deadline
         if self._state is not _S.OPEN:
             return None
-        # An owed ping (which carries a due rekey) waits for data_to_send(), not for time.
         deadlines = [self._ping_at()]
         if not self._ping_owed:
-            # (An owed ping carries a due rekey: it waits for data_to_send(), not for time.)
+            # An owed ping carries a due rekey: it waits for data_to_send(), not for time.
             deadlines.append(self._rekey_at())
         if not self._held:
             deadlines.append(self._down_at())
