@@ -247,6 +247,7 @@ class _Session:
         self.started = False
         self.replaced_by_peer = False
         self.stalled = False  # The writer gave up part way through a write.
+        self.writing = trio.CancelScope()  # The writer's current piece, with its deadline.
 
     @property
     def initiated_by_us(self) -> bool:
@@ -254,6 +255,11 @@ class _Session:
 
     def kick(self) -> None:
         self.wake.set()
+
+    def peer_reads(self, deadline: float) -> None:
+        """A new receipt proves the peer reads what we write: the piece being written may
+        take until ``deadline`` (a slow link drains a piece in bursts, not byte by byte)."""
+        self.writing.deadline = max(self.writing.deadline, deadline)
 
     def rearm(self) -> None:
         """Wake the timer by the core's next deadline, which input may have brought closer
@@ -915,6 +921,7 @@ class Line:
                     self.stats.received += 1
                 elif isinstance(event, ReceiptReceived):
                     self._on_peer_receipt(event.receipt)
+                    session.peer_reads(trio.current_time() + self.config.down_after)
                 elif isinstance(event, RoundTrip):
                     self._notify(event)
                 elif isinstance(event, LivenessChanged):
@@ -960,7 +967,8 @@ class Line:
             session.end(f"the connection failed: {exc!r}")
 
     async def _write(self, session: _Session, data: bytes) -> bool:
-        """Write ``data`` in pieces; end the session if the peer takes none for ``down_after``.
+        """Write ``data`` in pieces; end the session if for ``down_after`` no piece is
+        written and no new receipt shows that the peer reads.
 
         A peer that sends but never reads leaves our writes blocked for good: its traffic
         keeps it from looking silent, so this is what ends such a connection.
@@ -968,9 +976,10 @@ class Line:
         patience = self.config.down_after
         view = memoryview(data)
         for start in range(0, len(view), _WRITE_PIECE):
-            with trio.move_on_after(patience) as waited:
+            session.writing = trio.CancelScope(deadline=trio.current_time() + patience)
+            with session.writing:
                 await session.stream.send_all(view[start : start + _WRITE_PIECE])
-            if waited.cancelled_caught:
+            if session.writing.cancelled_caught:
                 session.stalled = True
                 session.end(f"the peer read nothing for {patience:.3f} s")
                 return False
