@@ -99,7 +99,8 @@ logger = logging.getLogger("hotline")
 
 _READ_SIZE = 65536
 #: The writer writes at most this much at a time: each piece written is progress, and a peer
-#: that takes no piece for ``down_after`` seconds is not reading (see _write()).
+#: that takes no piece and sends no new receipt for ``down_after`` seconds is not reading
+#: (see _write()).
 _WRITE_PIECE = 65536
 #: How long a closing line waits to flush its goodbye and its last commit.
 _CLOSE_TIMEOUT = 2.0
