@@ -80,6 +80,8 @@ _RANGES: dict[str, _Range] = {
     "handshake_rate": _Range(0.0, 1e9, low_open=True),
     "handshake_burst": _Range(1, _MAX_COUNT),
     "signature_batch": _Range(0, MAX_SIGNATURE_BATCH),
+    "unsent_limit": _Range(1, _MAX_BYTES),
+    "inbox_window_bytes": _Range(1, _MAX_BYTES),
 }
 
 
@@ -129,6 +131,13 @@ class Config:
     """Bursts of at least this many received messages have their signatures checked together
     in a worker thread (a second core); smaller ones at once. 0 (the default) checks every one
     at once: the thread only pays where the receiving process has an idle core."""
+    unsent_limit: int = 1 << 20
+    """Bytes of encrypted output a connection holds for the peer before it holds back its
+    messages (the sans-io core applies it too). Receipts and pings never add to it beyond the
+    newest receipt of each kind and one ping, so output stays under this plus one message."""
+    inbox_window_bytes: int = 64 << 20
+    """Bytes of received message bodies the application has not consumed before the line
+    stops reading (beside ``inbox_window``, which counts messages)."""
 
     def __post_init__(self) -> None:
         for name, valid in _RANGES.items():

@@ -30,6 +30,12 @@ Layers, bottom up (docs/protocol.md specifies each byte):
 State lives in one table, ``_TRANSITIONS``; every change goes through ``_set_state``. After a
 remote or authentication error the connection stays in ``ERROR`` for good, and re-raises.
 
+Output is bounded however much the peer sends and however little it reads. What
+:meth:`~Connection.data_to_send` returned counts as unsent until the driver asks again (it
+asks once it has written it); meanwhile receipts wait as the newest of each kind, a due ping
+waits (one), and our messages wait in the line state's ``pending`` once ``unsent_limit``
+bytes are unsent. The next call adds what waited.
+
 Sequencing inside one connection is strict: each message is the one after the previous. Only
 the first message of a connection may repeat what we already hold, because after a reconnect
 the sender replays everything it has no delivered receipt for; such duplicates are dropped
@@ -120,9 +126,6 @@ MAX_RECORD_FIELDS = 5
 # Our pings whose echo we still wait for; a peer that echoes none is declared down long
 # before this fills (it is only the source of round-trip samples).
 _MAX_OUTSTANDING_PINGS = 16
-#: Unsent output past which the peer's own traffic draws no more answers (repeated
-#: receipts): a peer that sends but never reads cannot make us buffer without bound.
-MAX_OWED = 1 << 20
 #: The shortest interval between our pings that a peer can ask for: an authenticated peer
 #: that asks for more draws at most this many pings a second.
 MIN_REQUESTED_INTERVAL = 0.01
@@ -236,8 +239,13 @@ class Connection:
         self._last_seq_here: int | None = None
         self._received_seq = 0  # The newest message handed to the driver (held or not yet).
         self._received_head = GENESIS_HEAD
-        self._rereceipt_due = False
         self._transmitted_high = 0
+        # Output held back until the driver next asks for data (see data_to_send()): the
+        # newest receipt of each kind and at most one ping, so that a peer that never reads
+        # costs us no more than that however much it sends.
+        self._owed_receipts: dict[ReceiptKind, Receipt] = {}
+        self._ping_owed = False
+        self._in_flight = 0  # What the last data_to_send() returned: unsent until the next.
         # Signature checks in batches (off unless the driver asks): new messages whose
         # MessageReceived events wait in _events until their signatures are checked.
         self._batch_minimum = 0  # 0: every signature is checked as its message arrives.
@@ -430,8 +438,6 @@ class Connection:
             raise self._fail(error) from None
         if self._unverified:
             return self._settle_unverified()
-        if self._rereceipt_due and not self._events:
-            self._resend_delivered_receipt()
         if self._events:
             return self._events.popleft()
         return NEED_DATA
@@ -640,8 +646,8 @@ class Connection:
             # older replays are dropped unread (nothing of them is kept to compare with).
             if seq == received and message.hash != self._received_head:
                 raise RemoteProtocolError(f"message {seq} differs from the one received before")
-            if seq <= line.delivered_upto:
-                self._rereceipt_due = True
+            if line.delivered_receipt is not None and seq <= line.delivered_receipt.upto:
+                self._owe(line.delivered_receipt)
             return
         if message.prev != self._received_head:
             raise RemoteProtocolError(f"message {seq} does not continue the chain")
@@ -761,12 +767,16 @@ class Connection:
         for receipt in (line.delivered_receipt, line.acknowledged_receipt):
             if receipt is not None:
                 self._emit_record([T_RECEIPT, receipt.envelope, receipt.signature])
-        for message in line.pending:
-            self._emit_message(message)
+        self._transmitted_high = line.peer_delivered
+        self._transmit()
+        self._last_ping_at = now
         self._send_ping()
 
     def send_message(self, message: SignedMessage) -> None:
         """Transmit the message just added to the line state by :meth:`LineState.next_message`.
+
+        It is encrypted now, or by a later :meth:`data_to_send` while ``unsent_limit`` bytes
+        are unsent.
 
         A message added before :meth:`start` is already transmitted by it: do not send it again.
         """
@@ -775,10 +785,14 @@ class Connection:
             raise LocalProtocolError("send_message() takes the line's newest message")
         if message.seq <= self._transmitted_high:
             raise LocalProtocolError(f"message {message.seq} was already transmitted")
-        self._emit_message(message)
+        self._transmit()
 
     def send_receipt(self, receipt: Receipt) -> None:
-        """Transmit a receipt just signed with :meth:`LineState.sign_own_receipt`."""
+        """Transmit a receipt just signed with :meth:`LineState.sign_own_receipt`.
+
+        It goes out with the next :meth:`data_to_send`, unless a newer one of its kind
+        replaces it first.
+        """
         line = self._require_open()
         current = (
             line.delivered_receipt
@@ -787,23 +801,41 @@ class Connection:
         )
         if current is not receipt:
             raise LocalProtocolError("send_receipt() takes the line's newest receipt of its kind")
-        self._emit_record([T_RECEIPT, receipt.envelope, receipt.signature])
-        if receipt.kind is ReceiptKind.DELIVERED:
-            self._rereceipt_due = False
+        self._owe(receipt)
 
     def close(self, reason: str = "closed") -> None:
         """Say goodbye (when open) and close; the goodbye is in :meth:`data_to_send`."""
         if self._state in _TERMINAL:
             return
         if self._state is _S.OPEN:
+            self._emit_owed_receipts()
             self._emit_record([T_GOODBYE, reason[:_MAX_REASON]])
         self._set_state(_S.CLOSED)
 
     def data_to_send(self) -> bytes:
-        """Bytes to write to the peer, in order; empties the buffer."""
+        """Bytes to write to the peer, in order; empties the buffer.
+
+        Call it again once everything it returned is written: until then that output
+        counts as :attr:`unsent`. While anything is unsent, receipts wait here (a newer one
+        replaces an older one of its kind), a due ping waits, and messages wait in the line
+        state once ``unsent_limit`` is reached; this call adds what waited.
+        """
+        self._in_flight = 0
+        if self._state is _S.OPEN:
+            self._emit_owed_receipts()
+            if self._ping_owed:
+                self._send_ping()
+            self._transmit()
         data = bytes(self._outbuf)
         self._outbuf.clear()
+        self._in_flight = len(data)
         return data
+
+    @property
+    def unsent(self) -> int:
+        """Bytes of output not known to be written: buffered here, or returned by the last
+        :meth:`data_to_send` (the driver is still writing them)."""
+        return self._in_flight + len(self._outbuf)
 
     # --- time -----------------------------------------------------------------------
 
@@ -813,7 +845,10 @@ class Connection:
             return self._handshake_deadline
         if self._state is not _S.OPEN:
             return None
-        deadlines = [self._ping_at(), self._rekey_at()]
+        deadlines = [self._ping_at()]
+        if not self._ping_owed:
+            # An owed ping carries a due rekey: it waits for data_to_send(), not for time.
+            deadlines.append(self._rekey_at())
         if not self._held:
             deadlines.append(self._down_at())
             if self._liveness is Liveness.UP:
@@ -869,20 +904,26 @@ class Connection:
             if self._liveness is Liveness.UP and now >= self._suspect_at():
                 self._liveness = Liveness.SUSPECT
                 self._events.append(LivenessChanged(Liveness.SUSPECT, silent))
-        if now >= self._ping_at() or now >= self._rekey_at():
-            # An idle line still rekeys on time: the ping carries the rekey flag.
-            self._send_ping()
+        if now >= self._ping_at() or (not self._ping_owed and now >= self._rekey_at()):
+            # An idle line still rekeys on time: the ping carries the rekey flag. A ping is
+            # queued only behind written output: behind output the peer has not read yet it
+            # waits, and the pings due meanwhile are that one.
+            self._last_ping_at = now
+            if self.unsent:
+                self._ping_owed = True
+            else:
+                self._send_ping()
 
     @property
     def _requested_interval_us(self) -> int:
         return max(1, round(self._config.heartbeat_interval * 1_000_000))
 
     def _send_ping(self) -> None:
+        self._ping_owed = False
         self._ping_id += 1
         self._pings[self._ping_id] = self._now
         if len(self._pings) > _MAX_OUTSTANDING_PINGS:
             del self._pings[min(self._pings)]
-        self._last_ping_at = self._now
         hold_us = 0
         if self._peer_ping_id:
             hold_us = max(0, int((self._now - self._peer_ping_at) * 1_000_000))
@@ -892,11 +933,30 @@ class Connection:
 
     # --- output ---------------------------------------------------------------------
 
-    def _resend_delivered_receipt(self) -> None:
-        self._rereceipt_due = False
-        receipt = self._line.delivered_receipt if self._line is not None else None
-        if receipt is not None and self._state is _S.OPEN and len(self._outbuf) <= MAX_OWED:
-            self._emit_record([T_RECEIPT, receipt.envelope, receipt.signature])
+    def _owe(self, receipt: Receipt) -> None:
+        self._owed_receipts[receipt.kind] = receipt
+
+    def _emit_owed_receipts(self) -> None:
+        # Delivered first: the peer refuses an acknowledgement ahead of its delivered mark.
+        for kind in (ReceiptKind.DELIVERED, ReceiptKind.ACKNOWLEDGED):
+            receipt = self._owed_receipts.pop(kind, None)
+            if receipt is not None:
+                self._emit_record([T_RECEIPT, receipt.envelope, receipt.signature])
+
+    def _transmit(self) -> None:
+        """Encrypt our next untransmitted messages while output is under ``unsent_limit``.
+
+        The rest wait in the line state's ``pending`` (held there anyway until the peer's
+        delivered receipt), not as a second, encrypted copy here.
+        """
+        line = self._line
+        assert line is not None
+        # A delivered receipt may cover messages a former connection transmitted.
+        self._transmitted_high = max(self._transmitted_high, line.peer_delivered)
+        limit = self._config.unsent_limit
+        while self._transmitted_high < line.sent_seq and self.unsent < limit:
+            # pending holds peer_delivered + 1 .. sent_seq, in order.
+            self._emit_message(line.pending[self._transmitted_high - line.peer_delivered])
 
     def _emit_message(self, message: SignedMessage) -> None:
         self._transmitted_high = message.seq

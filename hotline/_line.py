@@ -29,9 +29,12 @@ it gave the old one up). A failed call is reported to watchers as :class:`~hotli
 (at once, then at most every 30 s while its reason stays the same), so that a wrong address
 or a wrong key is not mere silence.
 
-The reader stops reading while the application is ``inbox_window`` messages behind, and
-``send()`` waits while ``outbox_limit`` messages (or bytes) have no delivered receipt, so
-memory stays bounded however slow the application or however long the peer is away.
+The reader stops reading while the application is ``inbox_window`` messages (or
+``inbox_window_bytes`` of bodies) behind, and ``send()`` waits while ``outbox_limit``
+messages (or bytes) have no delivered receipt, so memory stays bounded however slow the
+application or however long the peer is away. Output owed to the peer is bounded too: the
+core holds back receipts, pings and messages while earlier output is unwritten, and a peer
+that reads nothing for ``down_after`` seconds loses the connection.
 """
 
 from __future__ import annotations
@@ -99,6 +102,10 @@ __all__ = ["Line", "Message", "Outgoing", "PeerState", "Stats", "open_line"]
 logger = logging.getLogger("hotline")
 
 _READ_SIZE = 65536
+#: The writer writes at most this much at a time: each piece written is progress, and a peer
+#: that takes no piece and sends no new receipt for ``down_after`` seconds is not reading
+#: (see _write()).
+_WRITE_PIECE = 65536
 #: How long a closing line waits to flush its goodbye and its last commit.
 _CLOSE_TIMEOUT = 2.0
 _INBOX_PAGE = 256
@@ -254,6 +261,8 @@ class _Session:
         self.end_reason = ""
         self.started = False
         self.replaced_by_peer = False
+        self.stalled = False  # The writer gave up part way through a write.
+        self.writing = trio.CancelScope()  # The writer's current piece, with its deadline.
 
     @property
     def initiated_by_us(self) -> bool:
@@ -261,6 +270,11 @@ class _Session:
 
     def kick(self) -> None:
         self.wake.set()
+
+    def peer_reads(self, deadline: float) -> None:
+        """A new receipt proves the peer reads what we write: the piece being written may
+        take until ``deadline`` (a slow link drains a piece in bursts, not byte by byte)."""
+        self.writing.deadline = max(self.writing.deadline, deadline)
 
     def rearm(self) -> None:
         """Wake the timer by the core's next deadline, which input may have brought closer
@@ -343,7 +357,10 @@ class Line:
         self._waiter_ids = itertools.count()
         # Inbound.
         self._highest_queued_in = 0
-        self._cache: dict[int, SignedMessage] = {}
+        # Received messages the application has not taken yet, as it will see them: the body
+        # alone, not the envelope that also contains it (the store keeps the envelope).
+        self._cache: dict[int, Message] = {}
+        self._cache_bytes = 0  # The bodies in _cache: the inbox's byte window.
         self._yield_next = 1
         self._last_yielded: Message | None = None
         self._inbox_changed = trio.Event()
@@ -580,16 +597,33 @@ class Line:
             self._inbox_changed = trio.Event()
             await self._inbox_changed.wait()
         seq = self._yield_next
-        signed = self._cache.pop(seq, None)
-        if signed is None:
-            page = await self._store_call(self._store.inbox, seq - 1, _INBOX_PAGE)
-            self._cache.update((m.seq, m) for m in page)
-            signed = self._cache.pop(seq)
+        message = self._cache.pop(seq, None)
+        if message is None:
+            # A page of whole bodies, within the byte window too.
+            config = self.config
+            size = min(_INBOX_PAGE, config.inbox_window_bytes // max(config.max_body_size, 1))
+            page = await self._store_call(self._store.inbox, seq - 1, max(size, 1))
+            for signed in page:
+                self._cache_message(signed)
+            message = self._cache.pop(seq)
+        self._cache_bytes -= len(message.body)
         self._yield_next = seq + 1
         self._inbox_consumed.set()
-        message = Message(signed.seq, signed.timestamp, signed.body, signed.hash, self)
         self._last_yielded = message
         return message
+
+    def _cache_message(self, signed: SignedMessage) -> None:
+        if signed.seq not in self._cache:
+            self._cache[signed.seq] = Message(
+                signed.seq, signed.timestamp, signed.body, signed.hash, self
+            )
+            self._cache_bytes += len(signed.body)
+
+    def _inbox_full(self) -> bool:
+        return (
+            self._highest_queued_in - (self._yield_next - 1) >= self.config.inbox_window
+            or self._cache_bytes >= self.config.inbox_window_bytes
+        )
 
     def _acknowledge(self, seq: int, head: bytes) -> None:
         if seq >= self._yield_next:
@@ -700,6 +734,9 @@ class Line:
                 self._after_commit(batch)
             self._inflight = None
             done.set()
+            # Not kept while the next commit is awaited: the envelopes it holds are stored,
+            # and the inbox keeps only their bodies.
+            del batch
 
     def _after_commit(self, batch: Batch) -> None:
         live = self._live_session()
@@ -814,7 +851,8 @@ class Line:
 
     async def _finish_session(self, session: _Session) -> None:
         with trio.CancelScope(shield=True):
-            if session.started:
+            # After a write cut short, more bytes would only arrive as a broken frame.
+            if session.started and not session.stalled:
                 with trio.move_on_after(_CLOSE_TIMEOUT / 2):
                     data = session.conn.data_to_send()
                     if data:
@@ -850,14 +888,11 @@ class Line:
             # Frames that arrived with the handshake are already buffered in the core.
             await self._process_checking_signatures(session)
             while True:
-                if self._highest_queued_in - (self._yield_next - 1) >= self.config.inbox_window:
+                if self._inbox_full():
                     # Stop reading until the application catches up (TCP pushes back on the
                     # peer); the silence that follows is ours, not the peer's.
                     conn.hold()
-                    while (
-                        self._highest_queued_in - (self._yield_next - 1)
-                        >= self.config.inbox_window
-                    ):
+                    while self._inbox_full():
                         self._inbox_consumed = trio.Event()
                         await self._inbox_consumed.wait()
                     conn.release(trio.current_time())
@@ -897,11 +932,12 @@ class Line:
                         continue  # Already being stored from an earlier connection.
                     self._highest_queued_in = message.seq
                     self._batch.received.append(message)
-                    self._cache[message.seq] = message
+                    self._cache_message(message)
                     self._commit_wanted.set()
                     self.stats.received += 1
                 elif isinstance(event, ReceiptReceived):
                     self._on_peer_receipt(event.receipt)
+                    session.peer_reads(trio.current_time() + self.config.down_after)
                 elif isinstance(event, RoundTrip):
                     self._notify(event)
                 elif isinstance(event, LivenessChanged):
@@ -926,17 +962,44 @@ class Line:
         return None
 
     async def _writer(self, session: _Session) -> None:
+        conn = session.conn
         try:
             while True:
-                await session.wake.wait()
                 session.wake = trio.Event()
-                data = session.conn.data_to_send()
+                # Asked again only once the last output is written: the core holds back
+                # what it owes the peer until then (see Connection.data_to_send).
+                data = conn.data_to_send()
                 if data:
-                    await session.stream.send_all(data)
-                if session.conn.state is ConnectionState.CLOSED:
+                    # An owed ping went out with it: the timer's next deadline moved.
+                    session.rearm()
+                    if not await self._write(session, data):
+                        return
+                    continue
+                if conn.state is ConnectionState.CLOSED:
                     session.end(session.end_reason or "closed")
+                    return
+                await session.wake.wait()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             session.end(f"the connection failed: {exc!r}")
+
+    async def _write(self, session: _Session, data: bytes) -> bool:
+        """Write ``data`` in pieces; end the session if for ``down_after`` no piece is
+        written and no new receipt shows that the peer reads.
+
+        A peer that sends but never reads leaves our writes blocked for good: its traffic
+        keeps it from looking silent, so this is what ends such a connection.
+        """
+        patience = self.config.down_after
+        view = memoryview(data)
+        for start in range(0, len(view), _WRITE_PIECE):
+            session.writing = trio.CancelScope(deadline=trio.current_time() + patience)
+            with session.writing:
+                await session.stream.send_all(view[start : start + _WRITE_PIECE])
+            if session.writing.cancelled_caught:
+                session.stalled = True
+                session.end(f"the peer read nothing for {patience:.3f} s")
+                return False
+        return True
 
     async def _timer(self, session: _Session) -> None:
         conn = session.conn

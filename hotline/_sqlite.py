@@ -72,7 +72,7 @@ from ._errors import (
 )
 from ._keys import PublicKey, line_id
 from ._records import Receipt, ReceiptKind, SignedMessage, open_receipt
-from ._state import LineState
+from ._state import SENT_HEAD_WINDOW, LineState
 from ._store import Batch, Direction, TranscriptEntry, apply_batch
 
 if sys.platform != "win32":
@@ -191,6 +191,7 @@ _SELECT_MESSAGES = (
 _SELECT_HEADS = (
     "SELECT seq, hash FROM messages WHERE direction = 'out' AND seq >= ? ORDER BY seq"
 )
+_SELECT_HEAD = "SELECT hash FROM messages WHERE direction = 'out' AND seq = ?"
 _SELECT_TRANSCRIPT = (
     "SELECT ord, direction, kind, seq, envelope, signature FROM transcript"
     " WHERE ord > ? ORDER BY ord LIMIT ?"
@@ -472,6 +473,7 @@ class SQLiteStore:
         # Ords of our latest delivered and acknowledged receipts, as in the state row.
         self._receipt_ords: tuple[int | None, int | None] = (None, None)
         self._next_ord = 1
+        self._head_reader: sqlite3.Connection | None = None
         self._lock_fd = _lock(name) if writing else None
         try:
             self._connect(synchronous)
@@ -514,6 +516,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {name!r}: {exc}") from exc
         self._conn = conn
+        self._read_only_uri = uri.replace("?mode=rw", "?mode=ro")
         try:
             self._setup(synchronous)
         except BaseException:
@@ -718,6 +721,8 @@ class SQLiteStore:
         try:
             with self._errors("cannot close the store"):
                 self._conn.close()
+                if self._head_reader is not None:
+                    self._head_reader.close()
         finally:
             if self._lock_fd is not None:
                 _unlock(self._lock_fd)
@@ -802,14 +807,31 @@ class SQLiteStore:
         state.sent_seq = sent_seq
         state.sent_head = sent_head
         state.pending.extend(self._read_messages(Direction.OUT, peer_delivered, _I64_MAX))
-        heads = self._conn.execute(_SELECT_HEADS, (max(peer_acknowledged, 1),))
-        state.sent_heads.update(heads)
+        first_head = max(peer_acknowledged, 1, sent_seq - SENT_HEAD_WINDOW + 1)
+        state.sent_heads.update(self._conn.execute(_SELECT_HEADS, (first_head,)))
+        state.sent_head_lookup = self._sent_head
         self._receipt_ords = (delivered_ord, acknowledged_ord)
         (last,) = self._conn.execute("SELECT coalesce(max(ord), 0) FROM transcript").fetchone()
         self._next_ord = last + 1
         if state.pending and state.pending[-1].hash != state.sent_head:
             raise StoreError(f"the store {self._path!r} is corrupt: the outbox breaks the chain")
         return state
+
+    def _sent_head(self, seq: int) -> bytes | None:
+        """The stored chain head after our message ``seq``, for a state's older receipts.
+
+        Called by the connection as it checks a receipt, on the event loop, while a commit
+        may run in a worker thread: so through a read-only connection of its own (WAL lets
+        it read beside the writer), and not behind the driver's store lock.
+        """
+        self._check_open()
+        with self._errors("cannot read the store"):
+            if self._head_reader is None:
+                self._head_reader = sqlite3.connect(
+                    self._read_only_uri, uri=True, isolation_level=None, check_same_thread=False
+                )
+            rows = self._head_reader.execute(_SELECT_HEAD, (seq,)).fetchall()
+        return rows[0][0] if rows else None
 
     def _read_receipt(self, ord_: int | None, identity: PublicKey, lid: bytes) -> Receipt | None:
         if ord_ is None:

@@ -12,12 +12,19 @@ numbers advance by one, chains link, our own receipts only move forward and neve
 we hold. The peer's receipts are checked by the connection that receives them (never past
 what was sent, never backwards, acknowledged never ahead of delivered, the right head);
 :meth:`apply_peer_receipt` only applies them.
+
+Checking a receipt's head needs the chain head after the message it names. The state keeps
+those of the outbox and of the last ``SENT_HEAD_WINDOW`` messages sent; an acknowledged
+receipt may name an older message (a peer acknowledges as its application gets round to
+it, or never), and for those it asks the store that loaded it (``sent_head_lookup``), so
+that a peer that never acknowledges does not make this state grow with every message.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._config import Config
@@ -35,6 +42,9 @@ from ._records import (
 __all__ = ["LineState"]
 
 DEFAULT_MAX_BODY = Config().max_body_size
+#: Chain heads of our latest messages kept in ``sent_heads``: acknowledged receipts that lag
+#: our sending by less than this are checked without asking the store.
+SENT_HEAD_WINDOW = 1024
 
 
 @dataclass
@@ -49,7 +59,8 @@ class LineState:
     pending: deque[SignedMessage] = field(default_factory=deque)
     """Our messages ``peer_delivered + 1 .. sent_seq``, in order: retransmitted on resume."""
     sent_heads: dict[int, bytes] = field(default_factory=dict)
-    """Chain heads of our messages ``peer_acknowledged .. sent_seq``, to check receipts with."""
+    """Chain heads of our messages ``peer_acknowledged .. sent_seq``, to check receipts with:
+    at most the last ``SENT_HEAD_WINDOW`` of them."""
     # Inbound: what we hold of the peer's messages and what we have receipted.
     received_seq: int = 0
     received_head: bytes = GENESIS_HEAD
@@ -59,6 +70,11 @@ class LineState:
     peer_initiation_watermark: int = 0
     # The highest initiation timestamp this side has used (so it never repeats one).
     initiation_timestamp: int = 0
+    sent_head_lookup: Callable[[int], bytes | None] | None = field(
+        default=None, repr=False, compare=False
+    )
+    """The chain head after our message ``seq``, from the store, for heads older than
+    ``sent_heads`` (set by the store's ``load()``; without it such heads are unknown)."""
 
     @property
     def delivered_upto(self) -> int:
@@ -100,10 +116,15 @@ class LineState:
         )
 
     def head_of_sent(self, seq: int) -> bytes | None:
-        """The chain head after our message ``seq``, if this state still knows it."""
+        """The chain head after our message ``seq``, if this state (or its store) knows it."""
         if seq == self.sent_seq:
             return self.sent_head
-        return self.sent_heads.get(seq)
+        head = self.sent_heads.get(seq)
+        if head is not None or not max(self.peer_acknowledged, 1) <= seq < self.sent_seq:
+            return head
+        if self.pending and self.pending[0].seq <= seq:
+            return self.pending[seq - self.pending[0].seq].hash
+        return self.sent_head_lookup(seq) if self.sent_head_lookup is not None else None
 
     # --- outbound -------------------------------------------------------------------
 
@@ -140,6 +161,8 @@ class LineState:
         self.sent_seq = message.seq
         self.sent_head = message.hash
         self.sent_heads[message.seq] = message.hash
+        # The heads held are consecutive and end here: this drops the oldest, if any.
+        self.sent_heads.pop(message.seq - SENT_HEAD_WINDOW, None)
         self.pending.append(message)
 
     def apply_peer_receipt(self, receipt: Receipt) -> None:
@@ -153,7 +176,8 @@ class LineState:
                 while self.pending and self.pending[0].seq <= receipt.upto:
                     self.pending.popleft()
         elif receipt.upto > self.peer_acknowledged:
-            for seq in range(self.peer_acknowledged, receipt.upto):
+            held_from = max(self.peer_acknowledged, self.sent_seq - SENT_HEAD_WINDOW + 1)
+            for seq in range(held_from, receipt.upto):
                 self.sent_heads.pop(seq, None)
             self.peer_acknowledged = receipt.upto
 

@@ -88,6 +88,8 @@ class Store(Protocol):
     def load(self, identity: PublicKey, peer: PublicKey) -> LineState:
         """Return the line's state; a new store takes these keys, another store must match.
 
+        The state's ``sent_head_lookup`` answers for chain heads it no longer holds.
+
         Raises :class:`StoreMismatch` when the store belongs to another pair of keys.
         """
         ...
@@ -123,6 +125,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._keys: tuple[PublicKey, PublicKey] | None = None
         self._received: dict[int, SignedMessage] = {}
+        self._sent_heads: dict[int, bytes] = {}  # Every one: this store keeps everything.
         self._transcript: list[TranscriptEntry] = []
         self._state = LineState()
         self._closed = False
@@ -136,7 +139,9 @@ class MemoryStore:
             self._keys = (identity, peer)
         elif self._keys != (identity, peer):
             raise StoreMismatch("this store belongs to another line (other keys)")
-        return self._state.copy()
+        state = self._state.copy()
+        state.sent_head_lookup = self._sent_heads.get
+        return state
 
     def commit(self, batch: Batch) -> None:
         self._check_open()
@@ -146,6 +151,7 @@ class MemoryStore:
         apply_batch(self._state.copy(outbox=False), batch)
         apply_batch(self._state, batch)
         for message in batch.sent:
+            self._sent_heads[message.seq] = message.hash
             self._transcript.append(_message_entry(Direction.OUT, message))
         for message in batch.received:
             self._received[message.seq] = message

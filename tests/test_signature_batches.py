@@ -34,7 +34,6 @@ from hotline import (
     sign_message,
 )
 from hotline._config import MAX_SIGNATURE_BATCH
-from hotline._connection import T_MESSAGE
 from hotline._records import DOMAIN_MESSAGE
 
 ALICE = Identity.from_seed(bytes([1]) * 32)
@@ -54,8 +53,8 @@ def burst(sender: Connection, state: LineState, count: int, *, bad: int | None =
             signature = BOB.sign(DOMAIN_MESSAGE + real.envelope)
             forged = SignedMessage(real.seq, real.timestamp, real.prev, real.body, real.envelope,
                                    signature, real.hash)
-            sender._emit_record([T_MESSAGE, forged.envelope, forged.signature])
             state.append_sent(forged)
+            sender.send_message(forged)
             messages.append(forged)
             continue
         message = state.next_message(ALICE, sender.line_id, b"body %d" % index, 1)
