@@ -14,6 +14,8 @@ from ._config import Config
 from ._connection import PROLOGUE, PROTOCOL_NAME, Connection, ConnectionState, Role
 from ._errors import (
     AuthenticationError,
+    ConnectionBrokenError,
+    ConnectionClosedError,
     HotlineError,
     KeyFileError,
     LineBroken,
@@ -126,6 +128,8 @@ __all__ = [
     "Config",
     "Connection",
     "ConnectionBroken",
+    "ConnectionBrokenError",
+    "ConnectionClosedError",
     "ConnectionState",
     "DialFailed",
     "Event",

@@ -11,6 +11,8 @@ the caller should do:
   one fixed message on purpose: an attacker learns nothing from it.
 - :class:`LineClosed` / :class:`LineBroken`: the line was closed on purpose (by us or by the
   peer's goodbye) / it failed underneath (the connection was cut, the peer went silent).
+  The sans-io core says the same of one connection with :class:`ConnectionClosedError` /
+  :class:`ConnectionBrokenError`; the driver maps them to the line's words.
 - :class:`KeyFileError`, :class:`StoreError`, :class:`OutboxFull`: a key file that cannot be
   used, a store that cannot be used (:class:`StoreLocked`: another process writes it), a full
   outbox when the caller asked not to wait.
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "ConnectionBrokenError",
+    "ConnectionClosedError",
     "HotlineError",
     "KeyFileError",
     "LineBroken",
@@ -77,6 +81,21 @@ class LineClosed(HotlineError):
 
 class LineBroken(HotlineError):
     """The connection underneath the line failed: cut, reset, timed out or gone silent."""
+
+
+class ConnectionClosedError(HotlineError):
+    """The sans-io connection was closed on purpose, by this side or by the peer's goodbye.
+
+    The core's own word for it: a driver maps it to its own (the trio driver to
+    :class:`LineClosed`), so a caller of the driver never sees it.
+    """
+
+
+class ConnectionBrokenError(HotlineError):
+    """The sans-io connection failed: the stream ended, a timer expired or the peer erred.
+
+    The trio driver maps it to :class:`LineBroken`.
+    """
 
 
 class OutboxFull(HotlineError):

@@ -92,7 +92,7 @@ from ._records import (
     sign_receipt,
 )
 from ._state import LineState
-from ._store import Batch, MemoryStore, Store
+from ._store import Batch, Store
 
 if TYPE_CHECKING:
     from ._listener import Listener
@@ -325,7 +325,6 @@ class Line:
         self.line_id = line_id(identity.public_key, peer)
         self.stats = Stats()
         self._store = store
-        self._store_blocks = not isinstance(store, MemoryStore)
         self._store_lock = trio.Lock()
         self._rng = rng or random.Random()
         self._state = LineState()
@@ -689,7 +688,7 @@ class Line:
 
     async def _store_call(self, fn: Callable[..., _T], *args: object) -> _T:
         async with self._store_lock:
-            if not self._store_blocks:
+            if not self._store.commits_block:
                 return fn(*args)
             return await trio.to_thread.run_sync(fn, *args)
 

@@ -444,6 +444,8 @@ class SQLiteStore:
     may write a file: a second raises :class:`~hotline.StoreLocked`.
     """
 
+    commits_block = True
+
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
         self._open(path, synchronous, writing=True)
 

@@ -85,6 +85,10 @@ class TranscriptEntry:
 class Store(Protocol):
     """What the driver needs from a store. See the module docstring for the protocol."""
 
+    commits_block: bool
+    """True when :meth:`commit` and :meth:`load` wait on the disk: the trio driver then calls
+    them in a worker thread, so they never stall the event loop."""
+
     def load(self, identity: PublicKey, peer: PublicKey) -> LineState:
         """Return the line's state; a new store takes these keys, another store must match.
 
@@ -121,6 +125,8 @@ class MemoryStore:
     It follows the same rules as the durable store (key binding, ordering), so code tested
     against it behaves the same against SQLite.
     """
+
+    commits_block = False
 
     def __init__(self) -> None:
         self._keys: tuple[PublicKey, PublicKey] | None = None

@@ -834,6 +834,8 @@ def test_run_with_closed_stdin_does_not_crash(tmp_path: Path, keys: Keys) -> Non
 class _HeldStore:
     """A MemoryStore whose commit of received messages can be held in its worker thread."""
 
+    commits_block = True  # So the line commits in a worker thread, where it can be held.
+
     def __init__(self) -> None:
         self.inner = hotline.MemoryStore()
         self.hold = False
