@@ -31,6 +31,7 @@ import select
 import signal
 import stat
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -345,12 +346,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(f"cannot create data directory {str(data_dir)!r}: {exc.strerror}") from None
     config = Config(heartbeat_interval=args.heartbeat) if args.heartbeat else Config()
     stop_request = _StopRequest()
-    # Left in place until the process ends (main restores them for in-process callers), so
-    # that a signal during the close cannot end the process with another status. A SIGINT
-    # that the parent ignores (a background job of a script) stays ignored.
-    signal.signal(signal.SIGTERM, stop_request.handle)
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, stop_request.handle)
+    if _in_main_thread():
+        # Left in place until the process ends (main restores them for in-process callers),
+        # so that a signal during the close cannot end the process with another status. A
+        # SIGINT that the parent ignores (a background job of a script) stays ignored.
+        signal.signal(signal.SIGTERM, stop_request.handle)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, stop_request.handle)
     return trio.run(_run, identity, peer, data_dir / STORE_NAME, args, config, stop_request)
 
 
@@ -719,6 +721,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _in_main_thread() -> bool:
+    """Only the main thread may set signal handlers (an in-process caller may be another)."""
+    return threading.current_thread() is threading.main_thread()
+
+
 def _sigterm_as_sigint(signum: int, frame: FrameType | None) -> None:
     """SIGTERM does what SIGINT does at that moment, so every command treats them alike."""
     handler = signal.getsignal(signal.SIGINT)
@@ -747,8 +754,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     interrupted = (
         EXIT_OK if args.command == "run" and not args.until_delivered else EXIT_INTERRUPTED
     )
+    handles_signals = _in_main_thread()
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGTERM, _sigterm_as_sigint)
+    if handles_signals:
+        signal.signal(signal.SIGTERM, _sigterm_as_sigint)
     try:
         return handler(args)
     except (CliError, HotlineError) as exc:
@@ -765,7 +774,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     finally:
-        for signum, action in previous.items():
+        for signum, action in previous.items() if handles_signals else ():
             # The status is decided: as the program, a late signal must not replace it
             # (with 130 or 143) while the interpreter shuts down.
             signal.signal(signum, signal.SIG_IGN if argv is None else action)
