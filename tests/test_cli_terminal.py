@@ -158,13 +158,14 @@ def test_ctrl_z_then_fg_leaves_the_node_working(
     mark = shell.wait_for(rb"Stopped", start=mark)
     shell.type(b"fg\n")
     mark = shell.wait_for(re.escape(command.encode()), start=mark)  # bash names the job
-    # Resumed: three heartbeat intervals without it would make bob declare it down.
-    time.sleep(2.0)
     shell.type(b"typed after fg\n")
     message = bob.wait_event(event="message", body="typed after fg")
-    assert [e["state"] for e in bob.of("peer")] == ["up"], bob.describe()
     assert message["seq"] == 1
     shell.wait_for(rb"<- acknowledged up to #1", start=mark)
+    # A node frozen after reading that line would send no heartbeat: bob declares a peer
+    # down after three intervals (1.5 s) of silence. Nothing but time can show its absence.
+    time.sleep(2.0)
+    assert [e["state"] for e in bob.of("peer")] == ["up"], bob.describe()
     mark = len(shell.output)
     started = time.monotonic()
     shell.type(b"\x03")  # Ctrl-C
