@@ -5,7 +5,7 @@ JSON object per line on standard output, so nothing else is ever printed there i
 Logs go to standard error. Every expected failure (a key file that cannot be used, a port in
 use, a store of another line, a malformed peer key) ends with one line on standard error and
 exit status 1, never a traceback; usage errors exit with 2 as argparse does. The exit statuses
-are one table for every command (docs/cli.md, "Exit status"): the constants below.
+are one table for every command (docs/cli.md, "Exit status").
 
 The terminal is shared with the shell and with whatever else runs in it, so ``run`` never
 changes its flags: standard input is read by blocking reads in a worker thread (a thread left
@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._errors import HotlineError
 from ._keys import (
@@ -47,6 +47,9 @@ from ._keys import (
     public_key_from_file_data,
 )
 
+if TYPE_CHECKING:
+    import trio
+
 __all__ = ["main", "printable"]
 
 STORE_NAME = "hotline.db"
@@ -54,7 +57,6 @@ logger = logging.getLogger("hotline")
 
 EXIT_OK = 0
 EXIT_ERROR = 1
-EXIT_USAGE = 2
 EXIT_NOT_SENT = 3
 """``run``: a line read from standard input was not sent (over the size limit, or refused)."""
 EXIT_INTERRUPTED = 4
@@ -100,7 +102,7 @@ class CliError(Exception):
 
 def _die(message: str) -> NoReturn:
     print(f"hotline: error: {message}", file=sys.stderr)
-    raise SystemExit(1)
+    raise SystemExit(EXIT_ERROR)
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -267,20 +269,20 @@ class _StopRequest:
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self._event: Any = None
-        self._token: Any = None
+        self._event: trio.Event | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         import trio
 
         if self.signum is None:
             self.signum = signum
-        if self._token is not None:
+        if self._token is not None and self._event is not None:
             with contextlib.suppress(trio.RunFinishedError):
                 self._token.run_sync_soon(self._event.set, idempotent=True)
 
-    def attach(self, event: Any) -> None:
-        """Set ``event`` (a trio.Event) on a signal; called from inside the trio run."""
+    def attach(self, event: trio.Event) -> None:
+        """Set ``event`` on a signal; called from inside the trio run."""
         import trio
 
         self._event = event

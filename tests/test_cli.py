@@ -1019,11 +1019,15 @@ def test_demo_runs_and_exits_zero(tmp_path: Path) -> None:
 
 
 def test_until_delivered_says_when_a_line_was_not_sent(tmp_path: Path, keys: Keys) -> None:
-    over = "x" * ((1 << 20) + 1)
-    result = cli(*_run_args(keys), cwd=tmp_path, stdin=f"{over}\n")
+    # One line far over the limit (counted, not kept), and one just over it.
+    lines = ["x" * (2 << 20) + "\r", "y" * ((1 << 20) + 1)]
+    result = cli(*_run_args(keys), cwd=tmp_path, stdin="\n".join(lines) + "\n")
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == 3, result.stdout + result.stderr
-    assert [e["event"] for e in map(parse, result.stdout.splitlines()) if e] == ["error"]
+    events = [parse(line) for line in result.stdout.splitlines()]
+    assert [e and e["event"] for e in events] == ["error", "error"]
+    sizes = [re.search(r"body of (\d+) bytes", e["message"]) for e in events if e]
+    assert [int(m.group(1)) for m in sizes if m] == [2 << 20, (1 << 20) + 1]
 
 
 def test_until_delivered_interrupted_before_delivery(
