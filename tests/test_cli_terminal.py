@@ -285,7 +285,7 @@ def test_fingerprint_asks_for_the_passphrase_and_ctrl_c_stops_it(
     term = terminal(*hotline("fingerprint", "locked"))
     term.wait_for(rb"passphrase for 'locked': ")
     term.type(b"open sesame\n")
-    term.wait_for(made.stdout.strip().encode())
+    term.wait_for(re.escape(made.stdout.strip().encode()))
     assert term.proc.wait(TIMEOUT) == 0
 
     interrupted = terminal(*hotline("fingerprint", "locked"))
