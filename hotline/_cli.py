@@ -249,7 +249,7 @@ def _read_some(fd: int) -> bytes:
             select.select([fd], [], [])
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     """Write all of ``data``, in a worker thread; as :func:`_read_some`, never changes flags."""
     view = memoryview(data)
     while view:
@@ -257,6 +257,23 @@ def _write_all(fd: int, data: bytes) -> None:
             view = view[os.write(fd, view) :]
         except BlockingIOError:
             select.select([], [fd], [])
+
+
+def _write_now(fd: int, data: bytes) -> int:
+    """Write what can be written at once without a thread: the bytes written, maybe none.
+
+    A thread per line costs more than the line when a program reads the events fast (a run
+    of 5,000 messages took half as long again). A pipe that polls writable has a free page,
+    and a socket most of its buffer, so a write of up to PIPE_BUF bytes does not block; a
+    file never does. A terminal may poll writable with less room than the line, so it is
+    never written here.
+    """
+    if len(data) > select.PIPE_BUF or not select.select([], [fd], [], 0)[1]:
+        return 0
+    try:
+        return os.write(fd, data)
+    except BlockingIOError:
+        return 0
 
 
 class _StopRequest:
@@ -306,6 +323,7 @@ class _Output:
         self._on_failure = on_failure
         self.failed = False
         self._encoding = (sys.stdout.encoding if sys.stdout is not None else None) or "utf-8"
+        self._direct = not os.isatty(1)
 
     async def emit(self, event: str, human: str, **fields: Any) -> bool:
         """Write one event; True once it is written and flushed (it is never buffered)."""
@@ -319,10 +337,13 @@ class _Output:
         async with self._lock:
             if self.failed:
                 return False
+            data += b"\n"
             try:
-                await trio.to_thread.run_sync(
-                    _write_all, 1, data + b"\n", abandon_on_cancel=True
-                )
+                written = _write_now(1, data) if self._direct else 0
+                if written < len(data):
+                    await trio.to_thread.run_sync(
+                        _write_all, 1, memoryview(data)[written:], abandon_on_cancel=True
+                    )
             except OSError as exc:
                 self.failed = True
                 self._on_failure(f"cannot write to standard output: {exc.strerror}")
