@@ -46,6 +46,8 @@ __all__ = ["Identity", "PublicKey", "line_id"]
 
 _KEY_TYPE = "ssh-ed25519"
 _KEY_TYPE_BYTES = _KEY_TYPE.encode("ascii")
+# How OpenSSH key types begin: what tells a key line from an authorized_keys options field.
+_KEY_TYPE_PREFIXES = ("ssh-", "ecdsa-", "sk-")
 _RAW_LEN = 32
 _SIG_LEN = 64
 
@@ -109,6 +111,62 @@ class _Reader:
     @property
     def remaining(self) -> int:
         return len(self._data) - self._pos
+
+
+def _without_options(line: str) -> str:
+    """``line`` without a leading authorized_keys options field (``from="a b",no-pty ...``).
+
+    A line that starts with a key type has no options. Otherwise the options run up to the
+    first blank outside double quotes (a backslash escapes a quote inside them), as sshd reads
+    them; if what follows is not a key type, ``line`` is returned whole so that the error
+    names what the line really starts with.
+    """
+    if line.startswith(_KEY_TYPE_PREFIXES):
+        return line
+    quoted = escaped = False
+    for index, char in enumerate(line):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char.isspace() and not quoted:
+            rest = line[index:].lstrip()
+            return rest if rest.startswith(_KEY_TYPE_PREFIXES) else line
+    return line
+
+
+def public_key_from_file_data(data: bytes, label: str) -> PublicKey:
+    """The one key of a public key file's contents (``label`` names the file in errors).
+
+    Comment lines (``#``) and blank lines are skipped, as in authorized_keys. More than one
+    key line is refused rather than the first taken: a peer's number must be unambiguous.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        if data.lstrip().startswith(b"openssh-key-v1"):
+            raise KeyFileError(f"{label} is not a public key file") from None
+        raise KeyFileError(f"{label} is not a text file") from None
+    key_lines = [
+        (number, line)
+        for number, line in enumerate(text.splitlines(), 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not key_lines:
+        raise KeyFileError(f"{label} is empty")
+    if key_lines[0][1].lstrip().startswith("-----BEGIN"):
+        # A private key (or other PEM) file: its first line gets the error that says so.
+        return PublicKey._parse(key_lines[0][1], label)
+    if len(key_lines) > 1:
+        numbers = ", ".join(str(number) for number, _ in key_lines[:5])
+        more = ", ..." if len(key_lines) > 5 else ""
+        raise KeyFileError(
+            f"{label} holds {len(key_lines)} key lines (lines {numbers}{more}): a public key "
+            f"file for hotline holds exactly one key"
+        )
+    return PublicKey._parse(key_lines[0][1], label)
 
 
 def _ssh_string(value: bytes) -> bytes:
@@ -302,7 +360,7 @@ class PublicKey:
             raise KeyFileError(f"{label} is empty")
         if "\n" in line or "\r" in line:
             raise KeyFileError(f"{label}: expected one line, found several")
-        fields = line.split(None, 2)
+        fields = _without_options(line).split(None, 2)
         key_type = fields[0]
         if key_type != _KEY_TYPE:
             if key_type.startswith("-----BEGIN"):
@@ -346,18 +404,10 @@ class PublicKey:
 
     @classmethod
     def load(cls, path: PathArg) -> PublicKey:
-        """Read a ``.pub`` file: its first non-empty line (``ssh-keygen`` writes one line)."""
+        """Read a ``.pub`` file: exactly one key line, which may follow comment lines (``#``)
+        and blank lines and may carry authorized_keys options before the key type."""
         data, _ = _read_limited(path, "public key")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            if data.lstrip().startswith(b"openssh-key-v1"):
-                raise KeyFileError(f"{_show(path)} is not a public key file") from None
-            raise KeyFileError(f"{_show(path)} is not a text file") from None
-        for line in text.splitlines():
-            if line.strip():
-                return cls._parse(line, _show(path))
-        raise KeyFileError(f"{_show(path)} is empty")
+        return public_key_from_file_data(data, _show(path))
 
     def save(self, path: PathArg) -> None:
         """Write :meth:`to_openssh` and a newline to ``path`` (mode 0644), replacing it."""
@@ -398,10 +448,7 @@ class _PrivateHeader:
     def __init__(self, data: bytes, label: str) -> None:
         text = data.strip()
         if not text.startswith(_PRIVATE_BEGIN):
-            if text.startswith(b"ssh-") or text.startswith(b"ecdsa-"):
-                raise KeyFileError(
-                    f"{label} is a public key, not a private key (give the file without .pub)"
-                )
+            _refuse_public_key(data, label)
             if text.startswith(b"-----BEGIN"):
                 raise KeyFileError(
                     f"{label} is not in OpenSSH private key format (convert it with "
@@ -438,12 +485,28 @@ class _PrivateHeader:
         return self.cipher != b"none"
 
 
-def _load_private(data: bytes, passphrase: bytes | None, label: str) -> ed25519.Ed25519PrivateKey:
+def _refuse_public_key(data: bytes, label: str) -> None:
+    """Say so when what was given as a private key is a public key file."""
+    first_key_line = next(
+        (line for line in data.splitlines() if line.strip() and not line.startswith(b"#")), b""
+    )
+    if first_key_line.lstrip().startswith(tuple(p.encode() for p in _KEY_TYPE_PREFIXES)):
+        raise KeyFileError(
+            f"{label} is a public key, not a private key (give the file without .pub)"
+        )
+
+
+def _load_private(
+    data: bytes, passphrase: bytes | Callable[[], bytes | None] | None, label: str
+) -> ed25519.Ed25519PrivateKey:
+    """The key in ``data``; ``passphrase`` may be a function, asked only if it is encrypted."""
     if not isinstance(data, bytes):
         raise KeyFileError(f"{label}: expected bytes, got {type(data).__name__}")
+    header = _PrivateHeader(data, label)
+    if callable(passphrase):
+        passphrase = passphrase() if header.encrypted else None
     if passphrase is not None and not isinstance(passphrase, bytes):
         raise LocalProtocolError("a passphrase is bytes (or None)")
-    header = _PrivateHeader(data, label)
     if header.key_type != _KEY_TYPE_BYTES:
         raise KeyFileError(
             f"{label} holds a {_safe_name(header.key_type)!r} key: hotline uses {_KEY_TYPE} keys"
@@ -582,15 +645,7 @@ class Identity:
         A private key that group or others can read may already be someone else's; one they
         can write may be theirs. Either way it is not safe to be this node's identity.
         """
-        data, st = _read_limited(path, "private key")
-        if os.name == "posix" and st.st_mode & 0o077:
-            mode = stat.S_IMODE(st.st_mode)
-            raise KeyFileError(
-                f"permissions {mode:04o} for {_show(path)} are too open: a private key must be "
-                f"readable only by its owner (chmod 600 {_show(path)})"
-            )
-        key = _load_private(data, passphrase, _show(path))
-        return cls(nacl.signing.SigningKey(key.private_bytes_raw()), comment)
+        return load_identity_file(path, passphrase, comment=comment)
 
     def save(
         self, path: PathArg, passphrase: bytes | None = None, *, overwrite: bool = False
@@ -627,6 +682,39 @@ class Identity:
         if self._comment:
             return f"Identity({self._public.fingerprint()}, comment={self._comment!r})"
         return f"Identity({self._public.fingerprint()})"
+
+
+def load_identity_file(
+    path: PathArg,
+    passphrase: bytes | Callable[[], bytes | None] | None,
+    *,
+    comment: str = "",
+) -> Identity:
+    """:meth:`Identity.load`, where ``passphrase`` may also be a function called only when the
+    key is encrypted (the command line's prompt), after the file's mode has been checked."""
+    data, st = _read_limited(path, "private key")
+    # A public key given by mistake is named as such first: its usual mode 0644 would
+    # otherwise draw a complaint about permissions, which is not the problem.
+    _refuse_public_key(data, _show(path))
+    if os.name == "posix" and st.st_mode & 0o077:
+        mode = stat.S_IMODE(st.st_mode)
+        raise KeyFileError(
+            f"permissions {mode:04o} for {_show(path)} are too open: a private key must be "
+            f"readable only by its owner (chmod 600 {_show(path)})"
+        )
+    return identity_from_file_data(data, passphrase, _show(path), comment=comment)
+
+
+def identity_from_file_data(
+    data: bytes,
+    passphrase: bytes | Callable[[], bytes | None] | None,
+    label: str,
+    *,
+    comment: str = "",
+) -> Identity:
+    """The identity in a private key file's contents (``label`` names them in errors)."""
+    key = _load_private(data, passphrase, label)
+    return Identity(nacl.signing.SigningKey(key.private_bytes_raw()), comment)
 
 
 # --------------------------------------------------------------------------- line id

@@ -11,9 +11,11 @@ property of it or of the two stores it leaves behind.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import functools
+import importlib.metadata
 import json
 import os
 import re
@@ -38,6 +40,7 @@ import trio
 import trio.testing
 
 import hotline
+from hotline._cli import build_parser, printable
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="signals and file modes are POSIX")
 
@@ -339,7 +342,9 @@ def test_keygen_force_replaces_both_files(tmp_path: Path) -> None:
 
 def test_keygen_passphrase_round_trip(tmp_path: Path, keys: Keys) -> None:
     (tmp_path / "pass").write_text("correct horse battery staple\n")  # as `echo` writes it
+    (tmp_path / "pass").chmod(0o600)
     (tmp_path / "wrong").write_text("incorrect horse\n")
+    (tmp_path / "wrong").chmod(0o600)
     made = cli("keygen", "node", "--passphrase-file", "pass", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     printed = made.stdout.strip()
@@ -529,7 +534,7 @@ def test_run_keeps_running_after_eof_until_a_signal(
     time.sleep(0.5)
     assert node.proc.poll() is None, node.describe()
     node.proc.send_signal(signum)
-    assert node.wait_exit() == 0, node.describe()
+    assert node.wait_exit() == 3, node.describe()  # 3: a line read was not sent
     assert "Traceback" not in "\n".join(node.stderr)
     error, queued = (parse(line) for line in node.stdout)
     assert error is not None
@@ -1011,3 +1016,284 @@ def test_demo_runs_and_exits_zero(tmp_path: Path) -> None:
     assert all(isinstance(event, dict) for event in events)
     assert {"node": "bob", "event": "check", "lost": 0, "duplicated": 0}.items() \
         <= events[-1].items()
+
+
+# --- exit statuses: one table for every command ---------------------------------------
+
+
+def test_until_delivered_says_when_a_line_was_not_sent(tmp_path: Path, keys: Keys) -> None:
+    # One line far over the limit (counted, not kept), and one just over it.
+    lines = ["x" * (2 << 20) + "\r", "y" * ((1 << 20) + 1)]
+    result = cli(*_run_args(keys), cwd=tmp_path, stdin="\n".join(lines) + "\n")
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 3, result.stdout + result.stderr
+    events = [parse(line) for line in result.stdout.splitlines()]
+    assert [e and e["event"] for e in events] == ["error", "error"]
+    sizes = [re.search(r"body of (\d+) bytes", e["message"]) for e in events if e]
+    assert [int(m.group(1)) for m in sizes if m] == [2 << 20, (1 << 20) + 1]
+
+
+def test_until_delivered_interrupted_before_delivery(
+    spawn: Callable[..., Node], keys: Keys
+) -> None:
+    node = spawn("alice", "run", "--key", keys.alice, "--peer", Keys.pub(keys.bob),
+                 "--data", "data", "--connect", f"127.0.0.1:{free_port()}", "--json",
+                 "--until-delivered")
+    node.send("nobody answers")
+    node.wait_event(event="queued", seq=1)
+    node.close_stdin()
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.wait_exit() == 4, node.describe()
+    assert "Traceback" not in "\n".join(node.stderr)
+
+
+def test_sigint_then_sigterm_during_the_close_keeps_the_status(
+    spawn: Callable[..., Node], keys: Keys
+) -> None:
+    """The second signal comes while the first one's goodbye is being said."""
+    port = free_port()
+    bob = spawn("bob", "run", "--key", keys.bob, "--peer", Keys.pub(keys.alice),
+                "--data", "bob-data", "--listen", f"127.0.0.1:{port}", "--json")
+    alice = spawn("alice", "run", "--key", keys.alice, "--peer", Keys.pub(keys.bob),
+                  "--data", "alice-data", "--connect", f"127.0.0.1:{port}", "--json")
+    alice.wait_event(event="peer", state="up")
+    bob.wait_event(event="peer", state="up")
+    alice.proc.send_signal(signal.SIGINT)
+    # Nothing outside alice shows when its close begins or ends, so SIGTERMs follow every
+    # 20 ms until it has exited: some land during the close, whatever its length.
+    deadline = time.monotonic() + TIMEOUT
+    while alice.proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(ProcessLookupError):
+            alice.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.02)
+    assert alice.wait_exit() == 0, alice.describe()
+    assert "Traceback" not in "\n".join(alice.stderr)
+
+
+def test_demo_interrupted_exits_with_the_documented_status(
+    spawn: Callable[..., Node],
+) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        demo = spawn("demo", "demo", "--json")
+        demo.wait_event(event="step")
+        demo.proc.send_signal(signum)
+        assert demo.wait_exit() == 4, demo.describe()
+        assert "Traceback" not in "\n".join(demo.stderr), demo.describe()
+
+
+# --- bad input: one line, status 1, never a traceback -------------------------------------
+
+
+def test_bad_input_never_prints_a_traceback(tmp_path: Path, keys: Keys) -> None:
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "binary").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "open-pass").write_text("secret\n")
+    (tmp_path / "open-pass").chmod(0o644)
+    (tmp_path / "dir-store").mkdir()
+    (tmp_path / "dir-store" / "hotline.db").mkdir()
+    (tmp_path / "a-file").write_text("not a directory\n")
+    two = Keys.pub(keys.alice).read_text() + Keys.pub(keys.bob).read_text()
+    (tmp_path / "two.pub").write_text(two)
+    shutil.copy(Keys.pub(keys.alice), tmp_path / "alice.pub")
+    run = ["run", "--peer", Keys.pub(keys.bob), "--data", "data", "--until-delivered",
+           "--listen", f"127.0.0.1:{free_port()}"]
+    commands: dict[str, list[object]] = {
+        "fingerprint of a directory": ["fingerprint", "."],
+        "fingerprint of an empty file": ["fingerprint", "empty"],
+        "fingerprint of /dev/null": ["fingerprint", "/dev/null"],
+        "fingerprint of a binary file": ["fingerprint", "binary"],
+        "fingerprint of a missing file": ["fingerprint", "missing"],
+        "fingerprint of two keys": ["fingerprint", "two.pub"],
+        "fingerprint of empty stdin": ["fingerprint", "-"],
+        "fingerprint, passphrase file is a directory": [
+            "fingerprint", keys.alice, "--passphrase-file", "."],
+        "fingerprint, passphrase file too open": [
+            "fingerprint", keys.alice, "--passphrase-file", "open-pass"],
+        "keygen into a missing directory": ["keygen", "no/such/dir/key"],
+        "keygen over a directory": ["keygen", "dir-store", "--force"],
+        "keygen, missing passphrase file": ["keygen", "k1", "--passphrase-file", "missing"],
+        "keygen, passphrase file too open": ["keygen", "k2", "--passphrase-file", "open-pass"],
+        "run, key is a directory": [*run, "--key", "."],
+        "run, key is /dev/null": [*run, "--key", "/dev/null"],
+        "run, key is a public key": [*run, "--key", "alice.pub"],
+        "run, peer is a directory": ["run", "--key", keys.alice, "--peer", ".",
+                                     "--data", "data", "--listen", "127.0.0.1:0"],
+        "run, passphrase file is a directory": [*run, "--key", keys.alice,
+                                                "--passphrase-file", "."],
+        "run, data under a file": ["run", "--key", keys.alice, "--peer", Keys.pub(keys.bob),
+                                   "--data", "a-file/data", "--listen", "127.0.0.1:0"],
+        "log of a file": ["log", "a-file"],
+        "log, store is a directory": ["log", "dir-store"],
+        "verify of a file": ["verify", "a-file"],
+        "verify, store is a directory": ["verify", "dir-store"],
+    }
+    results = cli_all(list(commands.values()), cwd=tmp_path)
+    for (name, _), result in zip(commands.items(), results, strict=True):
+        assert "Traceback" not in result.stderr, (name, result.stderr)
+        assert result.returncode == 1, (name, result.returncode, result.stderr)
+        assert len(result.stderr.splitlines()) == 1, (name, result.stderr)
+        assert result.stderr.startswith("hotline: error: "), (name, result.stderr)
+
+
+# --- help ------------------------------------------------------------------------------
+
+
+def test_version_and_help(tmp_path: Path) -> None:
+    version, run_help, top_help = cli_all(
+        [["--version"], ["run", "--help"], ["--help"]], cwd=tmp_path)
+    assert version.returncode == 0, version.stderr
+    assert version.stdout == f"hotline {importlib.metadata.version('hotline')}\n"
+    assert run_help.returncode == 0, run_help.stderr
+    assert "examples:" in run_help.stdout
+    assert "--until-delivered --json" in run_help.stdout
+    assert "exit status" in top_help.stdout
+
+
+def test_every_option_and_positional_has_help() -> None:
+    parser = build_parser()
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = []
+    for name, sub in [("hotline", parser), *subparsers[0].choices.items()]:
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                continue
+            if not action.help:
+                missing.append(f"{name} {action.dest}")
+    assert missing == []
+
+
+# --- key files ------------------------------------------------------------------------
+
+
+def test_key_files_as_people_write_them(tmp_path: Path, keys: Keys) -> None:
+    line = Keys.pub(keys.alice).read_text().strip()
+    (tmp_path / "commented.pub").write_text(f"# alice, checked by phone\n\n{line}\n")
+    (tmp_path / "options.pub").write_text(f'from="10.0.0.1,10.0.0.2",command="a b" {line}\n')
+    (tmp_path / "two.pub").write_text(f"{line}\n{Keys.pub(keys.bob).read_text()}")
+    (tmp_path / "pass").write_text("secret\n")
+    (tmp_path / "pass").chmod(0o644)
+    commented, options, two, open_pass, public_as_key = cli_all([
+        ["fingerprint", "commented.pub"],
+        ["fingerprint", "options.pub"],
+        ["fingerprint", "two.pub"],
+        ["keygen", "node", "--passphrase-file", "pass"],
+        ["run", "--key", Keys.pub(keys.alice), "--peer", Keys.pub(keys.bob), "--data", "d",
+         "--listen", "127.0.0.1:0"],
+    ], cwd=tmp_path)
+    for result in (commented, options):
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == keys.fingerprints["alice"]
+    assert "2 key lines" in one_error_line(two)
+    assert "chmod 600 'pass'" in one_error_line(open_pass)
+    assert not (tmp_path / "node").exists()
+    refused = one_error_line(public_as_key)
+    assert "is a public key" in refused
+    assert "permissions" not in refused
+
+
+def test_fingerprint_reads_a_key_on_standard_input(tmp_path: Path, keys: Keys) -> None:
+    public = cli("fingerprint", "-", cwd=tmp_path, stdin=Keys.pub(keys.bob).read_text())
+    private = cli("fingerprint", "-", cwd=tmp_path, stdin=keys.bob.read_text())
+    for result in (public, private):
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == keys.fingerprints["bob"]
+
+
+# --- peer text in human output -----------------------------------------------------------
+
+_FORGING_PEER = """
+import sys, trio
+from hotline import Identity, MemoryStore, PublicKey, open_line
+
+async def main(key, peer, port, bodies, reason):
+    me = Identity.load(key)
+    async with open_line(me, PublicKey.load(peer), store=MemoryStore(),
+                         connect=("127.0.0.1", int(port))) as line:
+        for body in bodies:
+            last = await line.send(body.encode())
+        await last.acknowledged()
+        # No public call says goodbye with a reason of one's choosing; a hostile peer can.
+        line._active.close(reason)
+        await trio.sleep(0.5)
+
+key, peer, port, reason, *bodies = sys.argv[1:]
+trio.run(main, key, peer, port, bodies, reason)
+"""
+
+_FORGED = "12:00:00.000  peer down"
+_HOSTILE_BODIES = [
+    f"hi\n{_FORGED}",
+    f"carriage\r{_FORGED}",
+    "\x1b[2K\x1b[1Aerased",
+    "sep\u2028arator\u2029",
+    "\u202enwod reep",
+    "c1\x85next \x9b31m",
+    "del\x7f tab\t",
+]
+
+
+def test_peer_text_cannot_forge_human_output(
+    spawn: Callable[..., Node], keys: Keys, tmp_path: Path
+) -> None:
+    port = free_port()
+    bob = spawn("bob", "run", "--key", keys.bob, "--peer", Keys.pub(keys.alice),
+                "--data", "bob-data", "--listen", f"127.0.0.1:{port}")
+    peer = subprocess.run(
+        [sys.executable, "-c", _FORGING_PEER, str(keys.alice), str(Keys.pub(keys.bob)),
+         str(port), f"bye\n{_FORGED}\x1b[0m", *_HOSTILE_BODIES],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=TIMEOUT,
+        check=False,
+    )
+    assert peer.returncode == 0, peer.stderr
+    deadline = time.monotonic() + TIMEOUT
+    while not any("goodbye" in line for line in bob.stdout) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    bob.proc.send_signal(signal.SIGTERM)
+    assert bob.wait_exit() == 0, bob.describe()
+    event_line = re.compile(r"^\d\d:\d\d:\d\d\.\d{3}  (peer |-> |<- |!! )")
+    for line in bob.stdout:
+        assert event_line.match(line), line
+        assert not set(line) & {"\x1b", "\x7f", "\x85", "\x9b", "\u2028", "\u2029", "\u202e"}
+    # Two real ones: the hostile goodbye, then the peer's redial closed by its aclose().
+    downs = [line for line in bob.stdout if re.match(r"^\S+  peer down", line)]
+    assert len(downs) == 2, bob.describe()
+    shown = [line.split("] ", 1)[1] for line in bob.stdout if "<- #" in line]
+    assert shown == [
+        "hi\\n12:00:00.000  peer down",
+        "carriage\\r12:00:00.000  peer down",
+        "\\x1b[2K\\x1b[1Aerased",
+        "sep\\u2028arator\\u2029",
+        "\\u202enwod reep",
+        "c1\\x85next \\x9b31m",
+        "del\\x7f tab\\t",
+    ]
+    assert any(line.endswith("(the peer said goodbye: bye\\n12:00:00.000  peer down\\x1b[0m)")
+               for line in bob.stdout), bob.describe()
+
+    human, as_json = cli_all([["log", "bob-data"], ["log", "bob-data", "--json"]], cwd=tmp_path)
+    assert human.returncode == as_json.returncode == 0, human.stderr + as_json.stderr
+    # Not splitlines(): it also splits at U+2028, U+2029 and U+0085, which JSON keeps raw.
+    records = [json.loads(line) for line in as_json.stdout.split("\n")[:-1]]
+    assert [r["body"] for r in records if r["kind"] == "message"] == _HOSTILE_BODIES
+    _header, *rows = human.stdout.split("\n")[:-1]
+    assert len(rows) == len(records)
+    for row in rows:
+        assert re.match(r"^ +\d+  (in |out)  ", row), row
+
+
+def test_printable_escapes_exactly_the_dangerous_code_points() -> None:
+    dangerous = {*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, 0x061C, 0x200E,
+                 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+    named = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+    for code in range(0x110000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        char = chr(code)
+        shown = printable(char)
+        if code in named:
+            assert shown == named[code]
+        elif code in dangerous:
+            assert shown == (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"), hex(code)
+        else:
+            assert shown == char, hex(code)
+    assert printable("a\x00b\u202ec") == "a\\x00b\\u202ec"

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 
 from hotline._errors import KeyFileError, LocalProtocolError
-from hotline._keys import Identity, PublicKey, line_id
+from hotline._keys import Identity, PublicKey, line_id, load_identity_file
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX-only")
 
@@ -708,3 +708,59 @@ def test_line_id_to_self_is_misuse() -> None:
         line_id(a, a)
     with pytest.raises(LocalProtocolError):
         line_id(a, PublicKey(a.raw, "another comment"))
+
+
+# --------------------------------------------------------------------------- files as written
+
+
+@pytest.mark.parametrize("prefix", [
+    "# a comment line\n\n",
+    "\n   \n# two\n# comments\n",
+    'from="10.0.0.1" ',
+    'command="echo \\"a b\\"",no-pty ',
+    'environment="A=x y",restrict ',
+])
+def test_a_public_key_file_with_comments_or_options(tmp_path: Path, prefix: str) -> None:
+    key = Identity.generate("c@example").public_key
+    path = tmp_path / "k.pub"
+    path.write_text(prefix + key.to_openssh() + "\n# trailing comment\n")
+    assert PublicKey.load(path) == key
+
+
+def test_a_public_key_file_with_two_keys_is_refused(tmp_path: Path) -> None:
+    first, second = (Identity.generate().public_key for _ in range(2))
+    path = tmp_path / "k.pub"
+    path.write_text(f"# ours\n{first.to_openssh()}\n\n{second.to_openssh()}\n")
+    with pytest.raises(KeyFileError, match=r"holds 2 key lines \(lines 2, 4\)"):
+        PublicKey.load(path)
+
+
+def test_options_before_a_foreign_key_type_still_name_it(tmp_path: Path) -> None:
+    path = tmp_path / "k.pub"
+    path.write_text('from="10.0.0.1" ssh-rsa AAAAB3NzaC1yc2E rsa@example\n')
+    with pytest.raises(KeyFileError, match="unsupported key type 'ssh-rsa'"):
+        PublicKey.load(path)
+
+
+def test_a_public_key_given_as_private_is_named_before_its_mode(tmp_path: Path) -> None:
+    identity = Identity.generate()
+    identity.save(tmp_path / "k")
+    assert stat.S_IMODE((tmp_path / "k.pub").stat().st_mode) == 0o644
+    with pytest.raises(KeyFileError, match="is a public key, not a private key"):
+        Identity.load(tmp_path / "k.pub")
+
+
+def test_the_passphrase_function_is_called_only_for_an_encrypted_key(tmp_path: Path) -> None:
+    identity = Identity.generate()
+    identity.save(tmp_path / "plain")
+    identity.save(tmp_path / "locked", b"pass phrase")
+    asked: list[str] = []
+
+    def ask() -> bytes:
+        asked.append("asked")
+        return b"pass phrase"
+
+    assert load_identity_file(tmp_path / "plain", ask).public_key == identity.public_key
+    assert asked == []
+    assert load_identity_file(tmp_path / "locked", ask).public_key == identity.public_key
+    assert asked == ["asked"]
