@@ -44,8 +44,8 @@ from hotline import (
 )
 from hotline._connection import T_RECEIPT
 from hotline._line import Line
-from hotline._sqlite import SQLiteStore
 from hotline._state import SENT_HEAD_WINDOW
+from hotline.store import SQLiteStore
 
 KiB = 1024
 #: A ping on the wire: 2-byte length, a 64-byte padded plaintext, a 16-byte tag.

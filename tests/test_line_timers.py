@@ -31,7 +31,7 @@ from hotline import (
     open_line,
 )
 from hotline._line import Line
-from hotline._store import Direction
+from hotline.store import Direction
 
 A = Identity.from_seed(bytes([0xA1]) * 32, "a")
 B = Identity.from_seed(bytes([0xB2]) * 32, "b")

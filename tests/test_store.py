@@ -20,19 +20,24 @@ from typing import Any
 
 import pytest
 
-import hotline._sqlite
-from hotline._errors import (
+import hotline.store._sqlite
+from hotline import (
+    Identity,
+    LineState,
     LocalProtocolError,
+    Receipt,
+    ReceiptKind,
+    SignedMessage,
     StoreError,
     StoreLocked,
     StoreMismatch,
     StoreVersionError,
+    line_id,
+    sign_message,
+    sign_receipt,
 )
-from hotline._keys import Identity, line_id
-from hotline._records import Receipt, ReceiptKind, SignedMessage, sign_message, sign_receipt
-from hotline._sqlite import SQLiteStore
-from hotline._state import LineState
-from hotline._store import Batch, Direction, MemoryStore, Store
+from hotline.store._interface import Batch, Direction, MemoryStore, Store
+from hotline.store._sqlite import SQLiteStore
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX-only")
 
@@ -562,7 +567,7 @@ def test_a_second_store_on_one_file_in_this_process_is_refused(db: Path, line: L
 
 HOLD_STORE = """
 import sys
-from hotline._sqlite import SQLiteStore
+from hotline.store._sqlite import SQLiteStore
 store = SQLiteStore(sys.argv[1])
 print("open", flush=True)
 sys.stdin.read()
@@ -709,7 +714,7 @@ def test_a_store_appears_whole_or_not_at_all(
     def crash(source: str, target: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(hotline._sqlite.os, "link", crash)
+    monkeypatch.setattr(hotline.store._sqlite.os, "link", crash)
     with pytest.raises(StoreError, match="cannot create the store"):
         SQLiteStore(db)
     assert not db.exists()
@@ -849,7 +854,7 @@ def test_failed_commit_leaves_the_mirror_ready_for_a_retry(
 def without_locks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stores that take no lock: writers the lock cannot stop (another program, or a file
     system without flock), which the stores must still not trust blindly."""
-    monkeypatch.setattr(hotline._sqlite, "_lock", lambda path: None)
+    monkeypatch.setattr(hotline.store._sqlite, "_lock", lambda path: None)
 
 
 @pytest.mark.usefixtures("without_locks")

@@ -30,9 +30,8 @@ from hotline import (
     open_line,
     verify_store,
 )
-from hotline._sqlite import StoredRecord
-from hotline._store import Batch
 from hotline._verify import VerifyReport
+from hotline.store import Batch, StoredRecord
 
 MESSAGES = 3
 """Messages each way."""

@@ -2,8 +2,8 @@
 
 Theory of operation
 -------------------
-:class:`SQLiteStore` implements :class:`~hotline._store.Store` with the standard library's
-``sqlite3`` and follows :class:`~hotline._store.MemoryStore`'s rules exactly. Each
+:class:`SQLiteStore` implements :class:`~hotline.Store` with the standard library's
+``sqlite3`` and follows :class:`~hotline.MemoryStore`'s rules exactly. Each
 :meth:`~SQLiteStore.commit` is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction, so a batch
 is all-or-nothing, and in WAL mode one commit costs one fsync of the log (``synchronous=FULL``,
 the default: a receipted message survives power loss) or none (``NORMAL``: it survives a crash
@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from ._errors import (
+from .._errors import (
     AuthenticationError,
     LocalProtocolError,
     RemoteProtocolError,
@@ -70,10 +70,16 @@ from ._errors import (
     StoreMismatch,
     StoreVersionError,
 )
-from ._keys import PublicKey, line_id
-from ._records import Receipt, ReceiptKind, SignedMessage, open_receipt
-from ._state import SENT_HEAD_WINDOW, LineState
-from ._store import Batch, Direction, TranscriptEntry, apply_batch
+from .._keys import PublicKey, line_id
+from ..protocol import (
+    SENT_HEAD_WINDOW,
+    LineState,
+    Receipt,
+    ReceiptKind,
+    SignedMessage,
+    open_receipt,
+)
+from ._interface import Batch, Direction, TranscriptEntry, apply_batch
 
 if sys.platform != "win32":
     import fcntl
@@ -435,7 +441,7 @@ def _check_private(path: str) -> None:
 
 
 class SQLiteStore:
-    """A durable :class:`~hotline._store.Store` in one SQLite file (see the module docstring).
+    """A durable :class:`~hotline.Store` in one SQLite file (see the module docstring).
 
     ``synchronous`` is ``"FULL"`` (the default: a committed batch survives power loss) or
     ``"NORMAL"`` (it survives a crash of the process; a power loss can lose the last commits).

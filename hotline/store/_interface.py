@@ -26,10 +26,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ._errors import LocalProtocolError, StoreMismatch
-from ._keys import PublicKey
-from ._records import Receipt, SignedMessage
-from ._state import LineState
+from .._errors import LocalProtocolError, StoreMismatch
+from .._keys import PublicKey
+from ..protocol import LineState, Receipt, SignedMessage
 
 __all__ = ["Batch", "Direction", "MemoryStore", "Store", "TranscriptEntry"]
 
