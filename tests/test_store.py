@@ -36,7 +36,7 @@ from hotline import (
     sign_message,
     sign_receipt,
 )
-from hotline.store._interface import Batch, Direction, MemoryStore, Store
+from hotline.store import Batch, Direction, MemoryStore, Store
 from hotline.store._sqlite import SQLiteStore
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX-only")
@@ -854,7 +854,7 @@ def test_failed_commit_leaves_the_mirror_ready_for_a_retry(
 def without_locks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stores that take no lock: writers the lock cannot stop (another program, or a file
     system without flock), which the stores must still not trust blindly."""
-    monkeypatch.setattr(hotline.store._sqlite, "_lock", lambda path: None)
+    monkeypatch.setattr(hotline.store._sqlite, "lock", lambda path: None)
 
 
 @pytest.mark.usefixtures("without_locks")

@@ -9,9 +9,11 @@ store loads on first use of its names (PEP 562), so that ``import hotline`` stay
 
 from typing import TYPE_CHECKING
 
-from ._interface import Batch, Direction, MemoryStore, Store, TranscriptEntry, apply_batch
+from ._interface import Batch, Direction, Store, TranscriptEntry, apply_batch
+from ._memory import MemoryStore
+from ._schema import StoredRecord
 
-_LAZY = {"SQLiteStore", "StoredRecord"}
+_LAZY = {"SQLiteStore"}
 
 
 def __getattr__(name: str) -> object:
@@ -29,7 +31,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from ._sqlite import SQLiteStore, StoredRecord
+    from ._sqlite import SQLiteStore
 
 __all__ = [
     "Batch",
