@@ -1,4 +1,4 @@
-"""Test helpers for applications built on hotline: a TCP proxy that injects network faults.
+"""The one TCP relay of the test scaffolding: a proxy that injects network faults.
 
 Theory of operation
 -------------------

@@ -1,0 +1,10 @@
+"""Test scaffolding for hotline and for applications built on it.
+
+- :class:`FaultProxy` (:mod:`hotline.testing._proxy`): the one TCP relay of the project. It
+  sits between two real lines and injects network faults, holds and cuts the link on demand,
+  and can parse the stream into frames to record, replace or insert them.
+"""
+
+from ._proxy import DirectionStats, FaultProxy, Faults, ProxyStats, open_fault_proxy
+
+__all__ = ["DirectionStats", "FaultProxy", "Faults", "ProxyStats", "open_fault_proxy"]
