@@ -5,6 +5,17 @@
   and can parse the stream into frames to record, replace or insert them.
 """
 
-from ._proxy import DirectionStats, FaultProxy, Faults, ProxyStats, open_fault_proxy
+from ._connections import FrameHook, ProxiedConnection, Takeover
+from ._faults import DirectionStats, Faults, ProxyStats
+from ._proxy import FaultProxy, open_fault_proxy
 
-__all__ = ["DirectionStats", "FaultProxy", "Faults", "ProxyStats", "open_fault_proxy"]
+__all__ = [
+    "DirectionStats",
+    "FaultProxy",
+    "Faults",
+    "FrameHook",
+    "ProxiedConnection",
+    "ProxyStats",
+    "Takeover",
+    "open_fault_proxy",
+]
