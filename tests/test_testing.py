@@ -4,18 +4,21 @@ The relay's hand controls (:class:`~hotline.testing.FaultProxy`), over real loop
 drawn faults are tested in test_faults.py; these are what the demo, the benchmark and the
 hostile suite drive by hand: hold and release, cut, refusing, frames with a hook, takeover.
 The target is an echo server, so every byte that crosses the proxy both ways comes back.
+
+:class:`~hotline.testing.StreamWrapper` goes through trio's own generic stream checks.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 import trio
+import trio.testing
 
-from hotline.testing import FaultProxy, ProxiedConnection, open_fault_proxy
+from hotline.testing import FaultProxy, ProxiedConnection, StreamWrapper, open_fault_proxy
 
 LIMIT = 10.0
 
@@ -178,3 +181,15 @@ async def test_takeover_plays_the_other_end_instead_of_the_target() -> None:
             await proxy.wait_connections(1)
             assert echo.accepted == 0
 
+
+async def test_stream_wrapper_is_a_faithful_stream() -> None:
+    async def wrapped(
+        make: Callable[[], tuple[trio.abc.Stream, trio.abc.Stream]],
+    ) -> tuple[StreamWrapper, StreamWrapper]:
+        left, right = make()
+        return StreamWrapper(left), StreamWrapper(right)
+
+    await trio.testing.check_two_way_stream(
+        functools.partial(wrapped, trio.testing.memory_stream_pair),
+        functools.partial(wrapped, trio.testing.lockstep_stream_pair),
+    )
