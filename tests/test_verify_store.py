@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_verify import Line, record_traffic
+from chains import Line
+from test_verify import record_traffic
 
 from hotline import (
     Config,
