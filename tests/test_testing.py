@@ -189,7 +189,8 @@ async def test_stream_wrapper_is_a_faithful_stream() -> None:
         left, right = make()
         return StreamWrapper(left), StreamWrapper(right)
 
-    await trio.testing.check_two_way_stream(
-        functools.partial(wrapped, trio.testing.memory_stream_pair),
-        functools.partial(wrapped, trio.testing.lockstep_stream_pair),
-    )
+    with trio.fail_after(LIMIT):
+        await trio.testing.check_two_way_stream(
+            functools.partial(wrapped, trio.testing.memory_stream_pair),
+            functools.partial(wrapped, trio.testing.lockstep_stream_pair),
+        )
