@@ -18,7 +18,7 @@ from pathlib import Path
 import trio
 
 from hotline import Identity, SQLiteStore, line_id
-from hotline._store import Batch
+from hotline.store import Batch
 
 BODY = bytes(1024)
 

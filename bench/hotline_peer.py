@@ -5,7 +5,8 @@ with the public API only (``open_line``, ``Line.send``, ``Outgoing.delivered``, 
 
 - ``open``: open a named line (store ``full``/``normal`` = SQLite with that ``synchronous``,
   or ``memory``); it listens and/or dials, and may put a *relay* in front of its listener
-  (a TCP forwarder in this process that the bench can cut and restore); every line consumes
+  (:class:`hotline.testing.FaultProxy` in this process, which the bench cuts, with new
+  connections refused, and restores); every line consumes
   its inbox (``auto_ack``) and reports each liveness change as an event with the
   system-wide monotonic time it happened at;
 - ``send_many``: ``n`` bodies by ``concurrency`` concurrent senders (``send()`` returns once a
@@ -41,66 +42,17 @@ from hotline import (
     PeerState,
     open_line,
 )
+from hotline.testing import FaultProxy
 
 from . import _memory
 from ._child import Commands, emit, run_child, serve
-
-
-class Relay:
-    """A TCP forwarder to ``target`` that can be cut (connections closed, new ones refused)."""
-
-    def __init__(self, target: tuple[str, int], cut: bool) -> None:
-        self.target = target
-        self.cut = cut
-        self.scopes: set[trio.CancelScope] = set()
-
-    async def serve(self, *, task_status: trio.TaskStatus[list[Any]]) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        task_status.started(list(listeners[0].socket.getsockname()))
-        await trio.serve_listeners(self.handle, listeners)
-
-    async def handle(self, client: trio.SocketStream) -> None:
-        if self.cut:
-            await trio.aclose_forcefully(client)
-            return
-        try:
-            upstream = await trio.open_tcp_stream(*self.target)
-        except OSError:
-            await trio.aclose_forcefully(client)
-            return
-        scope = trio.CancelScope()
-        self.scopes.add(scope)
-        try:
-            with scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self.pump, client, upstream, nursery.cancel_scope)
-                    nursery.start_soon(self.pump, upstream, client, nursery.cancel_scope)
-        finally:
-            self.scopes.discard(scope)
-            await trio.aclose_forcefully(client)
-            await trio.aclose_forcefully(upstream)
-
-    @staticmethod
-    async def pump(source: trio.abc.Stream, sink: trio.abc.Stream,
-                   scope: trio.CancelScope) -> None:
-        try:
-            while data := await source.receive_some(65536):
-                await sink.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
-        scope.cancel()
-
-    def do_cut(self) -> None:
-        self.cut = True
-        for scope in list(self.scopes):
-            scope.cancel()
 
 
 @dataclass
 class Handle:
     name: str
     line: Line | None = None
-    relay: Relay | None = None
+    relay: FaultProxy | None = None
     stop: trio.Event = field(default_factory=trio.Event)
     closed: trio.Event = field(default_factory=trio.Event)
 
@@ -188,8 +140,10 @@ class Peer(Commands):
                     if listen:
                         result["listen"] = list(line.listen_addresses[0])
                     if relay:
-                        handle.relay = Relay(line.listen_addresses[0], relay_cut)
-                        result["relay"] = await nursery.start(handle.relay.serve)
+                        handle.relay = FaultProxy(*line.listen_addresses[0])
+                        handle.relay.refusing = relay_cut
+                        await nursery.start(handle.relay.serve)
+                        result["relay"] = list(handle.relay.address)
                     task_status.started()
                     await handle.stop.wait()
                     nursery.cancel_scope.cancel()
@@ -227,10 +181,9 @@ class Peer(Commands):
     async def cmd_relay(self, name: str, cut: bool) -> float:
         relay = self.lines[name].relay
         assert relay is not None
+        relay.refusing = cut
         if cut:
-            relay.do_cut()
-        else:
-            relay.cut = False
+            relay.cut()
         return time.monotonic()
 
     # --- measurements --------------------------------------------------------------------

@@ -59,7 +59,7 @@ from ._records import (
     sign_receipt,
 )
 from ._state import LineState
-from ._store import Batch, Direction, MemoryStore, Store, TranscriptEntry
+from .store import Batch, Direction, MemoryStore, Store, TranscriptEntry
 
 __version__ = "0.1.0"
 
@@ -74,7 +74,7 @@ _LAZY = {
     "open_line": "_line",
     "Listener": "_listener",
     "open_listener": "_listener",
-    "SQLiteStore": "_sqlite",
+    "SQLiteStore": "store",
     "VerifyReport": "_verify",
     "verify_store": "_verify",
     "verify_transcript": "_verify",
@@ -99,8 +99,8 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from ._line import Line, Message, Outgoing, PeerState, Stats, open_line
     from ._listener import Listener, open_listener
-    from ._sqlite import SQLiteStore
     from ._verify import VerifyReport, verify_store, verify_transcript
+    from .store import SQLiteStore
 
 __all__ = [
     "GENESIS_HEAD",

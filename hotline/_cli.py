@@ -550,7 +550,7 @@ async def _run(
 
 
 def _open_store_dir(directory: str) -> Any:
-    from ._sqlite import SQLiteStore
+    from .store import SQLiteStore
 
     path = Path(directory)
     if not path.is_dir():

@@ -2,8 +2,8 @@
 
 Every line the demo prints comes from an event of a real line: a message queued (stored),
 received, receipted; a liveness change; a measured round trip. Alice reaches bob through a
-small relay in this process, so that the demo can hold and then cut the link while messages
-are in flight, exactly as a network would.
+relay in this process (:class:`hotline.testing.FaultProxy`), so that the demo can hold and
+then cut the link while messages are in flight, exactly as a network would.
 """
 
 from __future__ import annotations
@@ -18,66 +18,14 @@ from typing import Any
 import trio
 
 from ._config import Config
-from ._events import Liveness, ReceiptReceived, RoundTrip
 from ._keys import Identity
-from ._line import Line, PeerState, open_line
-from ._sqlite import SQLiteStore
 from ._verify import verify_store
+from .driver import Line, PeerState, open_line
+from .protocol import Liveness, ReceiptReceived, RoundTrip
+from .store import SQLiteStore
+from .testing import FaultProxy
 
 __all__ = ["run_demo"]
-
-
-class _Relay:
-    """A TCP relay that the demo can hold (stop forwarding) and cut (reset every link)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self.holding = False
-        self._links: list[tuple[trio.SocketStream, trio.SocketStream]] = []
-
-    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started(self.port)
-        await trio.serve_listeners(self._handle, listeners)
-
-    async def _handle(self, client: trio.SocketStream) -> None:
-        try:
-            server = await trio.open_tcp_stream("127.0.0.1", self.target_port)
-        except OSError:
-            await client.aclose()
-            return
-        link = (client, server)
-        self._links.append(link)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._pump, client, server, True, nursery.cancel_scope)
-                nursery.start_soon(self._pump, server, client, False, nursery.cancel_scope)
-        finally:
-            self._links.remove(link)
-            await trio.aclose_forcefully(client)
-            await trio.aclose_forcefully(server)
-
-    async def _pump(
-        self, source: trio.SocketStream, sink: trio.SocketStream, forward: bool,
-        scope: trio.CancelScope,
-    ) -> None:
-        try:
-            while data := await source.receive_some(65536):
-                if forward and self.holding:
-                    continue  # Bytes in flight that never arrive.
-                await sink.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        scope.cancel()
-
-    async def cut(self) -> int:
-        links = list(self._links)
-        for client, server in links:
-            await trio.aclose_forcefully(client)
-            await trio.aclose_forcefully(server)
-        return len(links)
 
 
 class _Show:
@@ -144,9 +92,9 @@ async def _demo(show: _Show, workdir: Path) -> bool:
                   config=config) as bob_line,
         trio.open_nursery() as nursery,
     ):
-        relay = _Relay(bob_line.listen_addresses[0][1])
+        relay = FaultProxy("127.0.0.1", bob_line.listen_addresses[0][1])
         await nursery.start(relay.serve)
-        show.say("bob", f"listens on 127.0.0.1:{relay.target_port}; alice dials through a "
+        show.say("bob", f"listens on 127.0.0.1:{relay.target[1]}; alice dials through a "
                  f"relay on 127.0.0.1:{relay.port}", event="listen")
         nursery.start_soon(_watch, bob_line, "bob", show, [], {"on": False})
         nursery.start_soon(_listen_to, bob_line, "bob", show, inbox["bob"])
@@ -183,15 +131,15 @@ async def _demo(show: _Show, workdir: Path) -> bool:
             live_rtt["on"] = False
 
             show.header("4. the link is cut while messages are in flight")
-            relay.holding = True
+            relay.hold()
             sent = []
             for number in range(1, 5):
                 sent.append(await alice_line.send(f"Position report {number}.".encode()))
                 show.say("alice", f"-> #{sent[-1].seq} queued and stored (link silently "
                          "dropping)", event="queued", seq=sent[-1].seq)
             await trio.sleep(0.05)
-            cut = await relay.cut()
-            relay.holding = False
+            cut = relay.cut()
+            relay.release()
             show.say("relay", f"cut {cut} connection(s): {len(sent)} messages were in flight",
                      event="cut")
             await sent[-1].delivered()

@@ -92,7 +92,7 @@ from ._records import (
     sign_receipt,
 )
 from ._state import LineState
-from ._store import Batch, Store
+from .store import Batch, Store
 
 if TYPE_CHECKING:
     from ._listener import Listener
@@ -1228,7 +1228,7 @@ async def open_line(
         connect = check_address(connect, "connect", listening=False)
     owned_store: Store | None = None
     if isinstance(store, str | os.PathLike):
-        from ._sqlite import SQLiteStore
+        from .store import SQLiteStore
 
         owned_store = store = SQLiteStore(store, synchronous=durability)
     try:

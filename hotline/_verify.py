@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 from ._errors import AuthenticationError, RemoteProtocolError, StoreInconsistent, TranscriptError
 from ._keys import PublicKey, line_id
-from ._records import (
+from .protocol import (
     GENESIS_HEAD,
     HASH_SIZE,
     Receipt,
@@ -50,10 +50,10 @@ from ._records import (
     open_message,
     open_receipt,
 )
-from ._store import Direction, Store, TranscriptEntry
+from .store import Direction, Store, TranscriptEntry
 
 if TYPE_CHECKING:
-    from ._sqlite import SQLiteStore, StoredRecord
+    from .store import SQLiteStore, StoredRecord
 
 __all__ = ["VerifyReport", "verify_store", "verify_transcript"]
 
@@ -175,7 +175,7 @@ def verify_store(store: Store) -> VerifyReport:
     keys = store.keys()
     if keys is None:
         raise TranscriptError("the store has no keys: it was never loaded, so it holds no line")
-    from ._sqlite import SQLiteStore
+    from .store import SQLiteStore
 
     if isinstance(store, SQLiteStore):
         with store.read_snapshot():

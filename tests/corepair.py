@@ -43,7 +43,7 @@ from hotline import (
     SignedMessage,
     line_id,
 )
-from hotline._store import Batch, MemoryStore
+from hotline.store import Batch, MemoryStore
 
 SEED_A = bytes([1]) * 32
 SEED_B = bytes([2]) * 32

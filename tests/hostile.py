@@ -11,10 +11,11 @@ whatever bytes it likes. The pieces:
   length, content and padding; records split anywhere; signed envelopes made with
   :func:`hotline.sign_message` / :func:`hotline.sign_receipt` by any identity.
   Holding the legitimate peer's identity it can misbehave *after* authenticating.
-- :class:`Relay`: a frame-aware TCP proxy between a real initiator and a real responder.
-  It records every frame of every connection and lets a hook drop, replace or insert
-  frames (replays from earlier sessions, reflections), or takes the connection over
-  entirely (a man in the middle with a key of its own).
+- the relay between a real initiator and a real responder is
+  :class:`hotline.testing.FaultProxy` with ``frames=True``: it records every frame of every
+  connection and lets a hook drop, replace or insert frames (replays from earlier sessions,
+  reflections), or takes the connection over entirely (a man in the middle with a key of its
+  own).
 - :func:`open_node`, :func:`exchange_with_real_peer`: the node under test and the check
   that, after an attack, it still serves its real peer (a real second line connects and a
   message goes each way with both receipts).
@@ -33,9 +34,9 @@ import re
 import socket
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -74,7 +75,8 @@ from hotline._line import Line
 from hotline._listener import Listener
 from hotline._noise import CipherState, HandshakeState
 from hotline._records import DOMAIN_MESSAGE, DOMAIN_RECEIPT, pack
-from hotline._store import Batch
+from hotline.store import Batch
+from hotline.testing import FaultProxy, open_fault_proxy
 
 #: The legitimate caller, whose identity the attacker holds for authenticated misbehaviour.
 ALICE = Identity.from_seed(bytes([0xA1]) * 32, "alice")
@@ -489,122 +491,16 @@ async def exchange_with_real_peer(
     return real
 
 
-# --- a frame-aware relay ------------------------------------------------------------------
+# --- the relay ------------------------------------------------------------------------
+
+#: The directions of a relayed connection (:class:`hotline.testing.FaultProxy`): what the
+#: caller (alice) sends, and what comes back.
+A2B, B2A = "upstream", "downstream"
 
 
-Hook = Callable[["RelayConnection", str, int, bytes], Awaitable[list[bytes]]]
-Takeover = Callable[[trio.SocketStream, "RelayConnection"], Awaitable[None]]
-
-A2B, B2A = "a2b", "b2a"
-
-
-@dataclass
-class RelayConnection:
-    index: int
-    frames: dict[str, list[bytes]] = field(default_factory=lambda: {A2B: [], B2A: []})
-    """Every whole frame each way, framed, as it arrived at the relay."""
-    arrived: dict[str, trio.Event] = field(
-        default_factory=lambda: {A2B: trio.Event(), B2A: trio.Event()}
-    )
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-
-    async def wait_frames(self, direction: str, count: int) -> None:
-        while len(self.frames[direction]) < count:
-            await self.arrived[direction].wait()
-
-
-class Relay:
-    """A TCP proxy in front of ``target`` that parses frames both ways.
-
-    ``hook(connection, direction, index, frame)`` returns the frames to forward in place of
-    frame ``index`` (0 is the handshake message) of ``direction``; ``takeover(stream,
-    connection)`` replaces forwarding altogether (a man in the middle).
-    """
-
-    def __init__(self, target: Address) -> None:
-        self.target = target
-        self.address: Address = ("", 0)
-        self.connections: list[RelayConnection] = []
-        self.hook: Hook | None = None
-        self.takeover: Takeover | None = None
-        self.changed = trio.Event()
-
-    async def serve(self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED
-                    ) -> None:
-        listeners = await trio.open_tcp_listeners(0, host=LOOPBACK)
-        sockname = listeners[0].socket.getsockname()
-        self.address = (sockname[0], sockname[1])
-        task_status.started(self.address)
-        await trio.serve_listeners(self._handle, listeners)
-
-    async def wait_connections(self, count: int) -> None:
-        while len(self.connections) < count:
-            await self.changed.wait()
-            self.changed = trio.Event()
-
-    def cut(self, index: int) -> None:
-        self.connections[index].scope.cancel()
-
-    async def _handle(self, client: trio.SocketStream) -> None:
-        connection = RelayConnection(len(self.connections))
-        self.connections.append(connection)
-        self.changed.set()
-        try:
-            with connection.scope:
-                if self.takeover is not None:
-                    await self.takeover(client, connection)
-                    return
-                try:
-                    upstream = await trio.open_tcp_stream(*self.target)
-                except OSError:
-                    return
-                try:
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._pump, client, upstream, connection, A2B,
-                                           nursery.cancel_scope)
-                        nursery.start_soon(self._pump, upstream, client, connection, B2A,
-                                           nursery.cancel_scope)
-                finally:
-                    await trio.aclose_forcefully(upstream)
-        finally:
-            await trio.aclose_forcefully(client)
-
-    async def _pump(self, origin: trio.SocketStream, sink: trio.SocketStream,
-                    connection: RelayConnection, direction: str, scope: trio.CancelScope) -> None:
-        buffer = bytearray()
-        try:
-            while True:
-                data = await origin.receive_some(65536)
-                if not data:
-                    break
-                buffer += data
-                while len(buffer) >= 2 and len(buffer) >= 2 + int.from_bytes(buffer[:2], "big"):
-                    end = 2 + int.from_bytes(buffer[:2], "big")
-                    whole = bytes(buffer[:end])
-                    del buffer[:end]
-                    index = len(connection.frames[direction])
-                    connection.frames[direction].append(whole)
-                    connection.arrived[direction].set()
-                    connection.arrived[direction] = trio.Event()
-                    out = [whole] if self.hook is None else await self.hook(
-                        connection, direction, index, whole
-                    )
-                    for piece in out:
-                        await sink.send_all(piece)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        scope.cancel()
-
-
-@asynccontextmanager
-async def open_relay(target: Address) -> AsyncIterator[Relay]:
-    relay = Relay(target)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(relay.serve)
-        try:
-            yield relay
-        finally:
-            nursery.cancel_scope.cancel()
+def open_relay(target: Address) -> AbstractAsyncContextManager[FaultProxy]:
+    """A relay in front of ``target`` that reads both directions as frames."""
+    return open_fault_proxy(*target, frames=True)
 
 
 # --- observation ------------------------------------------------------------------------

@@ -44,8 +44,9 @@ from hotline import (
 )
 from hotline._connection import T_RECEIPT
 from hotline._line import Line
-from hotline._sqlite import SQLiteStore
 from hotline._state import SENT_HEAD_WINDOW
+from hotline.store import SQLiteStore
+from hotline.testing import StreamWrapper
 
 KiB = 1024
 #: A ping on the wire: 2-byte length, a 64-byte padded plaintext, a 16-byte tag.
@@ -129,26 +130,17 @@ def test_messages_wait_in_the_outbox_past_the_unsent_limit() -> None:
 # --- unsent output: the trio driver, a peer that sends but never reads ---------------------------
 
 
-class Watched(trio.abc.Stream):
+class Watched(StreamWrapper):
     """Our end of the link, counting the writes that never completed."""
 
     def __init__(self, inner: trio.abc.Stream) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.blocked_since: float | None = None
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         self.blocked_since = trio.current_time()
         await self.inner.send_all(data)
         self.blocked_since = None
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 class UnsentHigh(trio.abc.Instrument):

@@ -41,6 +41,7 @@ import trio.testing
 
 import hotline
 from hotline._cli import build_parser, printable
+from hotline.testing import StreamWrapper
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="signals and file modes are POSIX")
 
@@ -873,21 +874,12 @@ class _HeldStore:
             self.committed.set()
 
 
-class _CloseHook(trio.abc.Stream):
+class _CloseHook(StreamWrapper):
     """A stream that runs ``on_close`` and then lingers a moment when the line closes it."""
 
     def __init__(self, inner: trio.abc.Stream, on_close: Callable[[], None]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.on_close = on_close
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
 
     async def aclose(self) -> None:
         self.on_close()
@@ -934,25 +926,16 @@ async def test_listener_survives_a_peer_that_leaves() -> None:
             nursery.cancel_scope.cancel()
 
 
-class _HeldReceive(trio.abc.Stream):
+class _HeldReceive(StreamWrapper):
     """A stream whose reads wait until ``gate`` is set: its peer's bytes arrive late."""
 
     def __init__(self, inner: trio.abc.Stream, gate: trio.Event) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.gate = gate
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         await self.gate.wait()
         return await self.inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 async def test_crossing_calls_do_not_report_the_peer_down(

@@ -60,7 +60,7 @@ from hotline._connection import (
 )
 from hotline._noise import HandshakeState
 from hotline._records import DOMAIN_MESSAGE, DOMAIN_RECEIPT
-from hotline._store import MemoryStore
+from hotline.store import MemoryStore
 
 PEER_FAULTS = (RemoteProtocolError, AuthenticationError)
 #: A body that needs two transport messages, with a pattern that shows misplaced bytes.
@@ -74,7 +74,7 @@ MALLORY = Identity.from_seed(bytes([9]) * 32)
 def test_core_imports_neither_trio_nor_sqlite3() -> None:
     code = (
         "import sys\n"
-        "import hotline, hotline._connection, hotline._store, hotline._state\n"
+        "import hotline, hotline._connection, hotline.store, hotline._state\n"
         "print(sorted(m for m in ('trio', 'sqlite3', '_sqlite3') if m in sys.modules))\n"
     )
     result = subprocess.run(

@@ -54,7 +54,7 @@ import trio
 
 from hotline import Identity
 from hotline._cli import main as cli_main
-from hotline._sqlite import SQLiteStore
+from hotline.store import SQLiteStore
 
 SLOW = os.environ.get("HOTLINE_SLOW") == "1"
 KILLS = int(os.environ.get("HOTLINE_CRASH_KILLS", "200" if SLOW else "20"))

@@ -37,7 +37,6 @@ from hostile import (
     FrameReader,
     HostileSession,
     Node,
-    RelayConnection,
     capture,
     chain,
     connect,
@@ -74,6 +73,7 @@ from hotline._connection import handshake_prologue
 from hotline._listener import PENDING_PER_SOURCE
 from hotline._noise import MAX_MESSAGE_LEN, HandshakeState
 from hotline._records import message_hash
+from hotline.testing import ProxiedConnection
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -113,7 +113,7 @@ async def test_mitm_relay_presenting_another_key_fails_initiator_authentication(
     capture(caplog)
     seen: list[str] = []
 
-    async def mitm(stream: trio.SocketStream, conn: RelayConnection) -> None:
+    async def mitm(stream: trio.SocketStream, conn: ProxiedConnection) -> None:
         reader = FrameReader(stream)
         message1 = await reader.frame()
         assert message1 is not None
@@ -309,7 +309,7 @@ async def test_transport_frame_replayed_from_an_earlier_session(
 
     def make_hook(relay: Any) -> Any:
         async def hook(
-            conn: RelayConnection, direction: str, index: int, data: bytes
+            conn: ProxiedConnection, direction: str, index: int, data: bytes
         ) -> list[bytes]:
             if conn.index == 1 and direction == A2B and index == 1:
                 old = relay.connections[0].frames[A2B][1]
@@ -332,7 +332,7 @@ async def test_transport_frame_reflected_back_to_its_sender(
 
     def make_hook(relay: Any) -> Any:
         async def hook(
-            conn: RelayConnection, direction: str, index: int, data: bytes
+            conn: ProxiedConnection, direction: str, index: int, data: bytes
         ) -> list[bytes]:
             if conn.index == 0 and direction == A2B and index == 1:
                 await conn.wait_frames(B2A, 2)

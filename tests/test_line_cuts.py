@@ -34,6 +34,7 @@ from hotline import (
     open_line,
 )
 from hotline._line import Line, Outgoing
+from hotline.testing import StreamWrapper
 
 A = Identity.from_seed(bytes([0x5A]) * 32, "a")
 B = Identity.from_seed(bytes([0x5B]) * 32, "b")
@@ -81,9 +82,9 @@ class Wire:
             end.close()
 
 
-class WireEnd(trio.abc.Stream):
+class WireEnd(StreamWrapper):
     def __init__(self, inner: trio.StapledStream, wire: Wire, direction: str) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.wire = wire
         self.direction = direction
         self._parse = bytearray()
@@ -118,15 +119,6 @@ class WireEnd(trio.abc.Stream):
             del self._parse[: 2 + length]
             offset += 2 + length
             boundaries.append(offset)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 @dataclass
@@ -311,11 +303,11 @@ async def test_cut_at_random_offsets(autojump_clock: trio.abc.Clock, direction: 
     assert sum(o.plan.done_at is not None and len(o.wires) >= 2 for o in outcomes) >= 18
 
 
-class Valve(trio.abc.Stream):
+class Valve(StreamWrapper):
     """A stream end whose writes can be dropped (a silent peer) or stuck (a full buffer)."""
 
     def __init__(self, inner: trio.abc.Stream) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.drop_from = math.inf
         self.stick_from = math.inf
 
@@ -325,15 +317,6 @@ class Valve(trio.abc.Stream):
             await trio.sleep_forever()  # The peer reads nothing: the send buffer is full.
         if now < self.drop_from:
             await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 async def test_send_while_a_dead_session_is_still_closing(autojump_clock: trio.abc.Clock) -> None:

@@ -21,6 +21,7 @@ import trio
 
 from hotline import Config, Identity, Liveness, MemoryStore, PeerState, open_line
 from hotline._line import Line
+from hotline.testing import StreamWrapper
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals")
 
@@ -101,27 +102,18 @@ async def child_peer(*args: str) -> AsyncIterator[Child]:
                     await stream.aclose()
 
 
-class RxTap(trio.abc.Stream):
+class RxTap(StreamWrapper):
     """Wraps the parent's TCP stream and notes when bytes from the child last arrived."""
 
     def __init__(self, inner: trio.abc.Stream, clock: list[float]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.clock = clock
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         data = await self.inner.receive_some(max_bytes)
         if data:
             self.clock.append(trio.current_time())
         return data
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 async def record_liveness(

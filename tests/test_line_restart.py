@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from numbered import body, expected, receive_into, send_numbered
 from stuck_sends import StuckSend, no_stuck_sends
 
 from hotline import (
@@ -39,10 +40,6 @@ C = Identity.from_seed(bytes([0x3C]) * 32, "c")
 
 CONFIG = Config(reconnect_jitter=0, reconnect_initial=0.05, reconnect_max=0.2)
 LIMIT = 20
-
-
-def body(sender: str, n: int) -> bytes:
-    return f"{sender}#{n}".encode()
 
 
 class Stores:
@@ -106,27 +103,6 @@ async def linked(
         links.cancel_scope.cancel()
 
 
-async def take(line: Line, count: int, got: list[tuple[int, bytes]]) -> None:
-    """The application: read ``count`` messages, acknowledging each once it is recorded."""
-    for _ in range(count):
-        message = await line.receive()
-        got.append((message.seq, message.body))
-        message.ack()
-
-
-async def send_range(line: Line, sender: str, first: int, last: int) -> list[Outgoing]:
-    outs = []
-    for n in range(first, last + 1):
-        out = await line.send(body(sender, n))
-        assert out.seq == n
-        outs.append(out)
-    return outs
-
-
-def expected(sender: str, first: int, last: int) -> list[tuple[int, bytes]]:
-    return [(n, body(sender, n)) for n in range(first, last + 1)]
-
-
 # --- restart both sides mid-stream -----------------------------------------------------------
 
 
@@ -139,10 +115,10 @@ async def test_both_sides_restart_mid_stream(stores: Stores, clock: MaybeClock) 
             linked(stores.a, stores.b) as (line_a, line_b),
             trio.open_nursery() as nursery,
         ):
-            nursery.start_soon(send_range, line_a, "a", 1, 15)
-            nursery.start_soon(send_range, line_b, "b", 1, 15)
-            nursery.start_soon(take, line_a, 8, got_by_a)
-            nursery.start_soon(take, line_b, 8, got_by_b)
+            nursery.start_soon(send_numbered, line_a, "a", 1, 15)
+            nursery.start_soon(send_numbered, line_b, "b", 1, 15)
+            nursery.start_soon(receive_into, line_a, got_by_a, 8)
+            nursery.start_soon(receive_into, line_b, got_by_b, 8)
             # Once all is read, some of the rest is on the wire, some held, none read:
             # both close then.
         # Second life: both resume; 15 more each way; everything arrives exactly once.
@@ -152,10 +128,10 @@ async def test_both_sides_restart_mid_stream(stores: Stores, clock: MaybeClock) 
             assert line_a.state.acknowledged_upto == 8
             assert line_b.state.acknowledged_upto == 8
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(send_range, line_a, "a", 16, 30)
-                nursery.start_soon(send_range, line_b, "b", 16, 30)
-                nursery.start_soon(take, line_a, 22, got_by_a)
-                nursery.start_soon(take, line_b, 22, got_by_b)
+                nursery.start_soon(send_numbered, line_a, "a", 16, 30)
+                nursery.start_soon(send_numbered, line_b, "b", 16, 30)
+                nursery.start_soon(receive_into, line_a, got_by_a, 22)
+                nursery.start_soon(receive_into, line_b, got_by_b, 22)
             await line_a.flush()
             await line_b.flush()
             with trio.move_on_after(0.2):
@@ -174,10 +150,10 @@ async def test_restart_again_and_again(stores: Stores, clock: MaybeClock) -> Non
         for _ in range(5):
             async with linked(stores.a, stores.b) as (line_a, line_b):
                 first = line_a.state.sent_seq + 1
-                await send_range(line_a, "a", first, first + 5)
-                await take(line_b, 4, got_by_b)
+                await send_numbered(line_a, "a", first, first + 5)
+                await receive_into(line_b, got_by_b, 4)
         async with linked(stores.a, stores.b) as (line_a, line_b):
-            await take(line_b, 30 - len(got_by_b), got_by_b)
+            await receive_into(line_b, got_by_b, 30 - len(got_by_b))
     assert got_by_b == expected("a", 1, 30)
 
 
@@ -189,7 +165,7 @@ async def test_unacknowledged_message_is_yielded_again_after_reopen(
 ) -> None:
     with trio.fail_after(LIMIT):
         async with linked(stores.a, stores.b, auto_ack=False) as (line_a, line_b):
-            await send_range(line_b, "b", 1, 3)
+            await send_numbered(line_b, "b", 1, 3)
             first = await line_a.receive()
             first.ack()
             second = await line_a.receive()  # Read, never acknowledged.
@@ -211,7 +187,7 @@ async def test_unacknowledged_message_is_yielded_again_after_reopen(
                 extra = await line_a.receive()
                 pytest.fail(f"an acknowledged message came back: {extra}")
             # The peer learned of the acknowledgement too.
-            await send_range(line_b, "b", 4, 4)
+            await send_numbered(line_b, "b", 4, 4)
             assert (await line_a.receive()).seq == 4
 
 
@@ -220,7 +196,7 @@ async def test_with_auto_ack_only_the_last_read_message_comes_back(
 ) -> None:
     with trio.fail_after(LIMIT):
         async with linked(stores.a, stores.b) as (line_a, line_b):
-            await send_range(line_b, "b", 1, 5)
+            await send_numbered(line_b, "b", 1, 5)
             seqs = [(await line_a.receive()).seq for _ in range(3)]
             assert seqs == [1, 2, 3]  # Reading 2 acknowledged 1, reading 3 acknowledged 2.
         async with linked(stores.a, stores.b) as (line_a, line_b):
@@ -233,9 +209,9 @@ async def test_acknowledged_receipts_reach_the_sender_across_restarts(
 ) -> None:
     with trio.fail_after(LIMIT):
         async with linked(stores.a, stores.b) as (line_a, line_b):
-            outs = await send_range(line_a, "a", 1, 4)
+            outs = await send_numbered(line_a, "a", 1, 4)
             got: list[tuple[int, bytes]] = []
-            await take(line_b, 4, got)
+            await receive_into(line_b, got, 4)
             receipt = await outs[-1].acknowledged()
             assert receipt.upto == 4
             assert line_a.state.peer_acknowledged == 4
@@ -299,7 +275,7 @@ async def _outbox_scenario(
         nursery.start_soon(_run_b, line_a, end_a, True)
         nursery.start_soon(_run_b, line_b, end_b)
         got: list[tuple[int, bytes]] = []
-        await take(line_b, fits + 1, got)
+        await receive_into(line_b, got, fits + 1)
         assert [seq for seq, _ in got] == list(range(1, fits + 2))
         assert [b for _, b in got] == bodies[: fits + 1]
         assert len(blocked_send) == 1
@@ -432,7 +408,7 @@ async def test_cancelled_sends_never_corrupt_the_store(tmp_path: Path) -> None:
         # Reopen A (its store must load) and deliver whatever is still pending.
         async with linked(path_a, store_b, config=config) as (line_a, line_b):
             assert line_a.state.sent_seq == len(returned)
-            await take(line_b, len(returned) - len(got), got)
+            await receive_into(line_b, got, len(returned) - len(got))
             await line_a.flush()
             with trio.move_on_after(0.2):
                 extra = await line_b.receive()

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
+from numbered import expected, receive_into, send_numbered
 
 from hotline import (
     Config,
@@ -53,31 +54,6 @@ class DialCounter:
         while self.attempts < start + attempts:
             self._changed = trio.Event()
             await self._changed.wait()
-
-
-def body(sender: str, n: int) -> bytes:
-    return f"{sender}->{n}".encode()
-
-
-async def receive_into(line: Line, got: list[tuple[int, bytes]], count: int) -> None:
-    """Read ``count`` messages, acknowledging each as soon as it is recorded."""
-    for _ in range(count):
-        message = await line.receive()
-        got.append((message.seq, message.body))
-        message.ack()
-
-
-async def send_numbered(line: Line, sender: str, first: int, last: int) -> list[Outgoing]:
-    outs = []
-    for n in range(first, last + 1):
-        out = await line.send(body(sender, n))
-        assert out.seq == n
-        outs.append(out)
-    return outs
-
-
-def expected(sender: str, first: int, last: int) -> list[tuple[int, bytes]]:
-    return [(n, body(sender, n)) for n in range(first, last + 1)]
 
 
 async def exchange(

@@ -31,7 +31,8 @@ from hotline import (
     open_line,
 )
 from hotline._line import Line
-from hotline._store import Direction
+from hotline.store import Direction
+from hotline.testing import StreamWrapper
 
 A = Identity.from_seed(bytes([0xA1]) * 32, "a")
 B = Identity.from_seed(bytes([0xB2]) * 32, "b")
@@ -41,7 +42,7 @@ EPS = 1e-9
 HEARTBEAT_FRAME = 2 + 64 + 16
 
 
-class Tap(trio.abc.Stream):
+class Tap(StreamWrapper):
     """A stream wrapper that records what it sends (per frame) and can hold or drop it.
 
     ``blackhole_from``: from this virtual time on, outgoing bytes vanish (the stream stays
@@ -50,7 +51,7 @@ class Tap(trio.abc.Stream):
     """
 
     def __init__(self, inner: trio.abc.Stream) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.blackhole_from = math.inf
         self.frames: list[tuple[float, int]] = []
         self.sent_at: list[float] = []  # Times of sends that did reach the peer.
@@ -76,15 +77,6 @@ class Tap(trio.abc.Stream):
                 return
             self.sent_at.append(now)
             await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
     def hold(self) -> None:
         self._held = bytearray()

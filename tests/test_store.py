@@ -14,83 +14,33 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from chains import Line
 
-import hotline._sqlite
-from hotline._errors import (
+import hotline.store._sqlite
+from hotline import (
+    Identity,
+    LineState,
     LocalProtocolError,
+    ReceiptKind,
     StoreError,
     StoreLocked,
     StoreMismatch,
     StoreVersionError,
+    sign_message,
+    sign_receipt,
 )
-from hotline._keys import Identity, line_id
-from hotline._records import Receipt, ReceiptKind, SignedMessage, sign_message, sign_receipt
-from hotline._sqlite import SQLiteStore
-from hotline._state import LineState
-from hotline._store import Batch, Direction, MemoryStore, Store
+from hotline.store import Batch, Direction, MemoryStore, Store
+from hotline.store._sqlite import SQLiteStore
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX-only")
 
 DELIVERED = ReceiptKind.DELIVERED
 ACKNOWLEDGED = ReceiptKind.ACKNOWLEDGED
-
-
-@dataclass
-class Line:
-    """Both ends of a line: ``ours`` is what the driver of the store's owner (a) keeps."""
-
-    a: Identity = field(default_factory=Identity.generate)
-    b: Identity = field(default_factory=Identity.generate)
-    ours: LineState = field(default_factory=LineState)
-    theirs: LineState = field(default_factory=LineState)
-    clock: int = 1_700_000_000_000_000_000
-    our_hashes: dict[int, bytes] = field(default_factory=dict)
-    their_hashes: dict[int, bytes] = field(default_factory=dict)
-
-    @property
-    def lid(self) -> bytes:
-        return line_id(self.a.public_key, self.b.public_key)
-
-    def tick(self) -> int:
-        self.clock += 1
-        return self.clock
-
-    def send(self, count: int) -> list[SignedMessage]:
-        """Our next messages (the peer receives them too, so it can receipt them)."""
-        sent = []
-        for _ in range(count):
-            body = f"from a {self.ours.sent_seq + 1}".encode()
-            message = self.ours.next_message(self.a, self.lid, body, self.tick())
-            self.theirs.record_received(message)
-            self.our_hashes[message.seq] = message.hash
-            sent.append(message)
-        return sent
-
-    def receive(self, count: int) -> list[SignedMessage]:
-        """The peer's next messages, as we hold them."""
-        received = []
-        for _ in range(count):
-            body = f"from b {self.theirs.sent_seq + 1}".encode()
-            message = self.theirs.next_message(self.b, self.lid, body, self.tick())
-            self.ours.record_received(message)
-            self.their_hashes[message.seq] = message.hash
-            received.append(message)
-        return received
-
-    def our_receipt(self, kind: ReceiptKind, upto: int) -> Receipt:
-        head = self.their_hashes[upto]
-        return self.ours.sign_own_receipt(self.a, self.lid, kind, upto, head, self.tick())
-
-    def peer_receipt(self, kind: ReceiptKind, upto: int) -> Receipt:
-        head = self.our_hashes[upto]
-        receipt = self.theirs.sign_own_receipt(self.b, self.lid, kind, upto, head, self.tick())
-        self.ours.apply_peer_receipt(receipt)
-        return receipt
 
 
 Reopen = Callable[[], Store]
@@ -562,7 +512,7 @@ def test_a_second_store_on_one_file_in_this_process_is_refused(db: Path, line: L
 
 HOLD_STORE = """
 import sys
-from hotline._sqlite import SQLiteStore
+from hotline.store._sqlite import SQLiteStore
 store = SQLiteStore(sys.argv[1])
 print("open", flush=True)
 sys.stdin.read()
@@ -709,7 +659,7 @@ def test_a_store_appears_whole_or_not_at_all(
     def crash(source: str, target: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(hotline._sqlite.os, "link", crash)
+    monkeypatch.setattr(hotline.store._sqlite.os, "link", crash)
     with pytest.raises(StoreError, match="cannot create the store"):
         SQLiteStore(db)
     assert not db.exists()
@@ -849,7 +799,7 @@ def test_failed_commit_leaves_the_mirror_ready_for_a_retry(
 def without_locks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stores that take no lock: writers the lock cannot stop (another program, or a file
     system without flock), which the stores must still not trust blindly."""
-    monkeypatch.setattr(hotline._sqlite, "_lock", lambda path: None)
+    monkeypatch.setattr(hotline.store._sqlite, "lock", lambda path: None)
 
 
 @pytest.mark.usefixtures("without_locks")

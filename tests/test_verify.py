@@ -10,87 +10,23 @@ from __future__ import annotations
 import dataclasses
 import re
 import sqlite3
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from chains import Line
 
-from hotline._errors import TranscriptError
-from hotline._keys import Identity, PublicKey, line_id
-from hotline._records import Receipt, ReceiptKind, SignedMessage, sign_message, sign_receipt
-from hotline._sqlite import SQLiteStore
-from hotline._state import LineState
-from hotline._store import Batch, Direction, MemoryStore, Store, TranscriptEntry
+from hotline import (
+    ReceiptKind,
+    TranscriptError,
+    sign_message,
+    sign_receipt,
+)
 from hotline._verify import VerifyReport, verify_store, verify_transcript
+from hotline.store import Batch, Direction, MemoryStore, SQLiteStore, Store, TranscriptEntry
 
 DELIVERED = ReceiptKind.DELIVERED
 ACKNOWLEDGED = ReceiptKind.ACKNOWLEDGED
 OUT, IN = Direction.OUT, Direction.IN
-
-
-@dataclass
-class Line:
-    """Both ends of a line, seen from a (the store's owner)."""
-
-    a: Identity = field(default_factory=Identity.generate)
-    b: Identity = field(default_factory=Identity.generate)
-    ours: LineState = field(default_factory=LineState)
-    theirs: LineState = field(default_factory=LineState)
-    our_hashes: dict[int, bytes] = field(default_factory=dict)
-    their_hashes: dict[int, bytes] = field(default_factory=dict)
-    clock: int = 1_700_000_000_000_000_000
-
-    @property
-    def lid(self) -> bytes:
-        return line_id(self.a.public_key, self.b.public_key)
-
-    @property
-    def keys(self) -> tuple[PublicKey, PublicKey]:
-        return self.a.public_key, self.b.public_key
-
-    def tick(self) -> int:
-        self.clock += 1
-        return self.clock
-
-    def send(self, count: int) -> list[SignedMessage]:
-        sent = []
-        for _ in range(count):
-            message = self.ours.next_message(self.a, self.lid, b"ping", self.tick())
-            self.theirs.record_received(message)
-            self.our_hashes[message.seq] = message.hash
-            sent.append(message)
-        return sent
-
-    def receive(self, count: int) -> list[SignedMessage]:
-        received = []
-        for _ in range(count):
-            message = self.theirs.next_message(self.b, self.lid, b"pong", self.tick())
-            self.ours.record_received(message)
-            self.their_hashes[message.seq] = message.hash
-            received.append(message)
-        return received
-
-    def our_receipt(self, kind: ReceiptKind, upto: int) -> Receipt:
-        head = self.their_hashes[upto]
-        return self.ours.sign_own_receipt(self.a, self.lid, kind, upto, head, self.tick())
-
-    def peer_receipt(self, kind: ReceiptKind, upto: int) -> Receipt:
-        head = self.our_hashes[upto]
-        receipt = self.theirs.sign_own_receipt(self.b, self.lid, kind, upto, head, self.tick())
-        self.ours.apply_peer_receipt(receipt)
-        return receipt
-
-    def forged(self, signer: str, kind: ReceiptKind, upto: int, head: bytes | None = None) -> (
-        TranscriptEntry
-    ):
-        """A correctly signed receipt entry that no LineState would have let through."""
-        if signer == "a":
-            identity, direction, hashes = self.a, OUT, self.their_hashes
-        else:
-            identity, direction, hashes = self.b, IN, self.our_hashes
-        head = hashes[upto] if head is None else head
-        receipt = sign_receipt(identity, self.lid, kind, upto, head, self.tick())
-        return TranscriptEntry(direction, kind.value, upto, receipt.envelope, receipt.signature)
 
 
 def record_traffic(store: Store, line: Line) -> None:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_verify import Line, record_traffic
+from chains import Line
+from test_verify import record_traffic
 
 from hotline import (
     Config,
@@ -30,9 +31,8 @@ from hotline import (
     open_line,
     verify_store,
 )
-from hotline._sqlite import StoredRecord
-from hotline._store import Batch
 from hotline._verify import VerifyReport
+from hotline.store import Batch, StoredRecord
 
 MESSAGES = 3
 """Messages each way."""

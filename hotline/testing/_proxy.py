@@ -1,4 +1,4 @@
-"""Test helpers for applications built on hotline: a TCP proxy that injects network faults.
+"""The one TCP relay of the test scaffolding: a proxy that injects network faults.
 
 Theory of operation
 -------------------
@@ -44,9 +44,24 @@ each reader and writer has its own generator seeded from that, so a given sequen
 connections and chunks meets the same faults. Chunk boundaries depend on the operating
 system and on trio's scheduling, so two runs are alike, not identical.
 
+Besides the drawn faults, a test (or the demo, or the benchmark) drives the link by hand, on
+live connections too: :meth:`FaultProxy.hold` drops every byte both ways until
+:meth:`FaultProxy.release` (a link that silently loses everything); :meth:`FaultProxy.cut`
+resets one live connection or all of them; while :attr:`FaultProxy.refusing`, a new connection
+is reset as soon as it is accepted (the peer is away). :attr:`FaultProxy.connections` lists
+every connection accepted, in order, and :meth:`FaultProxy.wait_connections` waits for the
+next ones.
+
+With ``frames=True`` the proxy reads each direction as hotline frames (a 2-byte big-endian
+length, then that many bytes; docs/protocol.md): every whole frame is recorded on its
+connection (:attr:`ProxiedConnection.frames`) and passed to :attr:`FaultProxy.hook`, which
+returns the frames to forward in its place (none to drop it, an earlier one to replay it, one
+of its own to insert it). :attr:`FaultProxy.takeover` replaces forwarding altogether: it is
+handed the client's stream and plays the other end itself (a man in the middle).
+
 Counters (:attr:`FaultProxy.stats`): connections accepted, bytes forwarded and dropped per
 direction, and faults injected per direction and kind (``delay``, ``throttle``, ``slice``,
-``cut``, ``blackhole``, ``close``, ``bitflip``, ``replay``).
+``cut``, ``blackhole``, ``close``, ``bitflip``, ``replay``, ``hold``).
 
 Usage, with a line behind the proxy::
 
@@ -67,114 +82,21 @@ import math
 import random
 import socket
 import struct
-from collections import Counter, deque
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
 
 import trio
 
-__all__ = ["DirectionStats", "FaultProxy", "Faults", "ProxyStats", "open_fault_proxy"]
+from ._connections import FrameHook, ProxiedConnection, Takeover
+from ._faults import CLEAN, DirectionStats, Faults, ProxyStats
+
+__all__ = ["FaultProxy", "open_fault_proxy"]
 
 _READ_SIZE = 65536
 _HISTORY = 64
 #: Seconds of traffic a throttled direction forwards at once.
 _PACING = 0.01
-
-
-@dataclass(frozen=True, slots=True)
-class Faults:
-    """The faults of one direction of the proxy. The default injects nothing.
-
-    Probabilities are per chunk (a read from the socket) or per connection, as marked.
-    """
-
-    latency: float = 0.0
-    """Seconds every delayed chunk is held back."""
-    jitter: float = 0.0
-    """Extra delay, uniform in ``[0, jitter)`` seconds per delayed chunk (order is kept)."""
-    delay_probability: float = 1.0
-    """Per chunk: the chance that ``latency`` and ``jitter`` apply to it."""
-    bandwidth: float | None = None
-    """Bytes per second this direction may carry (None: unlimited)."""
-    bandwidth_probability: float = 1.0
-    """Per connection: the chance that ``bandwidth`` applies to it."""
-    slice_probability: float = 0.0
-    """Per chunk: the chance that it is forwarded in tiny segments."""
-    max_segment: int = 7
-    """Largest segment of a sliced chunk (segments are 1 to ``max_segment`` bytes)."""
-    cut_probability: float = 0.0
-    """Per connection: the chance of a reset at an offset uniform in ``[0, strike_within)``."""
-    blackhole_probability: float = 0.0
-    """Per connection: the chance of a black hole from an offset in ``[0, strike_within)``."""
-    strike_within: int = 16384
-    """Cuts and black holes strike at a byte offset (of this direction) below this."""
-    close_probability: float = 0.0
-    """Per connection: the chance of a half-close after exactly ``close_after`` bytes."""
-    close_after: int = 0
-    """Bytes of this direction forwarded before a half-close."""
-    bitflip_probability: float = 0.0
-    """Per chunk: the chance that one random bit of it is flipped."""
-    replay_probability: float = 0.0
-    """Per chunk: the chance that an earlier chunk of this direction is sent again before it."""
-    connections: int | None = None
-    """Only the first this many connections of the proxy are faulty (None: all of them)."""
-    buffer: int = 256 * 1024
-    """Bytes a direction holds (read, not yet forwarded) before it stops reading, so that a
-    slow or delayed direction pushes back on the sender through TCP, as a router queue does."""
-
-    def __post_init__(self) -> None:
-        probabilities = (
-            self.delay_probability, self.bandwidth_probability, self.slice_probability,
-            self.cut_probability, self.blackhole_probability, self.close_probability,
-            self.bitflip_probability, self.replay_probability,
-        )
-        if not all(0.0 <= p <= 1.0 for p in probabilities):
-            raise ValueError("probabilities must be in [0, 1]")
-        if self.latency < 0 or self.jitter < 0:
-            raise ValueError("latency and jitter must be >= 0")
-        if self.bandwidth is not None and not self.bandwidth > 0:
-            raise ValueError("bandwidth must be > 0 bytes per second")
-        if self.buffer < 1:
-            raise ValueError("buffer must be >= 1 byte")
-        if self.max_segment < 1 or self.strike_within < 1 or self.close_after < 0:
-            raise ValueError("need max_segment >= 1, strike_within >= 1, close_after >= 0")
-        if self.connections is not None and self.connections < 0:
-            raise ValueError("connections must be >= 0")
-
-
-CLEAN = Faults()
-
-
-@dataclass
-class DirectionStats:
-    """Counters of one direction, over every connection of the proxy."""
-
-    bytes_read: int = 0
-    bytes_forwarded: int = 0
-    """Bytes written to the receiver, replayed ones included."""
-    bytes_dropped: int = 0
-    """Bytes read and never forwarded (black hole, after a half-close, after a cut)."""
-    faults: Counter[str] = field(default_factory=Counter)
-    """Faults injected, by kind."""
-
-
-@dataclass
-class ProxyStats:
-    """Counters of a :class:`FaultProxy` since it started."""
-
-    connections: int = 0
-    upstream: DirectionStats = field(default_factory=DirectionStats)
-    downstream: DirectionStats = field(default_factory=DirectionStats)
-
-    @property
-    def faults(self) -> Counter[str]:
-        """Faults injected, by ``"upstream.kind"`` / ``"downstream.kind"``."""
-        total: Counter[str] = Counter()
-        for name, stats in (("upstream", self.upstream), ("downstream", self.downstream)):
-            for kind, count in stats.faults.items():
-                total[f"{name}.{kind}"] += count
-        return total
 
 
 class FaultProxy:
@@ -183,6 +105,8 @@ class FaultProxy:
     Run :meth:`serve` in a nursery with ``nursery.start`` (it returns the bound port), or use
     :func:`open_fault_proxy`. ``upstream`` and ``downstream`` are read when a connection is
     accepted: assign new :class:`Faults` to them to change what later connections meet.
+    ``frames=True`` parses both directions into frames for :attr:`hook` (see the module
+    docstring).
     """
 
     def __init__(
@@ -193,6 +117,7 @@ class FaultProxy:
         upstream: Faults = CLEAN,
         downstream: Faults = CLEAN,
         rng: random.Random | None = None,
+        frames: bool = False,
     ) -> None:
         self.target = (target_host, target_port)
         self.upstream = upstream
@@ -201,14 +126,47 @@ class FaultProxy:
         self.stats = ProxyStats()
         self.port = 0
         self.healed = False
+        self.holding = False
+        self.refusing = False
+        """New connections are reset as soon as they are accepted."""
+        self.frames = frames
+        self.hook: FrameHook | None = None
+        self.takeover: Takeover | None = None
+        self.connections: list[ProxiedConnection] = []
+        self._accepted = trio.Event()
         self._history: dict[str, deque[bytes]] = {
             "upstream": deque(maxlen=_HISTORY),
             "downstream": deque(maxlen=_HISTORY),
         }
 
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
     def heal(self) -> None:
         """Inject nothing from now on, on new and live connections alike."""
         self.healed = True
+
+    def hold(self) -> None:
+        """Drop every byte either way, on new and live connections alike, until released."""
+        self.holding = True
+
+    def release(self) -> None:
+        self.holding = False
+
+    def cut(self, index: int | None = None) -> int:
+        """Reset connection ``index`` if it is live (every live one when None) and return
+        how many were cut."""
+        chosen = self.connections if index is None else [self.connections[index]]
+        live = [connection for connection in chosen if connection.live]
+        for connection in live:
+            connection.abort(reset=True)
+        return len(live)
+
+    async def wait_connections(self, count: int) -> None:
+        """Wait until the proxy has accepted ``count`` connections in all."""
+        while len(self.connections) < count:
+            await self._accepted.wait()
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen on 127.0.0.1 (an ephemeral port, reported through ``task_status``)."""
@@ -221,27 +179,51 @@ class FaultProxy:
         self.stats.connections += 1
         number = self.stats.connections
         seed = self.rng.getrandbits(64)
+        connection = ProxiedConnection(number - 1)
+        self.connections.append(connection)
+        self._accepted.set()
+        self._accepted = trio.Event()
+        server: trio.SocketStream | None = None
         try:
-            server = await trio.open_tcp_stream(*self.target)
-        except OSError:
-            _set_reset(client)
-            await trio.aclose_forcefully(client)
-            return
-        link = _Link()
-        up = _Pump(self, link, "upstream", self.upstream, number, seed, client, server)
-        down = _Pump(self, link, "downstream", self.downstream, number, seed ^ 1, server, client)
+            with connection.scope:
+                if self.refusing:
+                    connection.reset = True
+                    return
+                if self.takeover is not None:
+                    await self.takeover(client, connection)
+                    return
+                try:
+                    server = await trio.open_tcp_stream(*self.target)
+                except OSError:
+                    connection.reset = True
+                    return
+                await self._forward_both(connection, number, seed, client, server)
+        finally:
+            connection.live = False
+            with trio.CancelScope(shield=True):
+                for stream in (client, server):
+                    if stream is not None:
+                        if connection.reset:
+                            _set_reset(stream)
+                        await trio.aclose_forcefully(stream)
+
+    async def _forward_both(
+        self,
+        connection: ProxiedConnection,
+        number: int,
+        seed: int,
+        client: trio.SocketStream,
+        server: trio.SocketStream,
+    ) -> None:
+        up = _Pump(self, connection, "upstream", self.upstream, number, seed, client, server)
+        down = _Pump(
+            self, connection, "downstream", self.downstream, number, seed ^ 1, server, client
+        )
         try:
             async with trio.open_nursery() as nursery:
-                link.scope = nursery.cancel_scope
                 up.start(nursery)
                 down.start(nursery)
         finally:
-            with trio.CancelScope(shield=True):
-                if link.reset:
-                    _set_reset(client)
-                    _set_reset(server)
-                await trio.aclose_forcefully(client)
-                await trio.aclose_forcefully(server)
             for pump in (up, down):
                 pump.stats.bytes_dropped += pump.queued
 
@@ -254,10 +236,12 @@ async def open_fault_proxy(
     upstream: Faults = CLEAN,
     downstream: Faults = CLEAN,
     rng: random.Random | None = None,
+    frames: bool = False,
 ) -> AsyncIterator[FaultProxy]:
     """Run a :class:`FaultProxy` for the duration of the block (its port is ``proxy.port``)."""
     proxy = FaultProxy(
-        target_host, target_port, upstream=upstream, downstream=downstream, rng=rng
+        target_host, target_port, upstream=upstream, downstream=downstream, rng=rng,
+        frames=frames,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(proxy.serve)
@@ -273,19 +257,6 @@ def _set_reset(stream: trio.SocketStream) -> None:
         stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
-class _Link:
-    """The two legs of one proxied connection."""
-
-    def __init__(self) -> None:
-        self.scope: trio.CancelScope | None = None
-        self.reset = False
-
-    def abort(self, *, reset: bool) -> None:
-        self.reset = self.reset or reset
-        if self.scope is not None:
-            self.scope.cancel()
-
-
 _Item = tuple[float, bytes]
 
 
@@ -295,7 +266,7 @@ class _Pump:
     def __init__(
         self,
         proxy: FaultProxy,
-        link: _Link,
+        connection: ProxiedConnection,
         direction: str,
         faults: Faults,
         number: int,
@@ -304,7 +275,8 @@ class _Pump:
         dst: trio.SocketStream,
     ) -> None:
         self.proxy = proxy
-        self.link = link
+        self.connection = connection
+        self.direction = direction
         self.stats: DirectionStats = getattr(proxy.stats, direction)
         self.history = proxy._history[direction]
         self.src = src
@@ -333,6 +305,7 @@ class _Pump:
         self.queued = 0
         self.buffer = faults.buffer
         self.space = trio.Event()
+        self.partial = bytearray()  # With frames: the start of a frame not yet whole.
         send, receive = trio.open_memory_channel[_Item](math.inf)
         self._send, self._receive = send, receive
         if self.rate is not None:
@@ -351,7 +324,7 @@ class _Pump:
             await fn()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             # One leg failed (usually a reset): reset the other, as a TCP proxy would.
-            self.link.abort(reset=True)
+            self.connection.abort(reset=True)
 
     async def _read(self) -> None:
         async with self._send:
@@ -368,10 +341,30 @@ class _Pump:
                     due = now + f.latency + self.read_rng.uniform(0.0, f.jitter)
                     self.stats.faults["delay"] += 1
                 self.last_due = max(self.last_due, due)
-                self.queued += len(data)
-                await self._send.send((self.last_due, data))
+                pieces = [data] if not (data and self.proxy.frames) else await self._frames(data)
+                for piece in pieces:
+                    self.queued += len(piece)
+                    await self._send.send((self.last_due, piece))
                 if not data:
                     return
+
+    async def _frames(self, data: bytes) -> list[bytes]:
+        """The frames to forward for ``data``: each whole frame through the hook."""
+        self.partial += data
+        out: list[bytes] = []
+        while len(self.partial) >= 2:
+            end = 2 + int.from_bytes(self.partial[:2], "big")
+            if len(self.partial) < end:
+                break
+            frame = bytes(self.partial[:end])
+            del self.partial[:end]
+            index = self.connection.record(self.direction, frame)
+            hook = self.proxy.hook
+            replaced = [frame] if hook is None else await hook(
+                self.connection, self.direction, index, frame
+            )
+            out.extend(piece for piece in replaced if piece)
+        return out
 
     async def _write(self) -> None:
         async with self._receive:
@@ -384,6 +377,10 @@ class _Pump:
                         await self.dst.send_eof()
                     return
                 if self.dropping:
+                    self.stats.bytes_dropped += len(data)
+                    continue
+                if self.proxy.holding:
+                    self.stats.faults["hold"] += 1
                     self.stats.bytes_dropped += len(data)
                     continue
                 await self._forward(data)
@@ -417,7 +414,7 @@ class _Pump:
     async def _strike(self, kind: str, rest: int) -> None:
         self.stats.bytes_dropped += rest
         if kind == "cut":
-            self.link.abort(reset=True)
+            self.connection.abort(reset=True)
             await trio.lowlevel.checkpoint()
             return
         self.dropping = True
