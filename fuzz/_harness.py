@@ -69,18 +69,23 @@ from hotline import (  # noqa: E402
     SignedMessage,
     line_id,
 )
-from hotline._connection import (  # noqa: E402
-    _MAX_OUTSTANDING_PINGS,
-    _TERMINAL,
+from hotline.protocol import (  # noqa: E402  # noqa: E402  # noqa: E402
+    DOMAIN_MESSAGE,
+    DOMAIN_RECEIPT,
     FLAG_FINAL,
     FLAG_REKEY,
     MAX_CONTENT,
+    MAX_MESSAGE_LEN,
+    MAX_OUTSTANDING_PINGS,
     MAX_PLAINTEXT,
     PROTOCOL_NAME,
+    TERMINAL_STATES,
+    CipherState,
+    HandshakeState,
     handshake_prologue,
+    pack,
+    sign_message,
 )
-from hotline._noise import MAX_MESSAGE_LEN, CipherState, HandshakeState  # noqa: E402
-from hotline._records import DOMAIN_MESSAGE, DOMAIN_RECEIPT, pack, sign_message  # noqa: E402
 
 ALICE = Identity.from_seed(bytes([1]) * 32)
 BOB = Identity.from_seed(bytes([2]) * 32)
@@ -395,15 +400,15 @@ def run(
                     conn.release(when)
             step = chunk or len(data) or 1
             for start in range(0, len(data), step):
-                if conn.state in _TERMINAL:
+                if conn.state in TERMINAL_STATES:
                     break  # a driver stops reading; the bytes could change nothing
                 conn.receive_data(data[start : start + step], when)
                 drain(conn, line, identity, events)
                 assert len(conn._partial) <= conn.config.max_record_size
                 # Every whole frame was taken: at most one incomplete frame waits.
                 assert len(conn._inbuf) < 2 + MAX_NOISE
-                assert len(conn._pings) <= _MAX_OUTSTANDING_PINGS
-        if conn.state not in _TERMINAL:
+                assert len(conn._pings) <= MAX_OUTSTANDING_PINGS
+        if conn.state not in TERMINAL_STATES:
             conn.receive_data(b"", conn._now)
             drain(conn, line, identity, events)
     except (*ERRORS, LineClosed, LineBroken) as exc:

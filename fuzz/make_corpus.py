@@ -21,8 +21,7 @@ from pathlib import Path
 import _harness as h
 
 from hotline import Config, ConnectionState, LineClosed, ReceiptKind
-from hotline._connection import FLAG_FINAL, FLAG_REKEY, MAX_RECORD_FIELDS
-from hotline._records import strict_unpack
+from hotline.protocol import FLAG_FINAL, FLAG_REKEY, MAX_RECORD_FIELDS, strict_unpack
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 

@@ -18,11 +18,11 @@ from typing import Any
 import trio
 
 from ._config import Config
-from ._events import Liveness, ReceiptReceived, RoundTrip
 from ._keys import Identity
 from ._line import Line, PeerState, open_line
 from ._sqlite import SQLiteStore
 from ._verify import verify_store
+from .protocol import Liveness, ReceiptReceived, RoundTrip
 
 __all__ = ["run_demo"]
 

@@ -57,7 +57,6 @@ from typing import TYPE_CHECKING, TypeVar
 import trio
 
 from ._config import Config, check_address
-from ._connection import Connection, ConnectionState, Role
 from ._errors import (
     AuthenticationError,
     HotlineError,
@@ -69,30 +68,31 @@ from ._errors import (
     RemoteProtocolError,
     StoreError,
 )
-from ._events import (
+from ._keys import Identity, PublicKey, line_id
+from ._store import Batch, Store
+from .protocol import (
     NEED_DATA,
+    Connection,
     ConnectionBroken,
+    ConnectionState,
     DialFailed,
+    LineState,
     Liveness,
     LivenessChanged,
     MessageReceived,
     PeerAuthenticated,
     PeerClosed,
-    ReceiptReceived,
-    RoundTrip,
-    SignaturesToCheck,
-)
-from ._keys import Identity, PublicKey, line_id
-from ._records import (
     Receipt,
     ReceiptKind,
+    ReceiptReceived,
+    Role,
+    RoundTrip,
     SignatureBatch,
+    SignaturesToCheck,
     SignedMessage,
     sign_message,
     sign_receipt,
 )
-from ._state import LineState
-from ._store import Batch, Store
 
 if TYPE_CHECKING:
     from ._listener import Listener

@@ -71,9 +71,8 @@ from ._errors import (
     StoreVersionError,
 )
 from ._keys import PublicKey, line_id
-from ._records import Receipt, ReceiptKind, SignedMessage, open_receipt
-from ._state import SENT_HEAD_WINDOW, LineState
 from ._store import Batch, Direction, TranscriptEntry, apply_batch
+from .protocol import SENT_HEAD_WINDOW, LineState, Receipt, ReceiptKind, SignedMessage, open_receipt
 
 if sys.platform != "win32":
     import fcntl

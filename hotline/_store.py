@@ -28,8 +28,7 @@ from typing import Protocol
 
 from ._errors import LocalProtocolError, StoreMismatch
 from ._keys import PublicKey
-from ._records import Receipt, SignedMessage
-from ._state import LineState
+from .protocol import LineState, Receipt, SignedMessage
 
 __all__ = ["Batch", "Direction", "MemoryStore", "Store", "TranscriptEntry"]
 

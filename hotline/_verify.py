@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING
 
 from ._errors import AuthenticationError, RemoteProtocolError, StoreInconsistent, TranscriptError
 from ._keys import PublicKey, line_id
-from ._records import (
+from ._store import Direction, Store, TranscriptEntry
+from .protocol import (
     GENESIS_HEAD,
     HASH_SIZE,
     Receipt,
@@ -50,7 +51,6 @@ from ._records import (
     open_message,
     open_receipt,
 )
-from ._store import Direction, Store, TranscriptEntry
 
 if TYPE_CHECKING:
     from ._sqlite import SQLiteStore, StoredRecord

@@ -6,7 +6,7 @@ In the spirit of BoringSSL's test runner "shim": the node under test is a real
 whatever bytes it likes. The pieces:
 
 - :func:`initiation` / :class:`HostileSession`: a Noise IK initiator built from the
-  primitives in ``hotline._noise`` (not from :class:`hotline.Connection`), so every byte
+  primitives in ``hotline.protocol._noise`` (not from :class:`hotline.Connection`), so every byte
   after the handshake is under the test's control: transport plaintexts with any flags,
   length, content and padding; records split anywhere; signed envelopes made with
   :func:`hotline.sign_message` / :func:`hotline.sign_receipt` by any identity.
@@ -57,24 +57,27 @@ from hotline import (
     sign_message,
     sign_receipt,
 )
-from hotline._connection import (
-    FLAG_FINAL as FINAL,
-)
-from hotline._connection import (
-    FLAG_REKEY as REKEY,
-)
-from hotline._connection import (
+from hotline._line import Line
+from hotline._listener import Listener
+from hotline._store import Batch
+from hotline.protocol import (
+    DOMAIN_MESSAGE,
+    DOMAIN_RECEIPT,
     MAX_CONTENT,
     T_MESSAGE,
     T_PING,
     T_RECEIPT,
+    CipherState,
+    HandshakeState,
     handshake_prologue,
+    pack,
 )
-from hotline._line import Line
-from hotline._listener import Listener
-from hotline._noise import CipherState, HandshakeState
-from hotline._records import DOMAIN_MESSAGE, DOMAIN_RECEIPT, pack
-from hotline._store import Batch
+from hotline.protocol import (
+    FLAG_FINAL as FINAL,
+)
+from hotline.protocol import (
+    FLAG_REKEY as REKEY,
+)
 
 #: The legitimate caller, whose identity the attacker holds for authenticated misbehaviour.
 ALICE = Identity.from_seed(bytes([0xA1]) * 32, "alice")

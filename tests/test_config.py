@@ -15,10 +15,9 @@ import trio
 
 from hotline import Config, Identity, LocalProtocolError, MemoryStore, open_line, open_listener
 from hotline._config import _RANGES, MIN_BODY_SIZE, MIN_HEARTBEAT_INTERVAL
-from hotline._connection import MIN_REQUESTED_INTERVAL
 from hotline._errors import RemoteProtocolError
 from hotline._keys import line_id
-from hotline._records import GENESIS_HEAD, open_message, sign_message
+from hotline.protocol import GENESIS_HEAD, MIN_REQUESTED_INTERVAL, open_message, sign_message
 
 NOT_FINITE = [math.inf, -math.inf, math.nan]
 

@@ -1,4 +1,4 @@
-"""Tests for the sans-io line protocol core: hotline._connection with _state and _records.
+"""Tests for the sans-io line protocol core: hotline.protocol (the connection, line state and records).
 
 Two cores talk through the in-memory harness in ``corepair`` with a manual clock, so every
 test is deterministic and instant. Hostile peers are built from a real connection whose
@@ -51,16 +51,17 @@ from hotline import (
     sign_message,
     sign_receipt,
 )
-from hotline._connection import (
+from hotline._store import MemoryStore
+from hotline.protocol import (
+    DOMAIN_MESSAGE,
+    DOMAIN_RECEIPT,
     FLAG_FINAL,
     FLAG_REKEY,
     MAX_CONTENT,
     MIN_REQUESTED_INTERVAL,
+    HandshakeState,
     handshake_prologue,
 )
-from hotline._noise import HandshakeState
-from hotline._records import DOMAIN_MESSAGE, DOMAIN_RECEIPT
-from hotline._store import MemoryStore
 
 PEER_FAULTS = (RemoteProtocolError, AuthenticationError)
 #: A body that needs two transport messages, with a pattern that shows misplaced bytes.
@@ -74,7 +75,7 @@ MALLORY = Identity.from_seed(bytes([9]) * 32)
 def test_core_imports_neither_trio_nor_sqlite3() -> None:
     code = (
         "import sys\n"
-        "import hotline, hotline._connection, hotline._store, hotline._state\n"
+        "import hotline, hotline.protocol, hotline._store\n"
         "print(sorted(m for m in ('trio', 'sqlite3', '_sqlite3') if m in sys.modules))\n"
     )
     result = subprocess.run(

@@ -70,10 +70,8 @@ from hotline import (
     open_message,
     sign_message,
 )
-from hotline._connection import handshake_prologue
 from hotline._listener import PENDING_PER_SOURCE
-from hotline._noise import MAX_MESSAGE_LEN, HandshakeState
-from hotline._records import message_hash
+from hotline.protocol import MAX_MESSAGE_LEN, HandshakeState, handshake_prologue, message_hash
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -29,10 +29,16 @@ from hotline._errors import (
     StoreVersionError,
 )
 from hotline._keys import Identity, line_id
-from hotline._records import Receipt, ReceiptKind, SignedMessage, sign_message, sign_receipt
 from hotline._sqlite import SQLiteStore
-from hotline._state import LineState
 from hotline._store import Batch, Direction, MemoryStore, Store
+from hotline.protocol import (
+    LineState,
+    Receipt,
+    ReceiptKind,
+    SignedMessage,
+    sign_message,
+    sign_receipt,
+)
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX-only")
 

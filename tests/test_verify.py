@@ -17,11 +17,17 @@ import pytest
 
 from hotline._errors import TranscriptError
 from hotline._keys import Identity, PublicKey, line_id
-from hotline._records import Receipt, ReceiptKind, SignedMessage, sign_message, sign_receipt
 from hotline._sqlite import SQLiteStore
-from hotline._state import LineState
 from hotline._store import Batch, Direction, MemoryStore, Store, TranscriptEntry
 from hotline._verify import VerifyReport, verify_store, verify_transcript
+from hotline.protocol import (
+    LineState,
+    Receipt,
+    ReceiptKind,
+    SignedMessage,
+    sign_message,
+    sign_receipt,
+)
 
 DELIVERED = ReceiptKind.DELIVERED
 ACKNOWLEDGED = ReceiptKind.ACKNOWLEDGED

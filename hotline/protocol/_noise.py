@@ -42,7 +42,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from hotline._errors import AuthenticationError, LocalProtocolError
+from .._errors import AuthenticationError, LocalProtocolError
 
 __all__ = [
     "MAX_MESSAGE_LEN",

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 The connection never touches a socket or a clock. The driver feeds it received bytes with
 :meth:`~Connection.receive_data` (``b""`` for end of stream), pulls :mod:`events
-<hotline._events>` with :meth:`~Connection.next_event` until it returns ``NEED_DATA``, submits
+<hotline.protocol._events>` with :meth:`~Connection.next_event` until it returns ``NEED_DATA``, submits
 actions (:meth:`~Connection.send_message`, :meth:`~Connection.send_receipt`,
 :meth:`~Connection.close`), writes whatever :meth:`~Connection.data_to_send` returns, and wakes
 the connection at :meth:`~Connection.next_deadline` with :meth:`~Connection.advance`. Every
@@ -50,8 +50,8 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
-from ._config import MAX_SIGNATURE_BATCH, Config
-from ._errors import (
+from .._config import MAX_SIGNATURE_BATCH, Config
+from .._errors import (
     AuthenticationError,
     HotlineError,
     LineBroken,
@@ -59,6 +59,7 @@ from ._errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
+from .._keys import Identity, PublicKey, line_id
 from ._events import (
     NEED_DATA,
     ConnectionBroken,
@@ -73,7 +74,7 @@ from ._events import (
     RoundTrip,
     SignaturesToCheck,
 )
-from ._keys import Identity, PublicKey, line_id
+from ._linestate import LineState
 from ._noise import MAX_MESSAGE_LEN, TAG_LEN, CipherState, HandshakeState
 from ._records import (
     GENESIS_HEAD,
@@ -87,7 +88,6 @@ from ._records import (
     strict_unpack,
     verify_message,
 )
-from ._state import LineState
 
 __all__ = [
     "PROLOGUE", "PROTOCOL_NAME", "Connection", "ConnectionState", "Role", "handshake_prologue",
@@ -125,7 +125,7 @@ MAX_RECORD_FIELDS = 5
 
 # Our pings whose echo we still wait for; a peer that echoes none is declared down long
 # before this fills (it is only the source of round-trip samples).
-_MAX_OUTSTANDING_PINGS = 16
+MAX_OUTSTANDING_PINGS = 16
 #: The shortest interval between our pings that a peer can ask for: an authenticated peer
 #: that asks for more draws at most this many pings a second.
 MIN_REQUESTED_INTERVAL = 0.01
@@ -154,12 +154,13 @@ class ConnectionState(enum.Enum):
 
 
 _S = ConnectionState
-_TERMINAL = frozenset({_S.CLOSED, _S.BROKEN, _S.ERROR})
+#: The states a connection never leaves.
+TERMINAL_STATES = frozenset({_S.CLOSED, _S.BROKEN, _S.ERROR})
 _TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
-    _S.AWAIT_RESPONSE: frozenset({_S.AUTHENTICATED}) | _TERMINAL,
-    _S.AWAIT_INITIATION: frozenset({_S.AUTHENTICATED}) | _TERMINAL,
-    _S.AUTHENTICATED: frozenset({_S.OPEN}) | _TERMINAL,
-    _S.OPEN: _TERMINAL,
+    _S.AWAIT_RESPONSE: frozenset({_S.AUTHENTICATED}) | TERMINAL_STATES,
+    _S.AWAIT_INITIATION: frozenset({_S.AUTHENTICATED}) | TERMINAL_STATES,
+    _S.AUTHENTICATED: frozenset({_S.OPEN}) | TERMINAL_STATES,
+    _S.OPEN: TERMINAL_STATES,
     _S.CLOSED: frozenset(),
     _S.BROKEN: frozenset(),
     _S.ERROR: frozenset(),
@@ -365,7 +366,7 @@ class Connection:
         closed or broken meanwhile, with a burst of signatures out, keeps its state but still
         raises the error, once its events are drained.)"""
         self._failure = error
-        if self._state not in _TERMINAL:
+        if self._state not in TERMINAL_STATES:
             self._set_state(_S.ERROR)
         return error
 
@@ -394,7 +395,7 @@ class Connection:
             raise LocalProtocolError("received data after end of stream")
         if not data:
             self._eof = True
-        elif self._state not in _TERMINAL:
+        elif self._state not in TERMINAL_STATES:
             self._inbuf += data
 
     def next_event(self) -> Event | NeedData:
@@ -423,11 +424,11 @@ class Connection:
                     break  # Frames wait until the driver has called start().
                 frame = self._take_frame()
                 if frame is None:
-                    if self._eof and self._state not in _TERMINAL:
+                    if self._eof and self._state not in TERMINAL_STATES:
                         self._break("the peer closed the connection without a goodbye")
                     break
                 self._handle_frame(frame)
-                if self._state in _TERMINAL:
+                if self._state in TERMINAL_STATES:
                     break
         except self._ERROR_TYPES as error:
             # Whatever is queued now came from the frame that failed, or from a burst whose
@@ -805,7 +806,7 @@ class Connection:
 
     def close(self, reason: str = "closed") -> None:
         """Say goodbye (when open) and close; the goodbye is in :meth:`data_to_send`."""
-        if self._state in _TERMINAL:
+        if self._state in TERMINAL_STATES:
             return
         if self._state is _S.OPEN:
             self._emit_owed_receipts()
@@ -922,7 +923,7 @@ class Connection:
         self._ping_owed = False
         self._ping_id += 1
         self._pings[self._ping_id] = self._now
-        if len(self._pings) > _MAX_OUTSTANDING_PINGS:
+        if len(self._pings) > MAX_OUTSTANDING_PINGS:
             del self._pings[min(self._pings)]
         hold_us = 0
         if self._peer_ping_id:
