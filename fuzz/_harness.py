@@ -8,8 +8,8 @@ documented protocol errors come out of it:
 
 - :class:`RemoteProtocolError` or :class:`AuthenticationError`; the connection is then in
   ``ERROR`` and every later ``next_event()`` raises that same error again;
-- :class:`LineClosed` / :class:`LineBroken`, and only once the connection is ``CLOSED`` /
-  ``BROKEN`` (the connection is legitimately over).
+- :class:`ConnectionClosedError` / :class:`ConnectionBrokenError`, and only once the
+  connection is ``CLOSED`` / ``BROKEN`` (the connection is legitimately over).
 
 Anything else is a bug: any other exception (a ``LocalProtocolError`` above all: it means
 caller misuse, and the driver here uses the API as documented), a ``next_event()`` loop that
@@ -55,10 +55,10 @@ from hotline import (  # noqa: E402
     Config,
     Connection,
     ConnectionBroken,
+    ConnectionBrokenError,
+    ConnectionClosedError,
     ConnectionState,
     Identity,
-    LineBroken,
-    LineClosed,
     LineState,
     MessageReceived,
     NeedData,
@@ -365,11 +365,11 @@ def _check_over(conn: Connection, exc: BaseException, events: list[Any]) -> None
                 raise AssertionError(f"{again!r} the second time, not {exc!r}") from again
             return
         raise AssertionError(f"next_event() returned {after} after {exc!r}")
-    if isinstance(exc, LineClosed):
+    if isinstance(exc, ConnectionClosedError):
         assert conn.state is ConnectionState.CLOSED, conn.state
         assert any(isinstance(e, PeerClosed) for e in events), "closed without a goodbye"
     else:
-        assert isinstance(exc, LineBroken)
+        assert isinstance(exc, ConnectionBrokenError)
         assert conn.state is ConnectionState.BROKEN, conn.state
         assert any(isinstance(e, ConnectionBroken) for e in events), "broken without event"
 
@@ -411,7 +411,7 @@ def run(
         if conn.state not in TERMINAL_STATES:
             conn.receive_data(b"", conn._now)
             drain(conn, line, identity, events)
-    except (*ERRORS, LineClosed, LineBroken) as exc:
+    except (*ERRORS, ConnectionClosedError, ConnectionBrokenError) as exc:
         _check_over(conn, exc, events)
         error = (type(exc).__name__, str(exc), getattr(exc, "reason", ""))
     return Outcome(events, error, conn.state, conn.data_to_send())

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import _harness as h
 
-from hotline import Config, ConnectionState, LineClosed, ReceiptKind
+from hotline import Config, ConnectionClosedError, ConnectionState, ReceiptKind
 from hotline.protocol import FLAG_FINAL, FLAG_REKEY, MAX_RECORD_FIELDS, strict_unpack
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -73,7 +73,7 @@ def conversation(alice_config: Config = h.CONFIG) -> tuple[list[bytes], bytes]:
     bob_to_alice()
     alice_to_bob()
     s.alice.close("bye " * 60)
-    with contextlib.suppress(LineClosed):  # Bob read the goodbye
+    with contextlib.suppress(ConnectionClosedError):  # Bob read the goodbye
         alice_to_bob()
     assert s.bob.state is ConnectionState.CLOSED, s.bob.state
     return alice_frames, bytes(bob_out)

@@ -59,6 +59,8 @@ import trio
 from ._config import Config, check_address
 from ._errors import (
     AuthenticationError,
+    ConnectionBrokenError,
+    ConnectionClosedError,
     HotlineError,
     LineBroken,
     LineClosed,
@@ -72,6 +74,7 @@ from ._keys import Identity, PublicKey, line_id
 from ._store import Batch, Store
 from .protocol import (
     NEED_DATA,
+    REPLACED,
     Connection,
     ConnectionBroken,
     ConnectionState,
@@ -116,8 +119,6 @@ _WATCH_BACKLOG = 10_000
 #: cover stay in the stored outbox, and after a crash the next connection retransmits them
 #: and the peer, dropping the duplicates, sends its latest delivered receipt again.
 _PEER_RECEIPT_DELAY = 0.05
-#: The goodbye reason of a connection given up for a newer one (see docs/protocol.md).
-REPLACED = "replaced by a newer connection"
 #: While calls keep failing for the same reason, DialFailed is reported at most this often
 #: (seconds); the first failure and each new reason are reported at once. A caller retries
 #: every few seconds for as long as the peer is away, which would bury every other event.
@@ -954,7 +955,7 @@ class Line:
         except RemoteProtocolError as exc:
             logger.warning("session %d: protocol error from the peer: %s", session.id, exc)
             session.end(f"protocol error: {exc}")
-        except (LineClosed, LineBroken) as exc:
+        except (ConnectionClosedError, ConnectionBrokenError) as exc:
             session.end(str(exc))
         session.kick()
         session.rearm()

@@ -27,11 +27,11 @@ import msgpack
 from hotline import (
     Config,
     Connection,
+    ConnectionBrokenError,
+    ConnectionClosedError,
     ConnectionState,
     Event,
     Identity,
-    LineBroken,
-    LineClosed,
     LineState,
     MessageReceived,
     NeedData,
@@ -276,7 +276,7 @@ class Node:
             conn = self.conn
             try:
                 event = conn.next_event()
-            except (LineClosed, LineBroken):
+            except (ConnectionClosedError, ConnectionBrokenError):
                 return
             if isinstance(event, NeedData):
                 return
@@ -474,7 +474,7 @@ def drain(conn: Connection) -> list[Event]:
     while True:
         try:
             event = conn.next_event()
-        except (LineClosed, LineBroken):
+        except (ConnectionClosedError, ConnectionBrokenError):
             return events
         if isinstance(event, NeedData):
             return events

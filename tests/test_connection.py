@@ -1,4 +1,4 @@
-"""Tests for the sans-io line protocol core: hotline.protocol (the connection, line state and records).
+"""Tests for the sans-io core, hotline.protocol: the connection, line state and records.
 
 Two cores talk through the in-memory harness in ``corepair`` with a manual clock, so every
 test is deterministic and instant. Hostile peers are built from a real connection whose
@@ -26,11 +26,11 @@ from hotline import (
     Config,
     Connection,
     ConnectionBroken,
+    ConnectionBrokenError,
+    ConnectionClosedError,
     ConnectionState,
     Event,
     Identity,
-    LineBroken,
-    LineClosed,
     LineState,
     Liveness,
     LivenessChanged,
@@ -1190,9 +1190,9 @@ def test_suspect_then_down_at_exact_times() -> None:
     ]
     assert a.state is ConnectionState.BROKEN
     assert a.liveness is Liveness.DOWN
-    with pytest.raises(LineBroken):
+    with pytest.raises(ConnectionBrokenError):
         a.next_event()
-    with pytest.raises(LineBroken):
+    with pytest.raises(ConnectionBrokenError):
         a.send_message(pair.a.state.next_message(pair.a.identity, pair.a.line_id, b"", 1))
 
 
@@ -1482,7 +1482,7 @@ def test_handshake_timeout_is_exact(who: str) -> None:
     assert drain(conn) == [ConnectionBroken("the handshake timed out")]
     assert conn.state is ConnectionState.BROKEN
     assert conn.next_deadline() is None
-    with pytest.raises(LineBroken):
+    with pytest.raises(ConnectionBrokenError):
         conn.next_event()
     if who == "responder before start":
         with pytest.raises(LocalProtocolError):
@@ -1517,9 +1517,9 @@ def test_goodbye_closes_both_sides() -> None:
     assert a.next_deadline() is None
     assert b.next_deadline() is None
     for conn, node in ((a, pair.a), (b, pair.b)):
-        with pytest.raises(LineClosed):
+        with pytest.raises(ConnectionClosedError):
             conn.next_event()
-        with pytest.raises(LineClosed):
+        with pytest.raises(ConnectionClosedError):
             conn.send_message(node.state.next_message(node.identity, node.line_id, b"", 1))
     a.close()  # Closing twice is harmless.
     assert a.data_to_send() == b""
@@ -1557,9 +1557,9 @@ def test_end_of_stream_without_goodbye_breaks_the_connection() -> None:
     assert b is not None
     assert pair.b.events[-1] == ConnectionBroken("the peer closed the connection without a goodbye")
     assert b.state is ConnectionState.BROKEN
-    with pytest.raises(LineBroken):
+    with pytest.raises(ConnectionBrokenError):
         b.next_event()
-    with pytest.raises(LineBroken):
+    with pytest.raises(ConnectionBrokenError):
         b.send_receipt(pair.b.state.delivered_receipt)  # type: ignore[arg-type]
     assert pair.b.delivered == [b"last"]
 

@@ -1,4 +1,4 @@
-"""hotline.protocol._noise against an independent implementation (the ``noiseprotocol`` package), plus
+"""hotline.protocol._noise against an independent implementation (``noiseprotocol``), plus
 the error contract: tampering, wrong keys, poisoning, misuse, rekey and nonce reservation;
 and hotline's own handshake (prologue and payload built from docs/protocol.md alone) against
 ``noiseprotocol`` in both roles.

@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 The connection never touches a socket or a clock. The driver feeds it received bytes with
 :meth:`~Connection.receive_data` (``b""`` for end of stream), pulls :mod:`events
-<hotline.protocol._events>` with :meth:`~Connection.next_event` until it returns ``NEED_DATA``, submits
-actions (:meth:`~Connection.send_message`, :meth:`~Connection.send_receipt`,
+<hotline.protocol._events>` with :meth:`~Connection.next_event` until it returns
+``NEED_DATA``, submits actions (:meth:`~Connection.send_message`, :meth:`~Connection.send_receipt`,
 :meth:`~Connection.close`), writes whatever :meth:`~Connection.data_to_send` returns, and wakes
 the connection at :meth:`~Connection.next_deadline` with :meth:`~Connection.advance`. Every
 call that depends on time takes ``now``: seconds on any monotonic scale.
@@ -53,9 +53,9 @@ from typing import Any, ClassVar
 from .._config import MAX_SIGNATURE_BATCH, Config
 from .._errors import (
     AuthenticationError,
+    ConnectionBrokenError,
+    ConnectionClosedError,
     HotlineError,
-    LineBroken,
-    LineClosed,
     LocalProtocolError,
     RemoteProtocolError,
 )
@@ -120,6 +120,9 @@ T_RECEIPT = 2
 T_PING = 3
 # 4 is unassigned: it was an answering pong; each ping now carries the echo instead.
 T_GOODBYE = 5
+#: The goodbye reason that announces a replacement: the sender has a newer connection on the
+#: same line, so this one's end is no failure of the line (compared exactly: protocol.md).
+REPLACED = "replaced by a newer connection"
 #: The most elements of any record (a ping: its type and four fields).
 MAX_RECORD_FIELDS = 5
 
@@ -379,9 +382,9 @@ class Connection:
             assert self._line is not None
             return self._line
         if self._state is _S.CLOSED:
-            raise LineClosed("the connection is closed")
+            raise ConnectionClosedError("the connection is closed")
         if self._state is _S.BROKEN:
-            raise LineBroken("the connection is broken")
+            raise ConnectionBrokenError("the connection is broken")
         if self._state is _S.ERROR:
             raise LocalProtocolError("the connection failed and cannot be used")
         raise LocalProtocolError(f"the connection is not open yet ({self._state.value})")
@@ -412,9 +415,9 @@ class Connection:
         if self._failure is not None:
             raise self._failure
         if self._state is _S.CLOSED:
-            raise LineClosed("the connection is closed")
+            raise ConnectionClosedError("the connection is closed")
         if self._state is _S.BROKEN:
-            raise LineBroken("the connection is broken")
+            raise ConnectionBrokenError("the connection is broken")
         try:
             # Frames are handled only while no event waits, except that a burst of new
             # messages may gather (their events queued, unreleased) to be checked together.
