@@ -15,9 +15,7 @@ Import it from a test module as ``import corepair`` (pytest puts ``tests/`` on `
 
 from __future__ import annotations
 
-import copy
 import hashlib
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any
@@ -44,6 +42,8 @@ from hotline import (
     line_id,
 )
 from hotline._store import Batch, MemoryStore
+from hotline.protocol._machines import ConnectionInput
+from hotline.protocol._transport import Transport
 
 SEED_A = bytes([1]) * 32
 SEED_B = bytes([2]) * 32
@@ -90,28 +90,24 @@ def transport_plaintext(
     return bytes([flags]) + size.to_bytes(2, "big") + content + padding
 
 
-def emit_raw(conn: Connection, plaintext: bytes) -> None:
+def _transport(conn: Connection) -> Transport:
+    phase = conn._phase
+    assert isinstance(phase, Transport), "the connection has not started"
+    return phase
+
+
+def emit_raw(conn: Connection, plaintext: bytes, *, rekey: bool = False) -> None:
     """Encrypt ``plaintext`` as ``conn``'s next transport message and queue its frame.
 
-    Bypasses records, fragmentation and rekey bookkeeping: for building hostile peers.
+    Bypasses records, fragmentation and rekey bookkeeping: for building hostile peers. With
+    ``rekey``, the sending key changes after it (whatever its flags say).
     """
-    cipher = conn._send_cipher
-    assert cipher is not None, "the connection has no transport keys yet"
-    conn._write_frame(cipher.encrypt_with_ad(b"", plaintext))
+    _transport(conn).codec.write_plaintext(plaintext, rekey=rekey)
 
 
-def clone_connection(conn: Connection) -> Connection:
-    """A copy of ``conn`` to feed one alternative input that must fail to authenticate.
-
-    Containers are copied; the cipher states and the line state are shared. That is sound
-    only while every input fed to a clone fails decryption (a failed decryption leaves a
-    cipher state as it was): check it by feeding the original the genuine input afterwards.
-    """
-    clone = copy.copy(conn)
-    for name, value in vars(conn).items():
-        if isinstance(value, bytearray | dict | deque | list | set):
-            setattr(clone, name, copy.copy(value))
-    return clone
+def emit_record(conn: Connection, record: list[Any]) -> None:
+    """Queue any record, unchecked, as ``conn``'s next: for building hostile peers."""
+    _transport(conn).emit_record(record)
 
 
 class Node:
@@ -458,13 +454,14 @@ class Pair:
 def tap_records(conn: Connection) -> list[Any]:
     """Record (decoded) every record ``conn`` handles from now on, before it is checked."""
     seen: list[Any] = []
-    original = conn._handle_record
+    transport = _transport(conn)
+    original = transport._handle_record
 
-    def spy(record: bytes) -> None:
+    def spy(record: bytes) -> ConnectionInput | None:
         seen.append(msgpack.unpackb(record, raw=False, strict_map_key=False))
-        original(record)
+        return original(record)
 
-    conn._handle_record = spy  # type: ignore[method-assign]
+    transport._handle_record = spy  # type: ignore[method-assign]
     return seen
 
 

@@ -2,7 +2,7 @@
 
 Two cores talk through the in-memory harness in ``corepair`` with a manual clock, so every
 test is deterministic and instant. Hostile peers are built from a real connection whose
-private ``_emit_record`` (or ``corepair.emit_raw``) writes validly encrypted records with
+``corepair.emit_record`` (or ``corepair.emit_raw``) writes validly encrypted records with
 whatever content the test wants.
 """
 
@@ -352,7 +352,7 @@ def _check_tamper_outcome(where: str, position: int, error: Exception | None, un
 @pytest.mark.parametrize("index", range(2, len(REFERENCE_FRAMES)))
 def test_every_tampered_byte_of_every_frame_is_rejected(index: int) -> None:
     """One fresh pair per transport frame; each tampered copy goes to a clone of the receiving
-    connection (see ``corepair.clone_connection``), then the genuine frame to the original.
+    connection (see ``Connection.copy``), then the genuine frame to the original.
     (Frames 0 and 1 are the handshake: see test_every_tampered_byte_of_the_handshake_...)"""
     sender, frame = REFERENCE_FRAMES[index]
     receiver_name = "b" if sender == "a" else "a"
@@ -365,7 +365,7 @@ def test_every_tampered_byte_of_every_frame_is_rejected(index: int) -> None:
         for position in positions:
             tampered = bytearray(genuine)
             tampered[position] ^= 0xFF
-            receiver.conn = clone = corepair.clone_connection(original)
+            receiver.conn = clone = original.copy()
             error, unchanged = _tamper_outcome(pair, receiver_name, bytes(tampered))
             where = f"frame {index} ({len(genuine)} bytes) byte {position}"
             _check_tamper_outcome(where, position, error, unchanged, clone.state)
@@ -698,7 +698,7 @@ def test_hostile_record_from_the_sender(case: str) -> None:
     assert attacker is not None
     assert victim is not None
     for record in records:
-        attacker._emit_record(record)
+        corepair.emit_record(attacker, record)
     for plaintext in plaintexts:
         corepair.emit_raw(attacker, plaintext)
     before = (snapshot(pair.b.state), len(pair.b.events))
@@ -720,7 +720,7 @@ def test_hostile_receipt_from_the_receiver(case: str) -> None:
     assert attacker is not None
     assert victim is not None
     for record in records:
-        attacker._emit_record(record)
+        corepair.emit_record(attacker, record)
     before = (snapshot(pair.a.state), len(pair.a.events))
     with pytest.raises(error_type):
         pair.transfer("b")
@@ -733,7 +733,7 @@ def test_repeated_receipt_is_ignored() -> None:
     messages = _prepared(pair, sent=4, delivered=2)
     events = len(pair.a.events)
     assert pair.b.conn is not None
-    pair.b.conn._emit_record(_receipt(pair, D, 2, messages[1].hash))
+    corepair.emit_record(pair.b.conn, _receipt(pair, D, 2, messages[1].hash))
     pair.pump()
     assert len(pair.a.events) == events
     assert pair.a.state.peer_delivered == 2
@@ -753,7 +753,7 @@ def test_duplicate_at_the_start_of_a_new_connection_is_receipted_again() -> None
     seen_by_a = corepair.tap_records(pair.a.conn)
     b_events, a_events = len(pair.b.events), len(pair.a.events)
     # A sender that lost the receipt replays its last message first on the new connection.
-    pair.a.conn._emit_record([1, messages[1].envelope, messages[1].signature])
+    corepair.emit_record(pair.a.conn, [1, messages[1].envelope, messages[1].signature])
     pair.pump()
     assert pair.b.events[b_events:] == []
     assert pair.b.delivered == [b"m1", b"m2"]
@@ -766,7 +766,7 @@ def test_duplicate_at_the_start_of_a_new_connection_is_receipted_again() -> None
     pair.pump()
     assert pair.b.delivered == [b"m1", b"m2", b"m3"]
     # ...and a second repeat inside this connection is an error.
-    pair.a.conn._emit_record([1, messages[1].envelope, messages[1].signature])
+    corepair.emit_record(pair.a.conn, [1, messages[1].envelope, messages[1].signature])
     with pytest.raises(RemoteProtocolError):
         pair.transfer("a")
 
@@ -777,7 +777,7 @@ def test_forked_duplicate_at_the_start_of_a_new_connection_is_an_error() -> None
     pair.reconnect()
     assert pair.a.conn is not None
     fork = _message(pair, 2, messages[0].hash, body=b"another m2")
-    pair.a.conn._emit_record([1, fork.envelope, fork.signature])
+    corepair.emit_record(pair.a.conn, [1, fork.envelope, fork.signature])
     with pytest.raises(RemoteProtocolError):
         pair.transfer("a")
 
@@ -807,7 +807,7 @@ def test_oversize_record_is_refused_before_it_is_buffered() -> None:
     corepair.emit_raw(attacker, _raw(0, bytes(500)))
     with pytest.raises(RemoteProtocolError, match="larger than the limit"):
         pair.transfer("a")
-    assert len(victim._partial) <= small.max_record_size
+    assert victim.buffered_record <= small.max_record_size
 
 
 def _nested_empty_arrays(depth: int) -> bytes:
@@ -835,9 +835,9 @@ def test_nested_empty_arrays_are_refused_within_a_small_multiple_of_their_size(
             final = start + MAX_CONTENT >= len(tree)
             corepair.emit_raw(attacker, _raw(FLAG_FINAL if final else 0, piece))
     elif where == "message envelope":
-        attacker._emit_record([1, tree, pair.a.identity.sign(DOMAIN_MESSAGE + tree)])
+        corepair.emit_record(attacker, [1, tree, pair.a.identity.sign(DOMAIN_MESSAGE + tree)])
     else:
-        attacker._emit_record([2, tree, pair.b.identity.sign(DOMAIN_RECEIPT + tree)])
+        corepair.emit_record(attacker, [2, tree, pair.b.identity.sign(DOMAIN_RECEIPT + tree)])
     pair.collect()
     wire = pair.wire["a" if where != "receipt envelope" else "b"]
     victim.receive_data(bytes(wire), pair.now)
@@ -907,11 +907,8 @@ def test_rekey_flag_switches_the_receiving_key(sender_rekeys: bool) -> None:
     pair.connect()
     attacker = pair.a.conn
     assert attacker is not None
-    assert attacker._send_cipher is not None
-    corepair.emit_raw(attacker, _raw(FLAG_FINAL | FLAG_REKEY, PING))
-    if sender_rekeys:
-        attacker._send_cipher.rekey()
-    attacker._emit_record([5, "after the rekey"])
+    corepair.emit_raw(attacker, _raw(FLAG_FINAL | FLAG_REKEY, PING), rekey=sender_rekeys)
+    corepair.emit_record(attacker, [5, "after the rekey"])
     if sender_rekeys:
         pair.transfer("a")
         assert pair.b.events[-1] == PeerClosed("after the rekey")
@@ -1139,7 +1136,7 @@ def test_each_echo_gives_one_sample_and_a_negative_one_none() -> None:
     assert samples == [RoundTrip(1.0, 1.0)]  # Only the first echo of ping 1 is a sample.
     # A peer whose clock runs fast claims a hold longer than the round trip: no sample.
     b.advance(2.0)  # b's ping 2, sent at 2.0.
-    a._emit_record([3, 100, 2, 5_000_000, 1_000_000])
+    corepair.emit_record(a, [3, 100, 2, 5_000_000, 1_000_000])
     pair.transfer("a")
     assert b.rtt == 1.0
     assert b.state is ConnectionState.OPEN

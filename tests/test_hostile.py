@@ -1079,7 +1079,7 @@ async def test_ping_flood_from_a_peer_that_never_reads_is_bounded(
                             break  # The node gave up on a peer that never reads: fine too.
                 await trio.sleep(0.5)
                 session = node.line._active
-                unsent = len(session.conn._outbuf) if session is not None else 0
+                unsent = session.conn.unsent if session is not None else 0
             assert memory.current < 2 * MiB, f"{memory}; unsent output: {unsent} bytes"
             assert unsent < 64 * 1024  # Nothing but its own heartbeats waits for the peer.
             await hostile.aclose()

@@ -5,27 +5,8 @@ walks it): bytes and ``now`` go in, events and bytes come out. The trio driver a
 build on the names re-exported here; the modules behind them are private.
 """
 
-from ._connection import (
-    FLAG_FINAL,
-    FLAG_REKEY,
-    MAX_CONTENT,
-    MAX_OUTSTANDING_PINGS,
-    MAX_PLAINTEXT,
-    MAX_RECORD_FIELDS,
-    MIN_REQUESTED_INTERVAL,
-    PROLOGUE,
-    PROTOCOL_NAME,
-    REPLACED,
-    T_GOODBYE,
-    T_MESSAGE,
-    T_PING,
-    T_RECEIPT,
-    TERMINAL_STATES,
-    Connection,
-    ConnectionState,
-    Role,
-    handshake_prologue,
-)
+from ._codec import FLAG_FINAL, FLAG_REKEY, MAX_CONTENT, MAX_PLAINTEXT
+from ._connection import Connection
 from ._events import (
     NEED_DATA,
     ConnectionBroken,
@@ -41,7 +22,10 @@ from ._events import (
     RoundTrip,
     SignaturesToCheck,
 )
+from ._handshake import PROLOGUE, PROTOCOL_NAME, Role, handshake_prologue
 from ._linestate import SENT_HEAD_WINDOW, LineState
+from ._liveness import MAX_OUTSTANDING_PINGS, MIN_REQUESTED_INTERVAL
+from ._machines import TERMINAL_STATES, ConnectionState
 from ._noise import MAX_MESSAGE_LEN, TAG_LEN, CipherState, HandshakeState
 from ._records import (
     DOMAIN_MESSAGE,
@@ -63,6 +47,7 @@ from ._records import (
     strict_unpack,
     verify_message,
 )
+from ._transport import MAX_RECORD_FIELDS, REPLACED, T_GOODBYE, T_MESSAGE, T_PING, T_RECEIPT
 
 __all__ = [
     "DOMAIN_MESSAGE",
