@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
-from .._config import MAX_SIGNATURE_BATCH, Config
+from .._config import Config
 from .._errors import (
     AuthenticationError,
     ConnectionBrokenError,
@@ -45,6 +45,7 @@ from .._errors import (
     RemoteProtocolError,
 )
 from .._keys import Identity, PublicKey
+from ._batching import SignatureBatches
 from ._codec import Frames, TransportCodec
 from ._events import (
     NEED_DATA,
@@ -107,10 +108,7 @@ class Connection:
         self._failure: HotlineError | None = None
         self._now = now
         self._held = False
-        # Signature checks in batches (off unless the driver asks): new messages whose
-        # MessageReceived events wait in _events until their signatures are checked.
-        self._batch_minimum = 0  # 0: every signature is checked as its message arrives.
-        self._checking: SignatureBatch | None = None
+        self._signatures = SignatureBatches()
 
     def copy(self, *, line: LineState | None = None) -> Connection:
         """An independent copy: the same state, keys, nonces, buffers and events, each
@@ -123,12 +121,13 @@ class Connection:
         clone = copy.copy(self)
         clone._frames = self._frames.copy()
         clone._events = deque(self._events)
+        clone._signatures = self._signatures.copy()
         phase = self._phase
         if isinstance(phase, Handshake):
             clone._phase = phase.copy(clone._frames)
         else:
             clone._phase = phase.copy(
-                phase.codec.copy(clone._frames), clone._events,
+                phase.codec.copy(clone._frames), clone._events, clone._signatures,
                 line if line is not None else phase.line.copy(),
             )
         return clone
@@ -310,7 +309,8 @@ class Connection:
         bytes break the protocol; the connection is then in ``ERROR`` for good, and every
         later call raises the same error again.
         """
-        if self._checking is not None:
+        signatures = self._signatures
+        if signatures.checking is not None:
             return NEED_DATA  # Nothing comes out past messages whose signatures are out.
         if self._events:
             return self._events.popleft()
@@ -320,12 +320,10 @@ class Connection:
             raise ConnectionClosedError("the connection is closed")
         if self._state is _S.BROKEN:
             raise ConnectionBrokenError("the connection is broken")
-        unverified = self._unverified()
         try:
             # Frames are handled only while no event waits, except that a burst of new
             # messages may gather (their events queued, unreleased) to be checked together.
-            gather = MAX_SIGNATURE_BATCH if self._batch_minimum else 1
-            while len(self._events) == len(unverified) < gather:
+            while len(self._events) == len(signatures.unverified) < signatures.gather_limit:
                 if self._state is _S.AUTHENTICATED:
                     break  # Frames wait until the driver has called start().
                 frame = self._frames.take()
@@ -343,17 +341,18 @@ class Connection:
             # signatures nobody checked: none of it may come out after the error. (Messages
             # of that burst are not lost: without their receipt, the peer sends them again.)
             self._events.clear()
-            unverified.clear()
+            signatures.unverified.clear()
             raise self._fail(error) from None
-        if unverified:
-            return self._settle_unverified(unverified)
+        phase = self._phase
+        if signatures.unverified and isinstance(phase, Transport):
+            batch = signatures.settle(phase.peer)
+            if batch is signatures.checking:
+                return SignaturesToCheck(batch)
+            self._checked(batch)
+            return self.next_event()
         if self._events:
             return self._events.popleft()
         return NEED_DATA
-
-    def _unverified(self) -> list[SignedMessage]:
-        phase = self._phase
-        return phase.unverified if isinstance(phase, Transport) else []
 
     def _handle_frame(self, frame: bytes) -> None:
         phase = self._phase
@@ -373,46 +372,19 @@ class Connection:
         worker thread. Nothing a batch covers (nor anything after it) comes out before
         :meth:`signatures_checked`; a bad signature fails the connection as it would inline.
         """
-        if not 2 <= minimum <= MAX_SIGNATURE_BATCH:
-            raise LocalProtocolError(f"minimum must be 2 to {MAX_SIGNATURE_BATCH}")
-        self._batch_minimum = minimum
-        if isinstance(self._phase, Transport):
-            self._phase.batch_signatures = True
+        self._signatures.enable(minimum)
 
     def signatures_checked(self, batch: SignatureBatch) -> None:
         """Take back the batch of the last :class:`SignaturesToCheck`, after ``batch.run()``."""
-        if batch is not self._checking:
-            raise LocalProtocolError("this is not the batch the connection is waiting for")
-        if not batch.done:
-            raise LocalProtocolError("run() the batch before handing it back")
-        self._checking = None
-        self._release_unverified(batch)
+        self._signatures.take_back(batch)
+        self._checked(batch)
 
-    def _settle_unverified(self, unverified: list[SignedMessage]) -> Event | NeedData:
-        """Check the gathered burst here, or hand it to the driver if it is large enough."""
-        phase = self._require_transport()
-        batch = SignatureBatch(tuple(unverified), phase.peer)
-        if self._batch_minimum and len(batch) >= self._batch_minimum:
-            self._checking = batch
-            return SignaturesToCheck(batch)
-        batch.run()
-        self._release_unverified(batch)
-        return self.next_event()
-
-    def _require_transport(self) -> Transport:
-        phase = self._phase
-        if not isinstance(phase, Transport):
-            raise LocalProtocolError("the connection has not started")
-        return phase
-
-    def _release_unverified(self, batch: SignatureBatch) -> None:
-        self._unverified().clear()
-        if batch.failed_at is None:
-            return
-        # The events of the whole burst and of every frame after it go: as if the bad
-        # message had failed inline, with the messages before it resent by the peer.
-        self._events.clear()
-        self._fail(AuthenticationError(reason="bad signature"))
+    def _checked(self, batch: SignatureBatch) -> None:
+        if batch.failed_at is not None:
+            # The events of the whole burst and of every frame after it go: as if the bad
+            # message had failed inline, with the messages before it resent by the peer.
+            self._events.clear()
+            self._fail(AuthenticationError(reason="bad signature"))
 
     # --- actions --------------------------------------------------------------------
 
@@ -441,11 +413,10 @@ class Connection:
             raise self._fail(error) from None
         transport = Transport(
             TransportCodec(self._frames, send, receive, now=now), line, self._events,
-            peer=peer, line_id=handshake.line_id, config=self._config, now=now,
+            self._signatures, peer=peer, line_id=handshake.line_id, config=self._config, now=now,
             held=self._held, role=handshake.role, handshake_hash=handshake.handshake_hash,
             initiation_timestamp=handshake.initiation_timestamp,
         )
-        transport.batch_signatures = bool(self._batch_minimum)
         self._phase = transport
         self._set_state(_I.STARTED)
         transport.open()

@@ -31,6 +31,7 @@ from typing import Any
 from .._config import Config
 from .._errors import LocalProtocolError, RemoteProtocolError
 from .._keys import PublicKey
+from ._batching import SignatureBatches
 from ._codec import TransportCodec
 from ._events import (
     Event,
@@ -83,6 +84,7 @@ class Transport:
         codec: TransportCodec,
         line: LineState,
         events: deque[Event],
+        signatures: SignatureBatches,
         *,
         peer: PublicKey,
         line_id: bytes,
@@ -115,19 +117,21 @@ class Transport:
         # us no more than that however much it sends.
         self._owed_receipts: dict[ReceiptKind, Receipt] = {}
         self._ping_owed = False
-        # New messages whose signatures the connection checks in a batch (when it batches).
-        self.batch_signatures = False
-        self.unverified: list[SignedMessage] = []
+        self._signatures = signatures
 
-    def copy(self, codec: TransportCodec, events: deque[Event], line: LineState) -> Transport:
-        """An independent copy on ``codec``, queueing to ``events`` and keeping ``line``."""
+    def copy(
+        self, codec: TransportCodec, events: deque[Event], signatures: SignatureBatches,
+        line: LineState,
+    ) -> Transport:
+        """An independent copy on ``codec``, queueing to ``events`` and ``signatures`` and
+        keeping ``line`` current."""
         clone = copy.copy(self)
         clone.codec = codec
         clone._events = events
+        clone._signatures = signatures
         clone.line = line
         clone.liveness = self.liveness.copy()
         clone._owed_receipts = dict(self._owed_receipts)
-        clone.unverified = list(self.unverified)
         return clone
 
     def open(self) -> None:
@@ -206,12 +210,12 @@ class Transport:
             return
         if message.prev != self._received_head:
             raise RemoteProtocolError(f"message {seq} does not continue the chain")
-        if not self.batch_signatures:
+        if not self._signatures.minimum:
             verify_message(message, self.peer)
         else:
-            # Checked with its burst before its event comes out: see Connection.next_event().
-            # (The checks above need only the hash chain.)
-            self.unverified.append(message)
+            # Checked with its burst before its event comes out (see _batching.py); the
+            # checks above need only the hash chain.
+            self._signatures.unverified.append(message)
         self._received_seq = seq
         self._received_head = message.hash
         self._events.append(MessageReceived(message))
