@@ -8,10 +8,12 @@ whatever content the test wants.
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import corepair
@@ -19,6 +21,7 @@ import msgpack
 import pytest
 from corepair import Pair, drain, handshake, kinds, snapshot, split_frames, wall_ns
 
+import hotline.protocol
 from hotline import (
     PROLOGUE,
     PROTOCOL_NAME,
@@ -72,11 +75,43 @@ MALLORY = Identity.from_seed(bytes([9]) * 32)
 # --------------------------------------------------------------------------- imports
 
 
-def test_core_imports_neither_trio_nor_sqlite3() -> None:
+PROTOCOL_DIR = Path(hotline.protocol.__file__).parent
+FORBIDDEN = ("trio", "sqlite3", "_sqlite3")
+
+
+def _imported_modules(path: Path) -> list[str]:
+    """Every module an import statement in ``path`` names, wherever the statement is (inside
+    functions and ``if TYPE_CHECKING:`` too), relative ones resolved against the package."""
+    package = "hotline.protocol"
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(part for part in (base, node.module or "") if part)
+            names.append(module)
+            names.extend(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_protocol_folder_imports_neither_trio_nor_sqlite3() -> None:
+    """The sans-io core is a folder: no file in it imports trio or sqlite3, directly, and
+    importing all of it (with what it imports from the rest of hotline) loads neither."""
+    files = sorted(PROTOCOL_DIR.rglob("*.py"))
+    assert PROTOCOL_DIR / "_connection.py" in files
+    offending = [
+        f"{path.relative_to(PROTOCOL_DIR)}: {name}"
+        for path in files
+        for name in _imported_modules(path)
+        if name.split(".")[0] in FORBIDDEN
+    ]
+    assert offending == []
+    modules = [f"hotline.protocol.{path.stem}" for path in files if path.stem != "__init__"]
     code = (
-        "import sys\n"
-        "import hotline, hotline.protocol, hotline._store\n"
-        "print(sorted(m for m in ('trio', 'sqlite3', '_sqlite3') if m in sys.modules))\n"
+        "import importlib, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        f"print(sorted(m for m in {FORBIDDEN!r} if m in sys.modules))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
