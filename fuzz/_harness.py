@@ -84,11 +84,12 @@ from hotline.protocol import (  # noqa: E402
     pack,
     sign_message,
 )
+from hotline.testing import EPOCH_NS, frame, transport_plaintext  # noqa: E402
+from hotline.testing import wall_ns as manual_wall_ns  # noqa: E402
 
 ALICE = Identity.from_seed(bytes([1]) * 32)
 BOB = Identity.from_seed(bytes([2]) * 32)
 LINE_ID = line_id(ALICE.public_key, BOB.public_key)
-EPOCH_NS = 1_700_000_000_000_000_000
 #: Alice's initiation timestamp of the fuzzed session (above Bob's watermark, EPOCH_NS).
 INITIATION_TS = EPOCH_NS + 10_000_000_000
 EPHEMERAL_ALICE = bytes(range(1, 33))
@@ -104,12 +105,9 @@ ERRORS = (RemoteProtocolError, AuthenticationError)
 _SETTLE = 100_000  # next_event() calls before a loop counts as a hang
 
 
-def frame(noise_message: bytes) -> bytes:
-    return len(noise_message).to_bytes(2, "big") + noise_message
-
-
 def wall_ns(now: float) -> int:
-    return EPOCH_NS + 20_000_000_000 + round(now * 1e9)
+    """Timestamps of the fuzzed session: 20 s after the history's."""
+    return manual_wall_ns(now, epoch_ns=EPOCH_NS + 20_000_000_000)
 
 
 # --- the line before the fuzzed session ---------------------------------------------------
@@ -290,7 +288,7 @@ class Peer:
         for i, piece in enumerate(pieces or [b""]):
             flags = FLAG_FINAL if i == len(pieces or [b""]) - 1 else 0
             flags |= FLAG_REKEY if rekey and flags else 0
-            self.plaintext(bytes([flags]) + len(piece).to_bytes(2, "big") + piece)
+            self.plaintext(transport_plaintext(flags, piece))
 
     def message_envelope(self, envelope: bytes) -> None:
         """Any bytes as a message envelope, with Alice's valid signature over them."""

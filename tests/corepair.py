@@ -7,7 +7,8 @@ feeds them to the other, and every event is handled the way a simple driver woul
 authentication, record and receipt received messages, keep received receipts).
 
 Everything is deterministic: the identities come from fixed seeds, every connection's
-ephemeral key from the node's name and a counter, timestamps from the manual clock. Two pairs
+ephemeral key from the node's name and a counter, timestamps from the manual clock
+(``hotline.testing.wall_ns``). Two pairs
 driven through the same steps write the same bytes.
 
 Import it from a test module as ``import corepair`` (pytest puts ``tests/`` on ``sys.path``).
@@ -41,15 +42,13 @@ from hotline import (
     SignedMessage,
     line_id,
 )
-from hotline._store import Batch, MemoryStore
 from hotline.protocol._machines import ConnectionInput
 from hotline.protocol._transport import Transport
+from hotline.store import Batch, MemoryStore
+from hotline.testing import split_frames, wall_ns
 
 SEED_A = bytes([1]) * 32
 SEED_B = bytes([2]) * 32
-#: Wall clock of ``now == 0`` in nanoseconds: message, receipt and initiation timestamps.
-EPOCH_NS = 1_700_000_000_000_000_000
-
 TERMINAL = frozenset({ConnectionState.CLOSED, ConnectionState.BROKEN, ConnectionState.ERROR})
 
 
@@ -58,36 +57,12 @@ def ephemeral(name: str, counter: int) -> bytes:
     return hashlib.blake2b(f"corepair {name} {counter}".encode(), digest_size=32).digest()
 
 
-def wall_ns(now: float) -> int:
-    return EPOCH_NS + round(now * 1_000_000_000)
-
-
-def split_frames(data: bytes) -> list[bytes]:
-    """Cut a stream of whole frames into frames, each with its 2-byte length prefix."""
-    frames = []
-    pos = 0
-    while pos < len(data):
-        end = pos + 2 + int.from_bytes(data[pos : pos + 2], "big")
-        assert end <= len(data), "the stream ends inside a frame"
-        frames.append(bytes(data[pos:end]))
-        pos = end
-    return frames
-
-
 def snapshot(state: LineState) -> dict[str, Any]:
     """Every field of a line state, copied, so that ``snapshot(s) == snapshot(t)`` compares."""
     result = {f.name: getattr(state, f.name) for f in fields(state)}
     result["pending"] = tuple(state.pending)
     result["sent_heads"] = dict(state.sent_heads)
     return result
-
-
-def transport_plaintext(
-    flags: int, content: bytes, *, length: int | None = None, padding: bytes = b""
-) -> bytes:
-    """A transport plaintext ``flags || length || content || padding``, any of it wrong."""
-    size = len(content) if length is None else length
-    return bytes([flags]) + size.to_bytes(2, "big") + content + padding
 
 
 def _transport(conn: Connection) -> Transport:

@@ -57,9 +57,7 @@ from hotline import (
     sign_message,
     sign_receipt,
 )
-from hotline._line import Line
-from hotline._listener import Listener
-from hotline._store import Batch
+from hotline.driver import Line, Listener
 from hotline.protocol import (
     DOMAIN_MESSAGE,
     DOMAIN_RECEIPT,
@@ -78,6 +76,8 @@ from hotline.protocol import (
 from hotline.protocol import (
     FLAG_REKEY as REKEY,
 )
+from hotline.store import Batch
+from hotline.testing import frame, transport_plaintext
 
 #: The legitimate caller, whose identity the attacker holds for authenticated misbehaviour.
 ALICE = Identity.from_seed(bytes([0xA1]) * 32, "alice")
@@ -90,17 +90,6 @@ LOOPBACK = "127.0.0.1"
 
 
 Address = tuple[str, int]
-
-
-def frame(noise_message: bytes) -> bytes:
-    """``uint16_be(len) || noise_message``."""
-    return len(noise_message).to_bytes(2, "big") + noise_message
-
-
-def plaintext(flags: int, content: bytes, *, padding: int = 0, length: int | None = None) -> bytes:
-    """A transport plaintext ``flags || length || content || zero padding``."""
-    size = len(content) if length is None else length
-    return bytes([flags]) + size.to_bytes(2, "big") + content + bytes(padding)
 
 
 def now_ns() -> int:
@@ -277,7 +266,7 @@ class HostileSession:
             chunk = record[offset : offset + piece]
             offset += len(chunk)
             last = offset >= len(record)
-            out += self.seal(plaintext(FINAL if last and final else 0, chunk))
+            out += self.seal(transport_plaintext(FINAL if last and final else 0, chunk))
             if last:
                 return bytes(out)
 

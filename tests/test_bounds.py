@@ -45,6 +45,7 @@ from hotline import (
 from hotline._line import Line
 from hotline._sqlite import SQLiteStore
 from hotline.protocol import SENT_HEAD_WINDOW, T_RECEIPT
+from hotline.testing import split_frames, wall_ns
 
 KiB = 1024
 #: A ping on the wire: 2-byte length, a 64-byte padded plaintext, a 16-byte tag.
@@ -102,7 +103,7 @@ def test_no_ping_is_queued_behind_unsent_output() -> None:
         a.advance(now)
         assert a.unsent == len(taken)
     assert a.next_deadline() == 11.0
-    assert len(corepair.split_frames(a.data_to_send())) == 1
+    assert len(split_frames(a.data_to_send())) == 1
 
 
 def test_messages_wait_in_the_outbox_past_the_unsent_limit() -> None:
@@ -386,7 +387,7 @@ def test_an_old_acknowledgement_is_checked_against_its_head_from_the_store(
             assert b.conn is not None
             b.conn.send_receipt(b.state.sign_own_receipt(
                 b.identity, b.line_id, ReceiptKind.ACKNOWLEDGED, upto, head,
-                corepair.wall_ns(pair.now)))
+                wall_ns(pair.now)))
             pair.pump()
 
         acknowledge(5, heads[4])

@@ -19,7 +19,7 @@ from typing import Any
 import corepair
 import msgpack
 import pytest
-from corepair import Pair, drain, handshake, kinds, snapshot, split_frames, wall_ns
+from corepair import Pair, drain, handshake, kinds, snapshot
 
 import hotline.protocol
 from hotline import (
@@ -54,7 +54,6 @@ from hotline import (
     sign_message,
     sign_receipt,
 )
-from hotline._store import MemoryStore
 from hotline.protocol import (
     DOMAIN_MESSAGE,
     DOMAIN_RECEIPT,
@@ -65,6 +64,8 @@ from hotline.protocol import (
     HandshakeState,
     handshake_prologue,
 )
+from hotline.store import MemoryStore
+from hotline.testing import split_frames, transport_plaintext, wall_ns
 
 PEER_FAULTS = (RemoteProtocolError, AuthenticationError)
 #: A body that needs two transport messages, with a pattern that shows misplaced bytes.
@@ -555,7 +556,7 @@ def _noncanonical_envelope(pair: Pair, prev: bytes) -> list[Any]:
 
 
 def _raw(flags: int, content: bytes, **kwargs: Any) -> bytes:
-    return corepair.transport_plaintext(flags, content, **kwargs)
+    return transport_plaintext(flags, content, **kwargs)
 
 
 PING = msgpack.packb([3, 77, 0, 0, 1_000_000])

@@ -43,7 +43,6 @@ from hostile import (
     connect,
     exchange,
     exchange_with_real_peer,
-    frame,
     initiation,
     many_sources,
     memory_probe,
@@ -51,7 +50,6 @@ from hostile import (
     open_node,
     open_relay,
     pack,
-    plaintext,
     seeded_store,
     source,
     wait_for_log,
@@ -72,6 +70,8 @@ from hotline import (
 )
 from hotline._listener import PENDING_PER_SOURCE
 from hotline.protocol import MAX_MESSAGE_LEN, HandshakeState, handshake_prologue, message_hash
+from hotline.testing import frame
+from hotline.testing import transport_plaintext as plaintext
 
 KiB = 1024
 MiB = 1024 * KiB
