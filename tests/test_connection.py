@@ -23,6 +23,7 @@ from corepair import Pair, drain, handshake, kinds, snapshot
 
 import hotline.protocol
 from hotline import (
+    NEED_DATA,
     PROLOGUE,
     PROTOCOL_NAME,
     AuthenticationError,
@@ -118,6 +119,31 @@ def test_protocol_folder_imports_neither_trio_nor_sqlite3() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_copy_advances_on_its_own() -> None:
+    """Connection.copy() shares nothing that changes: the copy and the original, fed the same
+    bytes, give the same events and write the same bytes, and neither sees the other's."""
+    pair = Pair(auto_deliver=False)
+    pair.connect()
+    pair.send("a", b"to both")
+    pair.send("a", b"and again")
+    pair.collect()
+    data = bytes(pair.wire["a"])
+    original = pair.b.conn
+    assert original is not None
+    line = pair.b.state.copy()
+    twin = original.copy(line=line)
+    twin.receive_data(data, pair.now)
+    seen_by_twin = drain(twin)
+    assert [type(e) for e in seen_by_twin] == [MessageReceived, MessageReceived]
+    assert original.next_event() is NEED_DATA  # Nothing of the twin's input reached it.
+    original.receive_data(data, pair.now)
+    assert drain(original) == seen_by_twin
+    assert twin.data_to_send() == original.data_to_send()
+    twin.close("only the twin")
+    assert original.state is ConnectionState.OPEN
+    assert twin.data_to_send() != original.data_to_send()
 
 
 # --------------------------------------------------------------------------- delivery
