@@ -68,7 +68,7 @@ from hotline import (
     open_message,
     sign_message,
 )
-from hotline._listener import PENDING_PER_SOURCE
+from hotline.driver import PENDING_PER_SOURCE
 from hotline.protocol import MAX_MESSAGE_LEN, HandshakeState, handshake_prologue, message_hash
 from hotline.testing import frame
 from hotline.testing import transport_plaintext as plaintext

@@ -16,8 +16,14 @@ import msgpack
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from hotline import Connection, Identity, LineState, PeerAuthenticated
-from hotline._errors import AuthenticationError, LocalProtocolError
+from hotline import (
+    AuthenticationError,
+    Connection,
+    Identity,
+    LineState,
+    LocalProtocolError,
+    PeerAuthenticated,
+)
 from hotline.protocol._noise import (
     MAX_MESSAGE_LEN,
     CipherState,

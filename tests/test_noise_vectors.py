@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hotline._errors import LocalProtocolError
+from hotline import LocalProtocolError
 from hotline.protocol._noise import HandshakeState, parse_protocol_name
 
 VECTOR_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "noise-vectors"
