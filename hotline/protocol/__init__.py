@@ -22,10 +22,10 @@ from ._events import (
     RoundTrip,
     SignaturesToCheck,
 )
-from ._handshake import PROLOGUE, PROTOCOL_NAME, Role, handshake_prologue
+from ._handshake import PROLOGUE, PROTOCOL_NAME, handshake_prologue
 from ._linestate import SENT_HEAD_WINDOW, LineState
 from ._liveness import MAX_OUTSTANDING_PINGS, MIN_REQUESTED_INTERVAL
-from ._machines import TERMINAL_STATES, ConnectionState
+from ._machines import TERMINAL_STATES, ConnectionState, Role
 from ._noise import MAX_MESSAGE_LEN, TAG_LEN, CipherState, HandshakeState
 from ._records import (
     DOMAIN_MESSAGE,

@@ -46,7 +46,7 @@ from .._errors import (
 )
 from .._keys import Identity, PublicKey
 from ._batching import SignatureBatches
-from ._codec import Frames, TransportCodec
+from ._codec import Frames
 from ._events import (
     NEED_DATA,
     ConnectionBroken,
@@ -55,12 +55,14 @@ from ._events import (
     NeedData,
     SignaturesToCheck,
 )
-from ._handshake import Handshake, Role, known_peer_table
+from ._handshake import Handshake, known_peer_table
 from ._linestate import LineState
 from ._machines import (
+    INITIAL_STATE,
     TERMINAL_STATES,
     ConnectionInput,
     ConnectionState,
+    Role,
     next_connection_state,
 )
 from ._records import Receipt, SignatureBatch, SignedMessage
@@ -96,7 +98,7 @@ class Connection:
     ) -> None:
         """Prefer :meth:`initiate` and :meth:`respond`, which say what each role needs."""
         self._config = config or Config()
-        self._state = _S.AWAIT_RESPONSE if role is Role.INITIATOR else _S.AWAIT_INITIATION
+        self._state = INITIAL_STATE[role]
         self._frames = Frames()
         self._phase: Handshake | Transport = Handshake(
             identity, role, self._frames,
@@ -408,15 +410,12 @@ class Connection:
             self._config = config
         self._now = now
         try:
-            peer, send, receive = handshake.accept(line)
+            transport = handshake.into_transport(
+                line, self._events, self._signatures, config=self._config, now=now,
+                held=self._held,
+            )
         except AuthenticationError as error:
             raise self._fail(error) from None
-        transport = Transport(
-            TransportCodec(self._frames, send, receive, now=now), line, self._events,
-            self._signatures, peer=peer, line_id=handshake.line_id, config=self._config, now=now,
-            held=self._held, role=handshake.role, handshake_hash=handshake.handshake_hash,
-            initiation_timestamp=handshake.initiation_timestamp,
-        )
         self._phase = transport
         self._set_state(_I.STARTED)
         transport.open()

@@ -9,30 +9,34 @@ merely the X25519 keys derived from them (which cannot tell a key from its negat
 responder's payload is empty. The responder names the peer to its driver
 (:class:`PeerAuthenticated`) and waits: the driver loads that peer's :class:`LineState`,
 checks nothing itself, and calls ``Connection.start``, which hands the line state to
-:meth:`Handshake.accept`. That rejects a timestamp not above the stored watermark (a replayed
-initiation) before anything is sent back, answers, and splits the two transport cipher
-states, which is all the transport phase keeps of the handshake (with its hash).
+:meth:`Handshake.into_transport`. That rejects a timestamp not above the stored watermark (a
+replayed initiation) before anything is sent back, answers, and splits the two transport
+cipher states, which is all the transport phase keeps of the handshake (with its hash).
 
 A :class:`Handshake` lives until ``start()``; nothing in it outlives the phase, and the
-transport phase (``_transport.py``) has nothing of it but what :meth:`Handshake.accept`
-returns.
+transport phase (``_transport.py``) has nothing of it but what
+:meth:`Handshake.into_transport` hands over (as snow's ``into_transport_mode``).
 """
 
 from __future__ import annotations
 
 import copy
-import enum
+from collections import deque
 from collections.abc import Iterable, Mapping
 
+from .._config import Config
 from .._errors import AuthenticationError, LocalProtocolError, RemoteProtocolError
 from .._keys import Identity, PublicKey, line_id
-from ._codec import Frames
-from ._events import PeerAuthenticated
+from ._batching import SignatureBatches
+from ._codec import Frames, TransportCodec
+from ._events import Event, PeerAuthenticated
 from ._linestate import LineState
+from ._machines import Role
 from ._noise import CipherState, HandshakeState
 from ._records import pack, strict_unpack
+from ._transport import Transport
 
-__all__ = ["PROLOGUE", "PROTOCOL_NAME", "Handshake", "Role", "handshake_prologue"]
+__all__ = ["PROLOGUE", "PROTOCOL_NAME", "Handshake", "handshake_prologue"]
 
 PROTOCOL_NAME = "Noise_IK_25519_ChaChaPoly_BLAKE2b"
 #: hotline's name and protocol version: the start of every handshake's prologue.
@@ -47,11 +51,6 @@ def handshake_prologue(responder: PublicKey) -> bytes:
     travels in that message's payload.
     """
     return PROLOGUE + responder.raw
-
-
-class Role(enum.Enum):
-    INITIATOR = "initiator"
-    RESPONDER = "responder"
 
 
 def known_peer_table(
@@ -168,9 +167,29 @@ class Handshake:
             raise LocalProtocolError("the peer is not authenticated yet")
         return self.peer
 
-    def accept(self, line: LineState) -> tuple[PublicKey, CipherState, CipherState]:
-        """At ``start()``: check the initiation against ``line`` and record it there; the
-        responder answers. Returns the peer and the sending and receiving cipher states."""
+    def into_transport(
+        self,
+        line: LineState,
+        events: deque[Event],
+        signatures: SignatureBatches,
+        *,
+        config: Config,
+        now: float,
+        held: bool,
+    ) -> Transport:
+        """At ``start()``: end the handshake and begin the transport phase on ``line``.
+
+        The initiation is checked against ``line`` and recorded there; the responder answers.
+        """
+        peer, send, receive = self._accept(line)
+        return Transport(
+            TransportCodec(self._frames, send, receive, now=now), line, events, signatures,
+            peer=peer, line_id=self.line_id, config=config, now=now, held=held,
+            role=self.role, handshake_hash=self.handshake_hash,
+            initiation_timestamp=self.initiation_timestamp,
+        )
+
+    def _accept(self, line: LineState) -> tuple[PublicKey, CipherState, CipherState]:
         timestamp = self.initiation_timestamp
         if timestamp is None:
             raise LocalProtocolError("the handshake has not authenticated the peer")

@@ -39,8 +39,8 @@ from .._errors import LocalProtocolError
 from ._events import Liveness
 
 __all__ = [
-    "CONNECTION", "LIVENESS", "TERMINAL_STATES", "ConnectionInput", "ConnectionState",
-    "LivenessInput", "next_connection_state", "next_liveness",
+    "CONNECTION", "INITIAL_STATE", "LIVENESS", "TERMINAL_STATES", "ConnectionInput",
+    "ConnectionState", "LivenessInput", "Role", "next_connection_state", "next_liveness",
 ]
 
 
@@ -60,6 +60,11 @@ class ConnectionState(enum.Enum):
     """The peer broke the protocol or failed authentication."""
 
 
+class Role(enum.Enum):
+    INITIATOR = "initiator"
+    RESPONDER = "responder"
+
+
 class ConnectionInput(enum.Enum):
     AUTHENTICATED = "the peer's handshake message authenticated it"
     STARTED = "the driver started the connection"
@@ -75,6 +80,9 @@ _S = ConnectionState
 _I = ConnectionInput
 #: The states a connection never leaves.
 TERMINAL_STATES = frozenset({_S.CLOSED, _S.BROKEN, _S.ERROR})
+
+#: Where each role's machine starts.
+INITIAL_STATE = {Role.INITIATOR: _S.AWAIT_RESPONSE, Role.RESPONDER: _S.AWAIT_INITIATION}
 
 #: Every way out of any state that is not terminal.
 _ENDINGS = {

@@ -40,10 +40,9 @@ from ._events import (
     PeerClosed,
     ReceiptReceived,
 )
-from ._handshake import Role
 from ._linestate import LineState
 from ._liveness import PeerLiveness
-from ._machines import ConnectionInput
+from ._machines import ConnectionInput, Role
 from ._records import (
     Receipt,
     ReceiptKind,
