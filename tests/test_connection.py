@@ -62,6 +62,7 @@ from hotline.protocol import (
     FLAG_REKEY,
     MAX_CONTENT,
     MIN_REQUESTED_INTERVAL,
+    REPLACED,
     HandshakeState,
     handshake_prologue,
 )
@@ -1604,6 +1605,17 @@ def test_goodbye_reason_is_delivered() -> None:
     pair.connect()
     pair.close("b", "maintenance")
     assert pair.a.events[-1] == PeerClosed("maintenance")
+
+
+def test_the_replacement_goodbye_is_the_protocol_constant_of_the_spec() -> None:
+    """The reason that announces a newer connection is compared exactly, so it is a protocol
+    constant, spelled as docs/protocol.md spells it, and arrives as sent."""
+    spec = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    assert f"`{REPLACED}`" in " ".join(spec.split())
+    pair = Pair()
+    pair.connect()
+    pair.close("a", REPLACED)
+    assert pair.b.events[-1] == PeerClosed(REPLACED)
 
 
 def test_end_of_stream_without_goodbye_breaks_the_connection() -> None:
