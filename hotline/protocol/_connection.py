@@ -21,11 +21,13 @@ A connection is a thin composition, one object per layer of docs/protocol.md:
 - :class:`~._liveness.PeerLiveness` (``_liveness.py``), inside the transport: heartbeats and
   what we believe about the peer;
 - ``_machines.py``: the state tables. Every change of :attr:`state` is a lookup of
-  ``(state, input)`` there, and the state that does not fit the tables is listed there.
+  ``(state, input)`` there (through a ``ConnectionMachine``, which also keeps the leftovers:
+  the end of stream and the error that ended the connection);
+- :class:`~._batching.SignatureBatches` (``_batching.py``): signatures checked in batches.
 
 After a remote or authentication error the connection stays in ``ERROR`` for good, and
-re-raises. This class adds what belongs to the connection as a whole: the event queue, the
-end of stream, that error, and signature batching (which decides when events come out).
+re-raises. This class adds what belongs to the connection as a whole: the event queue, and
+when events come out.
 """
 
 from __future__ import annotations
@@ -38,8 +40,6 @@ from typing import ClassVar
 from .._config import Config
 from .._errors import (
     AuthenticationError,
-    ConnectionBrokenError,
-    ConnectionClosedError,
     HotlineError,
     LocalProtocolError,
     RemoteProtocolError,
@@ -57,14 +57,7 @@ from ._events import (
 )
 from ._handshake import Handshake, known_peer_table
 from ._linestate import LineState
-from ._machines import (
-    INITIAL_STATE,
-    TERMINAL_STATES,
-    ConnectionInput,
-    ConnectionState,
-    Role,
-    next_connection_state,
-)
+from ._machines import ConnectionInput, ConnectionMachine, ConnectionState, Role
 from ._records import Receipt, SignatureBatch, SignedMessage
 from ._transport import Transport
 
@@ -98,7 +91,7 @@ class Connection:
     ) -> None:
         """Prefer :meth:`initiate` and :meth:`respond`, which say what each role needs."""
         self._config = config or Config()
-        self._state = INITIAL_STATE[role]
+        self._machine = ConnectionMachine(role)
         self._frames = Frames()
         self._phase: Handshake | Transport = Handshake(
             identity, role, self._frames,
@@ -106,8 +99,6 @@ class Connection:
             known=known_peer_table(known_peers), ephemeral=ephemeral,
         )
         self._events: deque[Event] = deque()
-        self._eof = False
-        self._failure: HotlineError | None = None
         self._now = now
         self._held = False
         self._signatures = SignatureBatches()
@@ -121,6 +112,7 @@ class Connection:
         settings and a responder's table of known peers are shared, as they never change.
         """
         clone = copy.copy(self)
+        clone._machine = copy.copy(self._machine)
         clone._frames = self._frames.copy()
         clone._events = deque(self._events)
         clone._signatures = self._signatures.copy()
@@ -184,7 +176,7 @@ class Connection:
 
     @property
     def state(self) -> ConnectionState:
-        return self._state
+        return self._machine.state
 
     @property
     def role(self) -> Role:
@@ -259,49 +251,33 @@ class Connection:
 
     # --- state ----------------------------------------------------------------------
 
-    def _set_state(self, event: ConnectionInput) -> None:
-        self._state = next_connection_state(self._state, event)
-
     def _clock(self, now: float) -> None:
         self._now = now
         if isinstance(self._phase, Transport):
             self._phase.now = now
 
-    def _fail(self, error: HotlineError) -> HotlineError:
-        """Remember ``error`` for good; an open connection moves to ``ERROR``. (One that was
-        closed or broken meanwhile, with a burst of signatures out, keeps its state but still
-        raises the error, once its events are drained.)"""
-        self._failure = error
-        if self._state not in TERMINAL_STATES:
-            self._set_state(_I.PEER_FAULT)
-        return error
-
     def _break(self, event: ConnectionInput, reason: str) -> None:
-        self._set_state(event)
+        self._machine.apply(event)
         self._events.append(ConnectionBroken(reason))
 
     def _require_open(self) -> Transport:
+        self._machine.check_open()
         phase = self._phase
-        if self._state is _S.OPEN and isinstance(phase, Transport):
-            return phase
-        if self._state is _S.CLOSED:
-            raise ConnectionClosedError("the connection is closed")
-        if self._state is _S.BROKEN:
-            raise ConnectionBrokenError("the connection is broken")
-        if self._state is _S.ERROR:
-            raise LocalProtocolError("the connection failed and cannot be used")
-        raise LocalProtocolError(f"the connection is not open yet ({self._state.value})")
+        if not isinstance(phase, Transport):  # pragma: no cover - OPEN holds the transport
+            raise LocalProtocolError("the connection has not started")
+        return phase
 
     # --- input ----------------------------------------------------------------------
 
     def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
         """Buffer bytes from the peer; ``b""`` means the peer closed its side of the stream."""
         self._clock(now)
-        if self._eof and data:
+        machine = self._machine
+        if machine.end_of_stream and data:
             raise LocalProtocolError("received data after end of stream")
         if not data:
-            self._eof = True
-        elif self._state not in TERMINAL_STATES:
+            machine.end_of_stream = True
+        elif not machine.over:
             self._frames.feed(data)
 
     def next_event(self) -> Event | NeedData:
@@ -316,27 +292,23 @@ class Connection:
             return NEED_DATA  # Nothing comes out past messages whose signatures are out.
         if self._events:
             return self._events.popleft()
-        if self._failure is not None:
-            raise self._failure
-        if self._state is _S.CLOSED:
-            raise ConnectionClosedError("the connection is closed")
-        if self._state is _S.BROKEN:
-            raise ConnectionBrokenError("the connection is broken")
+        machine = self._machine
+        machine.check_readable()
         try:
             # Frames are handled only while no event waits, except that a burst of new
             # messages may gather (their events queued, unreleased) to be checked together.
             while len(self._events) == len(signatures.unverified) < signatures.gather_limit:
-                if self._state is _S.AUTHENTICATED:
+                if machine.state is _S.AUTHENTICATED:
                     break  # Frames wait until the driver has called start().
                 frame = self._frames.take()
                 if frame is None:
-                    if self._eof and self._state not in TERMINAL_STATES:
+                    if machine.end_of_stream and not machine.over:
                         self._break(
                             _I.END_OF_STREAM, "the peer closed the connection without a goodbye"
                         )
                     break
                 self._handle_frame(frame)
-                if self._state in TERMINAL_STATES:
+                if machine.over:
                     break
         except self._ERROR_TYPES as error:
             # Whatever is queued now came from the frame that failed, or from a burst whose
@@ -344,7 +316,7 @@ class Connection:
             # of that burst are not lost: without their receipt, the peer sends them again.)
             self._events.clear()
             signatures.unverified.clear()
-            raise self._fail(error) from None
+            raise self._machine.fail(error) from None
         phase = self._phase
         if signatures.unverified and isinstance(phase, Transport):
             batch = signatures.settle(phase.peer)
@@ -360,11 +332,11 @@ class Connection:
         phase = self._phase
         if isinstance(phase, Handshake):
             self._events.append(phase.read(frame))
-            self._set_state(_I.AUTHENTICATED)
+            self._machine.apply(_I.AUTHENTICATED)
             return
         outcome = phase.handle_frame(frame)
         if outcome is not None:
-            self._set_state(outcome)
+            self._machine.apply(outcome)
 
     def check_signatures_in_batches(self, minimum: int = 8) -> None:
         """Hand bursts of at least ``minimum`` new messages to the driver to check together.
@@ -386,7 +358,7 @@ class Connection:
             # The events of the whole burst and of every frame after it go: as if the bad
             # message had failed inline, with the messages before it resent by the peer.
             self._events.clear()
-            self._fail(AuthenticationError(reason="bad signature"))
+            self._machine.fail(AuthenticationError(reason="bad signature"))
 
     # --- actions --------------------------------------------------------------------
 
@@ -401,9 +373,9 @@ class Connection:
         with its own settings, then each line runs with its own).
         """
         handshake = self._phase
-        if self._state is not _S.AUTHENTICATED or not isinstance(handshake, Handshake):
+        if self._machine.state is not _S.AUTHENTICATED or not isinstance(handshake, Handshake):
             raise LocalProtocolError(
-                f"start() needs an authenticated connection, not {self._state.value}"
+                f"start() needs an authenticated connection, not {self._machine.state.value}"
             )
         line.check()
         if config is not None:
@@ -415,9 +387,9 @@ class Connection:
                 held=self._held,
             )
         except AuthenticationError as error:
-            raise self._fail(error) from None
+            raise self._machine.fail(error) from None
         self._phase = transport
-        self._set_state(_I.STARTED)
+        self._machine.apply(_I.STARTED)
         transport.open()
 
     def send_message(self, message: SignedMessage) -> None:
@@ -440,12 +412,12 @@ class Connection:
 
     def close(self, reason: str = "closed") -> None:
         """Say goodbye (when open) and close; the goodbye is in :meth:`data_to_send`."""
-        if self._state in TERMINAL_STATES:
+        if self._machine.over:
             return
         phase = self._phase
-        if self._state is _S.OPEN and isinstance(phase, Transport):
+        if self._machine.state is _S.OPEN and isinstance(phase, Transport):
             phase.close(reason)
-        self._set_state(_I.CLOSED_HERE)
+        self._machine.apply(_I.CLOSED_HERE)
 
     def data_to_send(self) -> bytes:
         """Bytes to write to the peer, in order; empties the buffer.
@@ -457,7 +429,7 @@ class Connection:
         """
         self._frames.written()
         phase = self._phase
-        if self._state is _S.OPEN and isinstance(phase, Transport):
+        if self._machine.state is _S.OPEN and isinstance(phase, Transport):
             phase.flush()
         return self._frames.take_output()
 
@@ -471,7 +443,7 @@ class Connection:
 
     def next_deadline(self) -> float | None:
         """When :meth:`advance` must be called next, or ``None`` if no timer runs."""
-        if self._state in TERMINAL_STATES:
+        if self._machine.over:
             return None
         phase = self._phase
         if isinstance(phase, Handshake):
@@ -497,7 +469,7 @@ class Connection:
     def advance(self, now: float) -> None:
         """Run the timers that are due at ``now``: handshake timeout, pings, liveness, rekey."""
         self._clock(now)
-        if self._state in TERMINAL_STATES:
+        if self._machine.over:
             return
         phase = self._phase
         if isinstance(phase, Handshake):

@@ -17,16 +17,17 @@ the traffic it has (not) seen: ``UP`` once the connection opens, ``SUSPECT`` aft
 ``suspect_after`` silent intervals, back to ``UP`` when anything authentic arrives, and
 ``DOWN`` after ``down_after`` seconds of silence, which also breaks the connection.
 
-Extra bits of state that do not fit the tables, and where they live:
+Extra bits of state that do not fit the tables, and where they live (those of the connection
+machine here, in :class:`ConnectionMachine`):
 
 - ``held`` (:class:`~._liveness.PeerLiveness`): the driver has stopped reading, so silence
   proves nothing; the liveness timers pause until it reads again.
-- ``checking`` (``Connection``): a batch of signatures is out with the driver; no event comes
-  out, whatever the state, until the batch is back.
-- ``failure`` (``Connection``): the error that put the connection in ``ERROR`` (or that a
-  batch found after it closed), raised again by every later ``next_event()``.
-- ``eof`` (``Connection``): the peer ended its stream; frames already buffered still count,
-  and the connection breaks once they are used up.
+- ``checking`` (``_batching.py``): a batch of signatures is out with the driver; no event
+  comes out, whatever the state, until the batch is back.
+- ``failure`` (:class:`ConnectionMachine`): the error that put the connection in ``ERROR``
+  (or that a batch found after it closed), raised again by every later ``next_event()``.
+- ``end_of_stream`` (:class:`ConnectionMachine`): the peer ended its stream; frames already
+  buffered still count, and the connection breaks once they are used up.
 - ``ping owed`` (``Transport``): a ping (and any rekey it carries) fell due while output was
   unsent; it goes out with the next ``data_to_send()``, not at a time.
 """
@@ -35,12 +36,18 @@ from __future__ import annotations
 
 import enum
 
-from .._errors import LocalProtocolError
+from .._errors import (
+    ConnectionBrokenError,
+    ConnectionClosedError,
+    HotlineError,
+    LocalProtocolError,
+)
 from ._events import Liveness
 
 __all__ = [
     "CONNECTION", "INITIAL_STATE", "LIVENESS", "TERMINAL_STATES", "ConnectionInput",
-    "ConnectionState", "LivenessInput", "Role", "next_connection_state", "next_liveness",
+    "ConnectionMachine", "ConnectionState", "LivenessInput", "Role", "next_connection_state",
+    "next_liveness",
 ]
 
 
@@ -112,6 +119,54 @@ def next_connection_state(state: ConnectionState, event: ConnectionInput) -> Con
     if new is None:
         raise LocalProtocolError(f"{event.value}: impossible in state {state.value}")
     return new
+
+
+class ConnectionMachine:
+    """A connection's state, moved only through :data:`CONNECTION`, with the leftovers that
+    decide what its calls do once it is over."""
+
+    def __init__(self, role: Role) -> None:
+        self.state = INITIAL_STATE[role]
+        self.failure: HotlineError | None = None
+        self.end_of_stream = False
+
+    @property
+    def over(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def apply(self, event: ConnectionInput) -> None:
+        self.state = next_connection_state(self.state, event)
+
+    def fail(self, error: HotlineError) -> HotlineError:
+        """Remember ``error`` for good; a connection not over yet moves to ``ERROR``. (One
+        that closed or broke meanwhile, with a burst of signatures out, keeps its state but
+        still raises the error, once its events are drained.)"""
+        self.failure = error
+        if not self.over:
+            self.apply(ConnectionInput.PEER_FAULT)
+        return error
+
+    def check_readable(self) -> None:
+        """What ``next_event()`` raises once the events are drained: the failure, or that
+        the connection is closed or broken."""
+        if self.failure is not None:
+            raise self.failure
+        if self.state is _S.CLOSED:
+            raise ConnectionClosedError("the connection is closed")
+        if self.state is _S.BROKEN:
+            raise ConnectionBrokenError("the connection is broken")
+
+    def check_open(self) -> None:
+        """What sending on a connection that is not open raises."""
+        if self.state is _S.OPEN:
+            return
+        if self.state is _S.CLOSED:
+            raise ConnectionClosedError("the connection is closed")
+        if self.state is _S.BROKEN:
+            raise ConnectionBrokenError("the connection is broken")
+        if self.state is _S.ERROR:
+            raise LocalProtocolError("the connection failed and cannot be used")
+        raise LocalProtocolError(f"the connection is not open yet ({self.state.value})")
 
 
 class LivenessInput(enum.Enum):
