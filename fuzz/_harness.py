@@ -8,8 +8,8 @@ documented protocol errors come out of it:
 
 - :class:`RemoteProtocolError` or :class:`AuthenticationError`; the connection is then in
   ``ERROR`` and every later ``next_event()`` raises that same error again;
-- :class:`LineClosed` / :class:`LineBroken`, and only once the connection is ``CLOSED`` /
-  ``BROKEN`` (the connection is legitimately over).
+- :class:`ConnectionClosedError` / :class:`ConnectionBrokenError`, and only once the
+  connection is ``CLOSED`` / ``BROKEN`` (the connection is legitimately over).
 
 Anything else is a bug: any other exception (a ``LocalProtocolError`` above all: it means
 caller misuse, and the driver here uses the API as documented), a ``next_event()`` loop that
@@ -27,7 +27,7 @@ every run. :func:`open_victim` gives Bob's connection at ``OPEN`` (message 1 rea
 ``start()`` done, nothing from Alice's transport yet) and a :class:`Peer` holds Alice's
 sending key at nonce 0: the fuzzer speaks as Alice.
 
-Speed: every starting connection is built once and cloned per run (:func:`clone_connection`,
+Speed: every starting connection is built once and copied per run (``Connection.copy()``,
 about 20 times faster than a handshake); :func:`build_session`, :func:`build_responder` and
 :func:`build_initiator` build them from scratch, and ``tests/test_fuzz_corpus.py`` checks
 that clones and fresh builds give the same outcomes.
@@ -35,12 +35,10 @@ that clones and fresh builds give the same outcomes.
 
 from __future__ import annotations
 
-import copy
 import gc
 import sys
 import types
 import zlib
-from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -55,10 +53,10 @@ from hotline import (  # noqa: E402
     Config,
     Connection,
     ConnectionBroken,
+    ConnectionBrokenError,
+    ConnectionClosedError,
     ConnectionState,
     Identity,
-    LineBroken,
-    LineClosed,
     LineState,
     MessageReceived,
     NeedData,
@@ -69,23 +67,29 @@ from hotline import (  # noqa: E402
     SignedMessage,
     line_id,
 )
-from hotline._connection import (  # noqa: E402
-    _MAX_OUTSTANDING_PINGS,
-    _TERMINAL,
+from hotline.protocol import (  # noqa: E402
+    DOMAIN_MESSAGE,
+    DOMAIN_RECEIPT,
     FLAG_FINAL,
     FLAG_REKEY,
     MAX_CONTENT,
+    MAX_MESSAGE_LEN,
+    MAX_OUTSTANDING_PINGS,
     MAX_PLAINTEXT,
     PROTOCOL_NAME,
+    TERMINAL_STATES,
+    CipherState,
+    HandshakeState,
     handshake_prologue,
+    pack,
+    sign_message,
 )
-from hotline._noise import MAX_MESSAGE_LEN, CipherState, HandshakeState  # noqa: E402
-from hotline._records import DOMAIN_MESSAGE, DOMAIN_RECEIPT, pack, sign_message  # noqa: E402
+from hotline.testing import EPOCH_NS, frame, transport_plaintext  # noqa: E402
+from hotline.testing import wall_ns as manual_wall_ns  # noqa: E402
 
 ALICE = Identity.from_seed(bytes([1]) * 32)
 BOB = Identity.from_seed(bytes([2]) * 32)
 LINE_ID = line_id(ALICE.public_key, BOB.public_key)
-EPOCH_NS = 1_700_000_000_000_000_000
 #: Alice's initiation timestamp of the fuzzed session (above Bob's watermark, EPOCH_NS).
 INITIATION_TS = EPOCH_NS + 10_000_000_000
 EPHEMERAL_ALICE = bytes(range(1, 33))
@@ -101,12 +105,9 @@ ERRORS = (RemoteProtocolError, AuthenticationError)
 _SETTLE = 100_000  # next_event() calls before a loop counts as a hang
 
 
-def frame(noise_message: bytes) -> bytes:
-    return len(noise_message).to_bytes(2, "big") + noise_message
-
-
 def wall_ns(now: float) -> int:
-    return EPOCH_NS + 20_000_000_000 + round(now * 1e9)
+    """Timestamps of the fuzzed session: 20 s after the history's."""
+    return manual_wall_ns(now, epoch_ns=EPOCH_NS + 20_000_000_000)
 
 
 # --- the line before the fuzzed session ---------------------------------------------------
@@ -142,28 +143,6 @@ def _history() -> tuple[LineState, LineState, list[SignedMessage]]:
 ALICE_LINE, BOB_LINE, ALICE_MESSAGES = _history()
 
 
-def clone_connection(conn: Connection) -> Connection:
-    """An independent copy: containers, cipher and handshake states, the line state.
-
-    Shared because immutable: identity, keys (X25519 key objects included), config, the AEAD
-    objects inside the cipher states (``rekey()`` replaces one rather than changing it),
-    messages and receipts.
-    """
-    clone = copy.copy(conn)
-    for name, value in vars(conn).items():
-        if isinstance(value, bytearray | dict | deque | list | set | CipherState):
-            setattr(clone, name, copy.copy(value))
-        elif isinstance(value, LineState):
-            setattr(clone, name, value.copy())
-        elif isinstance(value, HandshakeState):
-            hs = copy.copy(value)
-            if value._sym is not None:
-                hs._sym = copy.copy(value._sym)
-                hs._sym.cs = copy.copy(value._sym.cs)
-            setattr(clone, name, hs)
-    return clone
-
-
 # --- the fuzzed session ---------------------------------------------------------------
 
 
@@ -190,12 +169,25 @@ _INITIATOR = build_initiator()
 
 def new_responder() -> tuple[Connection, LineState]:
     """Bob's fresh responder (a clone of a cached one) and his line state."""
-    return clone_connection(_RESPONDER), BOB_LINE.copy()
+    return _RESPONDER.copy(), BOB_LINE.copy()
 
 
 def new_initiator() -> tuple[Connection, LineState]:
     """Alice's fresh initiator (a clone of a cached one) and her line state."""
-    return clone_connection(_INITIATOR), ALICE_LINE.copy()
+    return _INITIATOR.copy(), ALICE_LINE.copy()
+
+
+def _alice_sending_cipher(bob_flight: bytes) -> CipherState:
+    """Alice's sending cipher state at nonce 0, from her side of the same handshake."""
+    hs = HandshakeState(
+        PROTOCOL_NAME, initiator=True, prologue=handshake_prologue(BOB.public_key),
+        s=ALICE.x25519_private, e=EPHEMERAL_ALICE, rs=BOB.public_key.x25519,
+    )
+    hs.write_message(pack([INITIATION_TS, ALICE.public_key.raw]))
+    length = int.from_bytes(bob_flight[:2], "big")
+    hs.read_message(bob_flight[2 : 2 + length])
+    send, _ = hs.split()
+    return send
 
 
 class Session(NamedTuple):
@@ -229,9 +221,8 @@ def build_session(alice_config: Config = CONFIG) -> Session:
     alice.receive_data(bob_flight, NOW)
     event = alice.next_event()
     assert isinstance(event, PeerAuthenticated), event
-    assert alice._send_cipher is not None
-    alice_cipher0 = copy.copy(alice._send_cipher)
     alice.start(alice_line, NOW)
+    alice_cipher0 = _alice_sending_cipher(bob_flight)
     return Session(alice, alice_line, alice_cipher0, bob, bob_line, message1, bob_flight)
 
 
@@ -241,10 +232,9 @@ BOB_FLIGHT = _BASE.bob_flight
 
 
 def open_victim() -> tuple[Connection, LineState]:
-    """Bob's connection at OPEN (a clone of the cached one) and the line state it uses."""
-    conn = clone_connection(_BASE.bob)
-    assert conn._line is not None
-    return conn, conn._line
+    """Bob's connection at OPEN (a copy of the cached one) and the line state it uses."""
+    line = _BASE.bob_line.copy()
+    return _BASE.bob.copy(line=line), line
 
 
 # --- the hostile peer -----------------------------------------------------------------
@@ -259,7 +249,7 @@ class Peer:
     """
 
     def __init__(self, cipher: CipherState | None = None) -> None:
-        self.cipher = copy.copy(cipher if cipher is not None else _BASE.alice_cipher0)
+        self.cipher = (cipher if cipher is not None else _BASE.alice_cipher0).copy()
         self.now = NOW
         self.held = False
         self.segments: list[tuple[float, bool, bytearray]] = [(NOW, False, bytearray())]
@@ -298,7 +288,7 @@ class Peer:
         for i, piece in enumerate(pieces or [b""]):
             flags = FLAG_FINAL if i == len(pieces or [b""]) - 1 else 0
             flags |= FLAG_REKEY if rekey and flags else 0
-            self.plaintext(bytes([flags]) + len(piece).to_bytes(2, "big") + piece)
+            self.plaintext(transport_plaintext(flags, piece))
 
     def message_envelope(self, envelope: bytes) -> None:
         """Any bytes as a message envelope, with Alice's valid signature over them."""
@@ -329,7 +319,9 @@ class Outcome(NamedTuple):
     sent: bytes
 
 
-def drain(conn: Connection, line: LineState, identity: Identity, events: list[Any]) -> None:
+def drain(
+    conn: Connection, line: LineState, identity: Identity, events: list[Any], now: float = NOW
+) -> None:
     """Handle events as a simple, correct driver does, until the connection needs data."""
     for _ in range(_SETTLE):
         event = conn.next_event()
@@ -337,13 +329,13 @@ def drain(conn: Connection, line: LineState, identity: Identity, events: list[An
             return
         events.append(event)
         if isinstance(event, PeerAuthenticated):
-            conn.start(line, conn._now)
+            conn.start(line, now)
         elif isinstance(event, MessageReceived):
             message = event.message
             line.record_received(message)
             receipt = line.sign_own_receipt(
                 identity, LINE_ID, ReceiptKind.DELIVERED, message.seq, message.hash,
-                wall_ns(conn._now),
+                wall_ns(now),
             )
             conn.send_receipt(receipt)
     raise AssertionError("next_event() did not settle")
@@ -360,11 +352,11 @@ def _check_over(conn: Connection, exc: BaseException, events: list[Any]) -> None
                 raise AssertionError(f"{again!r} the second time, not {exc!r}") from again
             return
         raise AssertionError(f"next_event() returned {after} after {exc!r}")
-    if isinstance(exc, LineClosed):
+    if isinstance(exc, ConnectionClosedError):
         assert conn.state is ConnectionState.CLOSED, conn.state
         assert any(isinstance(e, PeerClosed) for e in events), "closed without a goodbye"
     else:
-        assert isinstance(exc, LineBroken)
+        assert isinstance(exc, ConnectionBrokenError)
         assert conn.state is ConnectionState.BROKEN, conn.state
         assert any(isinstance(e, ConnectionBroken) for e in events), "broken without event"
 
@@ -380,11 +372,13 @@ def run(
     events: list[Any] = []
     error = None
     held = False
+    now = NOW
     try:
         for when, hold, data in segments:
-            if when != conn._now:
+            if when != now:
+                now = when
                 conn.advance(when)
-                drain(conn, line, identity, events)
+                drain(conn, line, identity, events, now)
                 deadline = conn.next_deadline()  # every due timer ran: a driver cannot spin
                 assert deadline is None or deadline > when, (deadline, when)
             if hold != held:
@@ -395,18 +389,19 @@ def run(
                     conn.release(when)
             step = chunk or len(data) or 1
             for start in range(0, len(data), step):
-                if conn.state in _TERMINAL:
+                if conn.state in TERMINAL_STATES:
                     break  # a driver stops reading; the bytes could change nothing
                 conn.receive_data(data[start : start + step], when)
-                drain(conn, line, identity, events)
-                assert len(conn._partial) <= conn.config.max_record_size
+                now = when
+                drain(conn, line, identity, events, now)
+                assert conn.buffered_record <= conn.config.max_record_size
                 # Every whole frame was taken: at most one incomplete frame waits.
-                assert len(conn._inbuf) < 2 + MAX_NOISE
-                assert len(conn._pings) <= _MAX_OUTSTANDING_PINGS
-        if conn.state not in _TERMINAL:
-            conn.receive_data(b"", conn._now)
-            drain(conn, line, identity, events)
-    except (*ERRORS, LineClosed, LineBroken) as exc:
+                assert conn.buffered_frames < 2 + MAX_NOISE
+                assert conn.outstanding_pings <= MAX_OUTSTANDING_PINGS
+        if conn.state not in TERMINAL_STATES:
+            conn.receive_data(b"", now)
+            drain(conn, line, identity, events, now)
+    except (*ERRORS, ConnectionClosedError, ConnectionBrokenError) as exc:
         _check_over(conn, exc, events)
         error = (type(exc).__name__, str(exc), getattr(exc, "reason", ""))
     return Outcome(events, error, conn.state, conn.data_to_send())

@@ -15,8 +15,8 @@ down); bit 7 makes Bob's driver call ``hold()`` (or ``release()`` if holding) fi
 7. the previous frame again (a replay).
 
 Invariant: as every target (``_harness``): only RemoteProtocolError or AuthenticationError
-(ERROR, raised again), or LineClosed / LineBroken once CLOSED / BROKEN, escape; no other
-exception or hang; the same outcome whole or chunked.
+(ERROR, raised again), or ConnectionClosedError / ConnectionBrokenError once CLOSED /
+BROKEN, escape; no other exception or hang; the same outcome whole or chunked.
 
 Run: python fuzz/run.py connection -runs=1000000
 """

@@ -6,9 +6,9 @@ Exercises the 2-byte length prefix, frame reassembly, the tag-length check and A
 rejection; the seed corpus is Alice's real ciphertext, so its prefixes decrypt.
 
 Invariant (checked by ``_harness.exercise``): only RemoteProtocolError or
-AuthenticationError (connection in ERROR, the same error raised again), or LineClosed /
-LineBroken once the connection is CLOSED / BROKEN, ever escape; no other exception, no
-hang, no unbounded buffer, and the same outcome whole or chunked.
+AuthenticationError (connection in ERROR, the same error raised again), or
+ConnectionClosedError / ConnectionBrokenError once the connection is CLOSED / BROKEN, ever
+escape; no other exception, no hang, no unbounded buffer, and the same outcome whole or chunked.
 
 Run: python fuzz/run.py frames -runs=1000000
 """

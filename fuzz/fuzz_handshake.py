@@ -13,8 +13,8 @@ Input: one mode byte, then the payload. Modes (``data[0] % 5``):
 4. an initiator reads Bob's genuine message 2 whose PAYLOAD is the input.
 
 Invariant: as every target (``_harness``): only RemoteProtocolError or AuthenticationError
-(ERROR, raised again), or LineClosed / LineBroken once CLOSED / BROKEN, escape; no other
-exception or hang; the same outcome whole or chunked.
+(ERROR, raised again), or ConnectionClosedError / ConnectionBrokenError once CLOSED /
+BROKEN, escape; no other exception or hang; the same outcome whole or chunked.
 
 Run: python fuzz/run.py handshake -runs=1000000
 """

@@ -26,7 +26,7 @@ import contextlib
 
 import _harness as h
 
-from hotline._records import decode_message, open_message, open_receipt, strict_unpack
+from hotline.protocol import decode_message, open_message, open_receipt, strict_unpack
 
 
 def check_flat(data: bytes, max_bin_len: int, max_array_len: int) -> None:

@@ -14,27 +14,16 @@ run writes the same bytes.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 from pathlib import Path
 
 import _harness as h
 
-from hotline import Config, ConnectionState, LineClosed, ReceiptKind
-from hotline._connection import FLAG_FINAL, FLAG_REKEY, MAX_RECORD_FIELDS
-from hotline._records import strict_unpack
+from hotline import Config, ConnectionClosedError, ConnectionState, ReceiptKind
+from hotline.protocol import FLAG_FINAL, FLAG_REKEY, MAX_RECORD_FIELDS, strict_unpack
+from hotline.testing import split_frames
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
-
-
-def split_frames(data: bytes) -> list[bytes]:
-    """Frames (with their length prefixes) of a stream of whole frames."""
-    frames, pos = [], 0
-    while pos < len(data):
-        end = pos + 2 + int.from_bytes(data[pos : pos + 2], "big")
-        frames.append(data[pos:end])
-        pos = end
-    return frames
 
 
 def conversation(alice_config: Config = h.CONFIG) -> tuple[list[bytes], bytes]:
@@ -74,7 +63,7 @@ def conversation(alice_config: Config = h.CONFIG) -> tuple[list[bytes], bytes]:
     bob_to_alice()
     alice_to_bob()
     s.alice.close("bye " * 60)
-    with contextlib.suppress(LineClosed):  # Bob read the goodbye
+    with contextlib.suppress(ConnectionClosedError):  # Bob read the goodbye
         alice_to_bob()
     assert s.bob.state is ConnectionState.CLOSED, s.bob.state
     return alice_frames, bytes(bob_out)
@@ -82,7 +71,7 @@ def conversation(alice_config: Config = h.CONFIG) -> tuple[list[bytes], bytes]:
 
 def plaintexts(frames: list[bytes]) -> list[bytes]:
     """Decrypt Alice's frames the way Bob does."""
-    cipher = copy.copy(h.Peer().cipher)
+    cipher = h.Peer().cipher.copy()
     result = []
     for frame in frames:
         plaintext = cipher.decrypt_with_ad(b"", frame[2:])

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._config import Config
-from ._connection import PROLOGUE, PROTOCOL_NAME, Connection, ConnectionState, Role
 from ._errors import (
     AuthenticationError,
     ConnectionBrokenError,
@@ -31,34 +30,37 @@ from ._errors import (
     StoreVersionError,
     TranscriptError,
 )
-from ._events import (
+from ._keys import Identity, PublicKey, line_id
+from .protocol import (
+    GENESIS_HEAD,
     NEED_DATA,
+    PROLOGUE,
+    PROTOCOL_NAME,
+    Connection,
     ConnectionBroken,
+    ConnectionState,
     DialFailed,
     Event,
+    LineState,
     Liveness,
     LivenessChanged,
     MessageReceived,
     NeedData,
     PeerAuthenticated,
     PeerClosed,
-    ReceiptReceived,
-    RoundTrip,
-    SignaturesToCheck,
-)
-from ._keys import Identity, PublicKey, line_id
-from ._records import (
-    GENESIS_HEAD,
     Receipt,
     ReceiptKind,
+    ReceiptReceived,
+    Role,
+    RoundTrip,
     SignatureBatch,
+    SignaturesToCheck,
     SignedMessage,
     open_message,
     open_receipt,
     sign_message,
     sign_receipt,
 )
-from ._state import LineState
 from .store import Batch, Direction, MemoryStore, Store, TranscriptEntry
 
 __version__ = "0.1.0"

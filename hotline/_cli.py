@@ -393,9 +393,8 @@ async def _run(
 ) -> int:
     import trio
 
-    from ._events import DialFailed, ReceiptReceived, RoundTrip
     from ._line import Line, PeerState, open_line
-    from ._records import ReceiptKind
+    from .protocol import DialFailed, ReceiptKind, ReceiptReceived, RoundTrip
 
     done = trio.Event()  # --until-delivered: all is delivered
     stop = trio.Event()  # a signal, or standard output failed

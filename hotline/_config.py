@@ -9,7 +9,6 @@ import math
 from dataclasses import dataclass, fields
 
 from ._errors import LocalProtocolError
-from ._records import HASH_SIZE
 
 __all__ = ["Config"]
 
@@ -18,14 +17,15 @@ __all__ = ["Config"]
 MAX_SIGNATURE_BATCH = 256
 
 #: The shortest heartbeat interval: the protocol's ping floor (docs/protocol.md, section 11;
-#: ``_connection.MIN_REQUESTED_INTERVAL``). A peer never pings faster than this whatever we
+#: ``hotline.protocol.MIN_REQUESTED_INTERVAL``). A peer never pings faster than this whatever we
 #: ask, so with a shorter interval our silence thresholds (a few intervals) would expire
 #: between two of its pings and a healthy line would flap between up and down.
 MIN_HEARTBEAT_INTERVAL = 0.01
 
 #: The smallest ``max_body_size``: an envelope's 32-byte fields (line id, sender, prev) are
-#: decoded under the same length limit as the body, so below this no message decodes.
-MIN_BODY_SIZE = HASH_SIZE
+#: decoded under the same length limit as the body, so below this no message decodes. (The
+#: protocol's ``HASH_SIZE``, written out: the protocol imports this module, not the reverse.)
+MIN_BODY_SIZE = 32
 
 # Longer durations are a slip of the unit (milliseconds for seconds), not a choice, and
 # this bound keeps every deadline and the ping's microsecond field far from overflowing.

@@ -57,9 +57,10 @@ from typing import TYPE_CHECKING, TypeVar
 import trio
 
 from ._config import Config, check_address
-from ._connection import Connection, ConnectionState, Role
 from ._errors import (
     AuthenticationError,
+    ConnectionBrokenError,
+    ConnectionClosedError,
     HotlineError,
     LineBroken,
     LineClosed,
@@ -69,29 +70,31 @@ from ._errors import (
     RemoteProtocolError,
     StoreError,
 )
-from ._events import (
+from ._keys import Identity, PublicKey, line_id
+from .protocol import (
     NEED_DATA,
+    REPLACED,
+    Connection,
     ConnectionBroken,
+    ConnectionState,
     DialFailed,
+    LineState,
     Liveness,
     LivenessChanged,
     MessageReceived,
     PeerAuthenticated,
     PeerClosed,
-    ReceiptReceived,
-    RoundTrip,
-    SignaturesToCheck,
-)
-from ._keys import Identity, PublicKey, line_id
-from ._records import (
     Receipt,
     ReceiptKind,
+    ReceiptReceived,
+    Role,
+    RoundTrip,
     SignatureBatch,
+    SignaturesToCheck,
     SignedMessage,
     sign_message,
     sign_receipt,
 )
-from ._state import LineState
 from .store import Batch, Store
 
 if TYPE_CHECKING:
@@ -116,8 +119,6 @@ _WATCH_BACKLOG = 10_000
 #: cover stay in the stored outbox, and after a crash the next connection retransmits them
 #: and the peer, dropping the duplicates, sends its latest delivered receipt again.
 _PEER_RECEIPT_DELAY = 0.05
-#: The goodbye reason of a connection given up for a newer one (see docs/protocol.md).
-REPLACED = "replaced by a newer connection"
 #: While calls keep failing for the same reason, DialFailed is reported at most this often
 #: (seconds); the first failure and each new reason are reported at once. A caller retries
 #: every few seconds for as long as the peer is away, which would bury every other event.
@@ -954,7 +955,7 @@ class Line:
         except RemoteProtocolError as exc:
             logger.warning("session %d: protocol error from the peer: %s", session.id, exc)
             session.end(f"protocol error: {exc}")
-        except (LineClosed, LineBroken) as exc:
+        except (ConnectionClosedError, ConnectionBrokenError) as exc:
             session.end(str(exc))
         session.kick()
         session.rearm()

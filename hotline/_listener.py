@@ -41,11 +41,10 @@ from contextlib import asynccontextmanager
 import trio
 
 from ._config import Config, check_address
-from ._connection import Connection
 from ._errors import AuthenticationError, HotlineError, LocalProtocolError
-from ._events import PeerAuthenticated
 from ._keys import Identity, PublicKey
 from ._line import Address, Line, authenticate, unwrap_single_exception
+from .protocol import Connection, PeerAuthenticated
 
 __all__ = ["Listener", "open_listener"]
 

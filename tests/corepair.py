@@ -7,7 +7,8 @@ feeds them to the other, and every event is handled the way a simple driver woul
 authentication, record and receipt received messages, keep received receipts).
 
 Everything is deterministic: the identities come from fixed seeds, every connection's
-ephemeral key from the node's name and a counter, timestamps from the manual clock. Two pairs
+ephemeral key from the node's name and a counter, timestamps from the manual clock
+(``hotline.testing.wall_ns``). Two pairs
 driven through the same steps write the same bytes.
 
 Import it from a test module as ``import corepair`` (pytest puts ``tests/`` on ``sys.path``).
@@ -15,9 +16,7 @@ Import it from a test module as ``import corepair`` (pytest puts ``tests/`` on `
 
 from __future__ import annotations
 
-import copy
 import hashlib
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any
@@ -27,11 +26,11 @@ import msgpack
 from hotline import (
     Config,
     Connection,
+    ConnectionBrokenError,
+    ConnectionClosedError,
     ConnectionState,
     Event,
     Identity,
-    LineBroken,
-    LineClosed,
     LineState,
     MessageReceived,
     NeedData,
@@ -43,35 +42,19 @@ from hotline import (
     SignedMessage,
     line_id,
 )
+from hotline.protocol._machines import ConnectionInput
+from hotline.protocol._transport import Transport
 from hotline.store import Batch, MemoryStore
+from hotline.testing import split_frames, wall_ns
 
 SEED_A = bytes([1]) * 32
 SEED_B = bytes([2]) * 32
-#: Wall clock of ``now == 0`` in nanoseconds: message, receipt and initiation timestamps.
-EPOCH_NS = 1_700_000_000_000_000_000
-
 TERMINAL = frozenset({ConnectionState.CLOSED, ConnectionState.BROKEN, ConnectionState.ERROR})
 
 
 def ephemeral(name: str, counter: int) -> bytes:
     """The fixed X25519 ephemeral private key of ``name``'s connection number ``counter``."""
     return hashlib.blake2b(f"corepair {name} {counter}".encode(), digest_size=32).digest()
-
-
-def wall_ns(now: float) -> int:
-    return EPOCH_NS + round(now * 1_000_000_000)
-
-
-def split_frames(data: bytes) -> list[bytes]:
-    """Cut a stream of whole frames into frames, each with its 2-byte length prefix."""
-    frames = []
-    pos = 0
-    while pos < len(data):
-        end = pos + 2 + int.from_bytes(data[pos : pos + 2], "big")
-        assert end <= len(data), "the stream ends inside a frame"
-        frames.append(bytes(data[pos:end]))
-        pos = end
-    return frames
 
 
 def snapshot(state: LineState) -> dict[str, Any]:
@@ -82,36 +65,24 @@ def snapshot(state: LineState) -> dict[str, Any]:
     return result
 
 
-def transport_plaintext(
-    flags: int, content: bytes, *, length: int | None = None, padding: bytes = b""
-) -> bytes:
-    """A transport plaintext ``flags || length || content || padding``, any of it wrong."""
-    size = len(content) if length is None else length
-    return bytes([flags]) + size.to_bytes(2, "big") + content + padding
+def _transport(conn: Connection) -> Transport:
+    phase = conn._phase
+    assert isinstance(phase, Transport), "the connection has not started"
+    return phase
 
 
-def emit_raw(conn: Connection, plaintext: bytes) -> None:
+def emit_raw(conn: Connection, plaintext: bytes, *, rekey: bool = False) -> None:
     """Encrypt ``plaintext`` as ``conn``'s next transport message and queue its frame.
 
-    Bypasses records, fragmentation and rekey bookkeeping: for building hostile peers.
+    Bypasses records, fragmentation and rekey bookkeeping: for building hostile peers. With
+    ``rekey``, the sending key changes after it (whatever its flags say).
     """
-    cipher = conn._send_cipher
-    assert cipher is not None, "the connection has no transport keys yet"
-    conn._write_frame(cipher.encrypt_with_ad(b"", plaintext))
+    _transport(conn).codec.write_plaintext(plaintext, rekey=rekey)
 
 
-def clone_connection(conn: Connection) -> Connection:
-    """A copy of ``conn`` to feed one alternative input that must fail to authenticate.
-
-    Containers are copied; the cipher states and the line state are shared. That is sound
-    only while every input fed to a clone fails decryption (a failed decryption leaves a
-    cipher state as it was): check it by feeding the original the genuine input afterwards.
-    """
-    clone = copy.copy(conn)
-    for name, value in vars(conn).items():
-        if isinstance(value, bytearray | dict | deque | list | set):
-            setattr(clone, name, copy.copy(value))
-    return clone
+def emit_record(conn: Connection, record: list[Any]) -> None:
+    """Queue any record, unchecked, as ``conn``'s next: for building hostile peers."""
+    _transport(conn).emit_record(record)
 
 
 class Node:
@@ -276,7 +247,7 @@ class Node:
             conn = self.conn
             try:
                 event = conn.next_event()
-            except (LineClosed, LineBroken):
+            except (ConnectionClosedError, ConnectionBrokenError):
                 return
             if isinstance(event, NeedData):
                 return
@@ -458,13 +429,14 @@ class Pair:
 def tap_records(conn: Connection) -> list[Any]:
     """Record (decoded) every record ``conn`` handles from now on, before it is checked."""
     seen: list[Any] = []
-    original = conn._handle_record
+    transport = _transport(conn)
+    original = transport._handle_record
 
-    def spy(record: bytes) -> None:
+    def spy(record: bytes) -> ConnectionInput | None:
         seen.append(msgpack.unpackb(record, raw=False, strict_map_key=False))
-        original(record)
+        return original(record)
 
-    conn._handle_record = spy  # type: ignore[method-assign]
+    transport._handle_record = spy  # type: ignore[method-assign]
     return seen
 
 
@@ -474,7 +446,7 @@ def drain(conn: Connection) -> list[Event]:
     while True:
         try:
             event = conn.next_event()
-        except (LineClosed, LineBroken):
+        except (ConnectionClosedError, ConnectionBrokenError):
             return events
         if isinstance(event, NeedData):
             return events

@@ -6,7 +6,7 @@ In the spirit of BoringSSL's test runner "shim": the node under test is a real
 whatever bytes it likes. The pieces:
 
 - :func:`initiation` / :class:`HostileSession`: a Noise IK initiator built from the
-  primitives in ``hotline._noise`` (not from :class:`hotline.Connection`), so every byte
+  primitives in ``hotline.protocol._noise`` (not from :class:`hotline.Connection`), so every byte
   after the handshake is under the test's control: transport plaintexts with any flags,
   length, content and padding; records split anywhere; signed envelopes made with
   :func:`hotline.sign_message` / :func:`hotline.sign_receipt` by any identity.
@@ -58,25 +58,27 @@ from hotline import (
     sign_message,
     sign_receipt,
 )
-from hotline._connection import (
-    FLAG_FINAL as FINAL,
-)
-from hotline._connection import (
-    FLAG_REKEY as REKEY,
-)
-from hotline._connection import (
+from hotline.driver import Line, Listener
+from hotline.protocol import (
+    DOMAIN_MESSAGE,
+    DOMAIN_RECEIPT,
     MAX_CONTENT,
     T_MESSAGE,
     T_PING,
     T_RECEIPT,
+    CipherState,
+    HandshakeState,
     handshake_prologue,
+    pack,
 )
-from hotline._line import Line
-from hotline._listener import Listener
-from hotline._noise import CipherState, HandshakeState
-from hotline._records import DOMAIN_MESSAGE, DOMAIN_RECEIPT, pack
+from hotline.protocol import (
+    FLAG_FINAL as FINAL,
+)
+from hotline.protocol import (
+    FLAG_REKEY as REKEY,
+)
 from hotline.store import Batch
-from hotline.testing import FaultProxy, open_fault_proxy
+from hotline.testing import FaultProxy, frame, open_fault_proxy, transport_plaintext
 
 #: The legitimate caller, whose identity the attacker holds for authenticated misbehaviour.
 ALICE = Identity.from_seed(bytes([0xA1]) * 32, "alice")
@@ -89,17 +91,6 @@ LOOPBACK = "127.0.0.1"
 
 
 Address = tuple[str, int]
-
-
-def frame(noise_message: bytes) -> bytes:
-    """``uint16_be(len) || noise_message``."""
-    return len(noise_message).to_bytes(2, "big") + noise_message
-
-
-def plaintext(flags: int, content: bytes, *, padding: int = 0, length: int | None = None) -> bytes:
-    """A transport plaintext ``flags || length || content || zero padding``."""
-    size = len(content) if length is None else length
-    return bytes([flags]) + size.to_bytes(2, "big") + content + bytes(padding)
 
 
 def now_ns() -> int:
@@ -276,7 +267,7 @@ class HostileSession:
             chunk = record[offset : offset + piece]
             offset += len(chunk)
             last = offset >= len(record)
-            out += self.seal(plaintext(FINAL if last and final else 0, chunk))
+            out += self.seal(transport_plaintext(FINAL if last and final else 0, chunk))
             if last:
                 return bytes(out)
 

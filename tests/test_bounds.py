@@ -42,11 +42,10 @@ from hotline import (
     SignedMessage,
     open_line,
 )
-from hotline._connection import T_RECEIPT
 from hotline._line import Line
-from hotline._state import SENT_HEAD_WINDOW
+from hotline.protocol import SENT_HEAD_WINDOW, T_RECEIPT
 from hotline.store import SQLiteStore
-from hotline.testing import StreamWrapper
+from hotline.testing import StreamWrapper, split_frames, wall_ns
 
 KiB = 1024
 #: A ping on the wire: 2-byte length, a 64-byte padded plaintext, a 16-byte tag.
@@ -104,7 +103,7 @@ def test_no_ping_is_queued_behind_unsent_output() -> None:
         a.advance(now)
         assert a.unsent == len(taken)
     assert a.next_deadline() == 11.0
-    assert len(corepair.split_frames(a.data_to_send())) == 1
+    assert len(split_frames(a.data_to_send())) == 1
 
 
 def test_messages_wait_in_the_outbox_past_the_unsent_limit() -> None:
@@ -379,7 +378,7 @@ def test_an_old_acknowledgement_is_checked_against_its_head_from_the_store(
             assert b.conn is not None
             b.conn.send_receipt(b.state.sign_own_receipt(
                 b.identity, b.line_id, ReceiptKind.ACKNOWLEDGED, upto, head,
-                corepair.wall_ns(pair.now)))
+                wall_ns(pair.now)))
             pair.pump()
 
         acknowledge(5, heads[4])

@@ -1,36 +1,40 @@
-"""Tests for the sans-io line protocol core: hotline._connection with _state and _records.
+"""Tests for the sans-io core, hotline.protocol: the connection, line state and records.
 
 Two cores talk through the in-memory harness in ``corepair`` with a manual clock, so every
 test is deterministic and instant. Hostile peers are built from a real connection whose
-private ``_emit_record`` (or ``corepair.emit_raw``) writes validly encrypted records with
+``corepair.emit_record`` (or ``corepair.emit_raw``) writes validly encrypted records with
 whatever content the test wants.
 """
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import corepair
 import msgpack
 import pytest
-from corepair import Pair, drain, handshake, kinds, snapshot, split_frames, wall_ns
+from corepair import Pair, drain, handshake, kinds, snapshot
 
+import hotline.protocol
 from hotline import (
+    NEED_DATA,
     PROLOGUE,
     PROTOCOL_NAME,
     AuthenticationError,
     Config,
     Connection,
     ConnectionBroken,
+    ConnectionBrokenError,
+    ConnectionClosedError,
     ConnectionState,
     Event,
     Identity,
-    LineBroken,
-    LineClosed,
     LineState,
     Liveness,
     LivenessChanged,
@@ -51,16 +55,19 @@ from hotline import (
     sign_message,
     sign_receipt,
 )
-from hotline._connection import (
+from hotline.protocol import (
+    DOMAIN_MESSAGE,
+    DOMAIN_RECEIPT,
     FLAG_FINAL,
     FLAG_REKEY,
     MAX_CONTENT,
     MIN_REQUESTED_INTERVAL,
+    REPLACED,
+    HandshakeState,
     handshake_prologue,
 )
-from hotline._noise import HandshakeState
-from hotline._records import DOMAIN_MESSAGE, DOMAIN_RECEIPT
 from hotline.store import MemoryStore
+from hotline.testing import split_frames, transport_plaintext, wall_ns
 
 PEER_FAULTS = (RemoteProtocolError, AuthenticationError)
 #: A body that needs two transport messages, with a pattern that shows misplaced bytes.
@@ -71,16 +78,75 @@ MALLORY = Identity.from_seed(bytes([9]) * 32)
 # --------------------------------------------------------------------------- imports
 
 
-def test_core_imports_neither_trio_nor_sqlite3() -> None:
+PROTOCOL_DIR = Path(hotline.protocol.__file__).parent
+FORBIDDEN = ("trio", "sqlite3", "_sqlite3")
+
+
+def _imported_modules(path: Path) -> list[str]:
+    """Every module an import statement in ``path`` names, wherever the statement is (inside
+    functions and ``if TYPE_CHECKING:`` too), relative ones resolved against the package."""
+    package = "hotline.protocol"
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(part for part in (base, node.module or "") if part)
+            names.append(module)
+            names.extend(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_protocol_folder_imports_neither_trio_nor_sqlite3() -> None:
+    """The sans-io core is a folder: no file in it imports trio or sqlite3, directly, and
+    importing all of it (with what it imports from the rest of hotline) loads neither."""
+    files = sorted(PROTOCOL_DIR.rglob("*.py"))
+    assert PROTOCOL_DIR / "_connection.py" in files
+    offending = [
+        f"{path.relative_to(PROTOCOL_DIR)}: {name}"
+        for path in files
+        for name in _imported_modules(path)
+        if name.split(".")[0] in FORBIDDEN
+    ]
+    assert offending == []
+    # The package itself and the stores' interface are imported with it by every user.
+    modules = ["hotline", "hotline.store"]
+    modules += [f"hotline.protocol.{path.stem}" for path in files if path.stem != "__init__"]
     code = (
-        "import sys\n"
-        "import hotline, hotline._connection, hotline.store, hotline._state\n"
-        "print(sorted(m for m in ('trio', 'sqlite3', '_sqlite3') if m in sys.modules))\n"
+        "import importlib, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        f"print(sorted(m for m in {FORBIDDEN!r} if m in sys.modules))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_copy_advances_on_its_own() -> None:
+    """Connection.copy() shares nothing that changes: the copy and the original, fed the same
+    bytes, give the same events and write the same bytes, and neither sees the other's."""
+    pair = Pair(auto_deliver=False)
+    pair.connect()
+    pair.send("a", b"to both")
+    pair.send("a", b"and again")
+    pair.collect()
+    data = bytes(pair.wire["a"])
+    original = pair.b.conn
+    assert original is not None
+    line = pair.b.state.copy()
+    twin = original.copy(line=line)
+    twin.receive_data(data, pair.now)
+    seen_by_twin = drain(twin)
+    assert [type(e) for e in seen_by_twin] == [MessageReceived, MessageReceived]
+    assert original.next_event() is NEED_DATA  # Nothing of the twin's input reached it.
+    original.receive_data(data, pair.now)
+    assert drain(original) == seen_by_twin
+    assert twin.data_to_send() == original.data_to_send()
+    twin.close("only the twin")
+    assert original.state is ConnectionState.OPEN
+    assert twin.data_to_send() != original.data_to_send()
 
 
 # --------------------------------------------------------------------------- delivery
@@ -351,7 +417,7 @@ def _check_tamper_outcome(where: str, position: int, error: Exception | None, un
 @pytest.mark.parametrize("index", range(2, len(REFERENCE_FRAMES)))
 def test_every_tampered_byte_of_every_frame_is_rejected(index: int) -> None:
     """One fresh pair per transport frame; each tampered copy goes to a clone of the receiving
-    connection (see ``corepair.clone_connection``), then the genuine frame to the original.
+    connection (see ``Connection.copy``), then the genuine frame to the original.
     (Frames 0 and 1 are the handshake: see test_every_tampered_byte_of_the_handshake_...)"""
     sender, frame = REFERENCE_FRAMES[index]
     receiver_name = "b" if sender == "a" else "a"
@@ -364,7 +430,7 @@ def test_every_tampered_byte_of_every_frame_is_rejected(index: int) -> None:
         for position in positions:
             tampered = bytearray(genuine)
             tampered[position] ^= 0xFF
-            receiver.conn = clone = corepair.clone_connection(original)
+            receiver.conn = clone = original.copy()
             error, unchanged = _tamper_outcome(pair, receiver_name, bytes(tampered))
             where = f"frame {index} ({len(genuine)} bytes) byte {position}"
             _check_tamper_outcome(where, position, error, unchanged, clone.state)
@@ -519,7 +585,7 @@ def _noncanonical_envelope(pair: Pair, prev: bytes) -> list[Any]:
 
 
 def _raw(flags: int, content: bytes, **kwargs: Any) -> bytes:
-    return corepair.transport_plaintext(flags, content, **kwargs)
+    return transport_plaintext(flags, content, **kwargs)
 
 
 PING = msgpack.packb([3, 77, 0, 0, 1_000_000])
@@ -697,7 +763,7 @@ def test_hostile_record_from_the_sender(case: str) -> None:
     assert attacker is not None
     assert victim is not None
     for record in records:
-        attacker._emit_record(record)
+        corepair.emit_record(attacker, record)
     for plaintext in plaintexts:
         corepair.emit_raw(attacker, plaintext)
     before = (snapshot(pair.b.state), len(pair.b.events))
@@ -719,7 +785,7 @@ def test_hostile_receipt_from_the_receiver(case: str) -> None:
     assert attacker is not None
     assert victim is not None
     for record in records:
-        attacker._emit_record(record)
+        corepair.emit_record(attacker, record)
     before = (snapshot(pair.a.state), len(pair.a.events))
     with pytest.raises(error_type):
         pair.transfer("b")
@@ -732,7 +798,7 @@ def test_repeated_receipt_is_ignored() -> None:
     messages = _prepared(pair, sent=4, delivered=2)
     events = len(pair.a.events)
     assert pair.b.conn is not None
-    pair.b.conn._emit_record(_receipt(pair, D, 2, messages[1].hash))
+    corepair.emit_record(pair.b.conn, _receipt(pair, D, 2, messages[1].hash))
     pair.pump()
     assert len(pair.a.events) == events
     assert pair.a.state.peer_delivered == 2
@@ -752,7 +818,7 @@ def test_duplicate_at_the_start_of_a_new_connection_is_receipted_again() -> None
     seen_by_a = corepair.tap_records(pair.a.conn)
     b_events, a_events = len(pair.b.events), len(pair.a.events)
     # A sender that lost the receipt replays its last message first on the new connection.
-    pair.a.conn._emit_record([1, messages[1].envelope, messages[1].signature])
+    corepair.emit_record(pair.a.conn, [1, messages[1].envelope, messages[1].signature])
     pair.pump()
     assert pair.b.events[b_events:] == []
     assert pair.b.delivered == [b"m1", b"m2"]
@@ -765,7 +831,7 @@ def test_duplicate_at_the_start_of_a_new_connection_is_receipted_again() -> None
     pair.pump()
     assert pair.b.delivered == [b"m1", b"m2", b"m3"]
     # ...and a second repeat inside this connection is an error.
-    pair.a.conn._emit_record([1, messages[1].envelope, messages[1].signature])
+    corepair.emit_record(pair.a.conn, [1, messages[1].envelope, messages[1].signature])
     with pytest.raises(RemoteProtocolError):
         pair.transfer("a")
 
@@ -776,7 +842,7 @@ def test_forked_duplicate_at_the_start_of_a_new_connection_is_an_error() -> None
     pair.reconnect()
     assert pair.a.conn is not None
     fork = _message(pair, 2, messages[0].hash, body=b"another m2")
-    pair.a.conn._emit_record([1, fork.envelope, fork.signature])
+    corepair.emit_record(pair.a.conn, [1, fork.envelope, fork.signature])
     with pytest.raises(RemoteProtocolError):
         pair.transfer("a")
 
@@ -806,7 +872,7 @@ def test_oversize_record_is_refused_before_it_is_buffered() -> None:
     corepair.emit_raw(attacker, _raw(0, bytes(500)))
     with pytest.raises(RemoteProtocolError, match="larger than the limit"):
         pair.transfer("a")
-    assert len(victim._partial) <= small.max_record_size
+    assert victim.buffered_record <= small.max_record_size
 
 
 def _nested_empty_arrays(depth: int) -> bytes:
@@ -834,9 +900,9 @@ def test_nested_empty_arrays_are_refused_within_a_small_multiple_of_their_size(
             final = start + MAX_CONTENT >= len(tree)
             corepair.emit_raw(attacker, _raw(FLAG_FINAL if final else 0, piece))
     elif where == "message envelope":
-        attacker._emit_record([1, tree, pair.a.identity.sign(DOMAIN_MESSAGE + tree)])
+        corepair.emit_record(attacker, [1, tree, pair.a.identity.sign(DOMAIN_MESSAGE + tree)])
     else:
-        attacker._emit_record([2, tree, pair.b.identity.sign(DOMAIN_RECEIPT + tree)])
+        corepair.emit_record(attacker, [2, tree, pair.b.identity.sign(DOMAIN_RECEIPT + tree)])
     pair.collect()
     wire = pair.wire["a" if where != "receipt envelope" else "b"]
     victim.receive_data(bytes(wire), pair.now)
@@ -906,11 +972,8 @@ def test_rekey_flag_switches_the_receiving_key(sender_rekeys: bool) -> None:
     pair.connect()
     attacker = pair.a.conn
     assert attacker is not None
-    assert attacker._send_cipher is not None
-    corepair.emit_raw(attacker, _raw(FLAG_FINAL | FLAG_REKEY, PING))
-    if sender_rekeys:
-        attacker._send_cipher.rekey()
-    attacker._emit_record([5, "after the rekey"])
+    corepair.emit_raw(attacker, _raw(FLAG_FINAL | FLAG_REKEY, PING), rekey=sender_rekeys)
+    corepair.emit_record(attacker, [5, "after the rekey"])
     if sender_rekeys:
         pair.transfer("a")
         assert pair.b.events[-1] == PeerClosed("after the rekey")
@@ -1138,7 +1201,7 @@ def test_each_echo_gives_one_sample_and_a_negative_one_none() -> None:
     assert samples == [RoundTrip(1.0, 1.0)]  # Only the first echo of ping 1 is a sample.
     # A peer whose clock runs fast claims a hold longer than the round trip: no sample.
     b.advance(2.0)  # b's ping 2, sent at 2.0.
-    a._emit_record([3, 100, 2, 5_000_000, 1_000_000])
+    corepair.emit_record(a, [3, 100, 2, 5_000_000, 1_000_000])
     pair.transfer("a")
     assert b.rtt == 1.0
     assert b.state is ConnectionState.OPEN
@@ -1189,9 +1252,9 @@ def test_suspect_then_down_at_exact_times() -> None:
     ]
     assert a.state is ConnectionState.BROKEN
     assert a.liveness is Liveness.DOWN
-    with pytest.raises(LineBroken):
+    with pytest.raises(ConnectionBrokenError):
         a.next_event()
-    with pytest.raises(LineBroken):
+    with pytest.raises(ConnectionBrokenError):
         a.send_message(pair.a.state.next_message(pair.a.identity, pair.a.line_id, b"", 1))
 
 
@@ -1481,7 +1544,7 @@ def test_handshake_timeout_is_exact(who: str) -> None:
     assert drain(conn) == [ConnectionBroken("the handshake timed out")]
     assert conn.state is ConnectionState.BROKEN
     assert conn.next_deadline() is None
-    with pytest.raises(LineBroken):
+    with pytest.raises(ConnectionBrokenError):
         conn.next_event()
     if who == "responder before start":
         with pytest.raises(LocalProtocolError):
@@ -1516,9 +1579,9 @@ def test_goodbye_closes_both_sides() -> None:
     assert a.next_deadline() is None
     assert b.next_deadline() is None
     for conn, node in ((a, pair.a), (b, pair.b)):
-        with pytest.raises(LineClosed):
+        with pytest.raises(ConnectionClosedError):
             conn.next_event()
-        with pytest.raises(LineClosed):
+        with pytest.raises(ConnectionClosedError):
             conn.send_message(node.state.next_message(node.identity, node.line_id, b"", 1))
     a.close()  # Closing twice is harmless.
     assert a.data_to_send() == b""
@@ -1546,6 +1609,17 @@ def test_goodbye_reason_is_delivered() -> None:
     assert pair.a.events[-1] == PeerClosed("maintenance")
 
 
+def test_the_replacement_goodbye_is_the_protocol_constant_of_the_spec() -> None:
+    """The reason that announces a newer connection is compared exactly, so it is a protocol
+    constant, spelled as docs/protocol.md spells it, and arrives as sent."""
+    spec = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    assert f"`{REPLACED}`" in " ".join(spec.split())
+    pair = Pair()
+    pair.connect()
+    pair.close("a", REPLACED)
+    assert pair.b.events[-1] == PeerClosed(REPLACED)
+
+
 def test_end_of_stream_without_goodbye_breaks_the_connection() -> None:
     pair = Pair()
     pair.connect()
@@ -1556,9 +1630,9 @@ def test_end_of_stream_without_goodbye_breaks_the_connection() -> None:
     assert b is not None
     assert pair.b.events[-1] == ConnectionBroken("the peer closed the connection without a goodbye")
     assert b.state is ConnectionState.BROKEN
-    with pytest.raises(LineBroken):
+    with pytest.raises(ConnectionBrokenError):
         b.next_event()
-    with pytest.raises(LineBroken):
+    with pytest.raises(ConnectionBrokenError):
         b.send_receipt(pair.b.state.delivered_receipt)  # type: ignore[arg-type]
     assert pair.b.delivered == [b"last"]
 

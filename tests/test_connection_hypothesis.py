@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from hotline import AuthenticationError, Config, ConnectionState, RemoteProtocolError
-from hotline._records import MAX_STR_LEN, pack, strict_unpack
+from hotline.protocol import MAX_STR_LEN, pack, strict_unpack
 
 SIDES = st.sampled_from(["a", "b"])
 CONFIG = Config(rekey_after_messages=4, rekey_after_seconds=2.5)

@@ -42,7 +42,6 @@ from hostile import (
     connect,
     exchange,
     exchange_with_real_peer,
-    frame,
     initiation,
     many_sources,
     memory_probe,
@@ -50,7 +49,6 @@ from hostile import (
     open_node,
     open_relay,
     pack,
-    plaintext,
     seeded_store,
     source,
     wait_for_log,
@@ -69,11 +67,10 @@ from hotline import (
     open_message,
     sign_message,
 )
-from hotline._connection import handshake_prologue
-from hotline._listener import PENDING_PER_SOURCE
-from hotline._noise import MAX_MESSAGE_LEN, HandshakeState
-from hotline._records import message_hash
-from hotline.testing import ProxiedConnection
+from hotline.driver import PENDING_PER_SOURCE
+from hotline.protocol import MAX_MESSAGE_LEN, HandshakeState, handshake_prologue, message_hash
+from hotline.testing import ProxiedConnection, frame
+from hotline.testing import transport_plaintext as plaintext
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -1081,7 +1078,7 @@ async def test_ping_flood_from_a_peer_that_never_reads_is_bounded(
                             break  # The node gave up on a peer that never reads: fine too.
                 await trio.sleep(0.5)
                 session = node.line._active
-                unsent = len(session.conn._outbuf) if session is not None else 0
+                unsent = session.conn.unsent if session is not None else 0
             assert memory.current < 2 * MiB, f"{memory}; unsent output: {unsent} bytes"
             assert unsent < 64 * 1024  # Nothing but its own heartbeats waits for the peer.
             await hostile.aclose()

@@ -1,4 +1,4 @@
-"""hotline._noise against an independent implementation (the ``noiseprotocol`` package), plus
+"""hotline.protocol._noise against an independent implementation (``noiseprotocol``), plus
 the error contract: tampering, wrong keys, poisoning, misuse, rekey and nonce reservation;
 and hotline's own handshake (prologue and payload built from docs/protocol.md alone) against
 ``noiseprotocol`` in both roles.
@@ -16,9 +16,15 @@ import msgpack
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from hotline import Connection, Identity, LineState, PeerAuthenticated
-from hotline._errors import AuthenticationError, LocalProtocolError
-from hotline._noise import (
+from hotline import (
+    AuthenticationError,
+    Connection,
+    Identity,
+    LineState,
+    LocalProtocolError,
+    PeerAuthenticated,
+)
+from hotline.protocol._noise import (
     MAX_MESSAGE_LEN,
     CipherState,
     HandshakeState,

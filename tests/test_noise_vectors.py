@@ -1,4 +1,4 @@
-"""Conformance of hotline._noise against the public cacophony and snow test vectors.
+"""Conformance of hotline.protocol._noise against the public cacophony and snow test vectors.
 
 The vector files live beside the project (``../shared/noise-vectors/``), are never copied
 into it, and the whole module skips when they are absent.
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from hotline._errors import LocalProtocolError
-from hotline._noise import HandshakeState, parse_protocol_name
+from hotline import LocalProtocolError
+from hotline.protocol._noise import HandshakeState, parse_protocol_name
 
 VECTOR_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "noise-vectors"
 VECTOR_FILES = ("cacophony.txt", "snow.txt")

@@ -34,7 +34,7 @@ from hotline import (
     sign_message,
 )
 from hotline._config import MAX_SIGNATURE_BATCH
-from hotline._records import DOMAIN_MESSAGE
+from hotline.protocol import DOMAIN_MESSAGE
 
 ALICE = Identity.from_seed(bytes([1]) * 32)
 BOB = Identity.from_seed(bytes([2]) * 32)

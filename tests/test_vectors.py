@@ -20,7 +20,7 @@ import msgpack
 import pytest
 
 from hotline import Identity, PublicKey, line_id, open_message, open_receipt
-from hotline._records import message_hash
+from hotline.protocol import message_hash
 
 try:
     from noise.connection import Keypair, NoiseConnection

@@ -1,6 +1,6 @@
-"""Stand-in for the trio driver package: re-exports the driver names the demo uses, from the
-modules where they live today."""
+"""Stand-in for the trio driver package: re-exports from today's modules until it lands."""
 
 from .._line import Line, PeerState, open_line
+from .._listener import PENDING_PER_SOURCE, Listener
 
-__all__ = ["Line", "PeerState", "open_line"]
+__all__ = ["PENDING_PER_SOURCE", "Line", "Listener", "PeerState", "open_line"]

@@ -5,14 +5,19 @@
   and can parse the stream into frames to record, replace or insert them.
 - :class:`StreamWrapper`: a stream that passes every call through, to subclass in tests that
   watch or change one call of a line's stream.
+- :func:`frame`, :func:`split_frames`, :func:`transport_plaintext`, :func:`wall_ns`
+  (:mod:`hotline.testing._wire`): frames and transport plaintexts built by hand, for tests and
+  fuzz targets that play a peer on the wire.
 """
 
 from ._connections import FrameHook, ProxiedConnection, Takeover
 from ._faults import DirectionStats, Faults, ProxyStats
 from ._proxy import FaultProxy, open_fault_proxy
 from ._streams import StreamWrapper
+from ._wire import EPOCH_NS, frame, split_frames, transport_plaintext, wall_ns
 
 __all__ = [
+    "EPOCH_NS",
     "DirectionStats",
     "FaultProxy",
     "Faults",
@@ -21,5 +26,9 @@ __all__ = [
     "ProxyStats",
     "StreamWrapper",
     "Takeover",
+    "frame",
     "open_fault_proxy",
+    "split_frames",
+    "transport_plaintext",
+    "wall_ns",
 ]

@@ -447,3 +447,4 @@ class _Pump:
                 await trio.sleep(0)
             await self.dst.send_all(segment)
             self.stats.bytes_forwarded += len(segment)
+

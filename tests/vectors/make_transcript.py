@@ -40,7 +40,7 @@ from hotline import (
     SignedMessage,
     line_id,
 )
-from hotline._connection import PROLOGUE, handshake_prologue
+from hotline.protocol import PROLOGUE, handshake_prologue
 
 OUTPUT = Path(__file__).resolve().parent / "transcript.json"
 

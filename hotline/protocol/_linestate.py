@@ -27,9 +27,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._config import Config
-from ._errors import LocalProtocolError, MessageTooLarge
-from ._keys import Identity
+from .._config import Config
+from .._errors import LocalProtocolError, MessageTooLarge
+from .._keys import Identity
 from ._records import (
     GENESIS_HEAD,
     Receipt,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from ._keys import PublicKey
+from .._keys import PublicKey
 from ._records import Receipt, SignatureBatch, SignedMessage
 
 __all__ = [

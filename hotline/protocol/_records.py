@@ -32,8 +32,8 @@ from typing import Any
 
 import msgpack
 
-from ._errors import AuthenticationError, LocalProtocolError, RemoteProtocolError
-from ._keys import Identity, PublicKey
+from .._errors import AuthenticationError, LocalProtocolError, RemoteProtocolError
+from .._keys import Identity, PublicKey
 
 __all__ = [
     "GENESIS_HEAD",

@@ -31,6 +31,7 @@ reference this module holds to it.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import os
@@ -42,7 +43,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from hotline._errors import AuthenticationError, LocalProtocolError
+from .._errors import AuthenticationError, LocalProtocolError
 
 __all__ = [
     "MAX_MESSAGE_LEN",
@@ -198,6 +199,10 @@ class CipherState:
     def __repr__(self) -> str:
         return f"<CipherState {self._cipher_name} has_key={self._aead is not None} n={self._n}>"
 
+    def copy(self) -> CipherState:
+        """An independent copy: the same key and nonce, advancing on its own."""
+        return copy.copy(self)  # The AEAD object holds only the key, which rekey() replaces.
+
     def has_key(self) -> bool:
         return self._aead is not None
 
@@ -302,6 +307,11 @@ class _SymmetricState:
 
     def __repr__(self) -> str:
         return f"<_SymmetricState {self._cipher_name} has_key={self.cs.has_key()}>"
+
+    def copy(self) -> _SymmetricState:
+        clone = copy.copy(self)
+        clone.cs = self.cs.copy()
+        return clone
 
     def _hkdf2(self, ikm: bytes) -> tuple[bytes, bytes]:
         temp_key = hmac.digest(self.ck, ikm, self._hmac_name)
@@ -485,6 +495,13 @@ class HandshakeState:
             state = f"message {self._index}/{len(self._pattern.messages)}"
         role = "initiator" if self._initiator else "responder"
         return f"<HandshakeState {self._protocol_name} {role} {state}>"
+
+    def copy(self) -> HandshakeState:
+        """An independent copy, at the same point of the same handshake."""
+        clone = copy.copy(self)
+        if self._sym is not None:
+            clone._sym = self._sym.copy()
+        return clone
 
     # -- state checks --------------------------------------------------------------------
 

@@ -1,0 +1,481 @@
+"""The sans-io line protocol: one :class:`Connection` object per transport connection.
+
+Theory of operation
+-------------------
+The connection never touches a socket or a clock. The driver feeds it received bytes with
+:meth:`~Connection.receive_data` (``b""`` for end of stream), pulls :mod:`events
+<hotline.protocol._events>` with :meth:`~Connection.next_event` until it returns
+``NEED_DATA``, submits actions (:meth:`~Connection.send_message`,
+:meth:`~Connection.send_receipt`, :meth:`~Connection.close`), writes whatever
+:meth:`~Connection.data_to_send` returns, and wakes the connection at
+:meth:`~Connection.next_deadline` with :meth:`~Connection.advance`. Every call that depends on
+time takes ``now``: seconds on any monotonic scale.
+
+A connection is a thin composition, one object per layer of docs/protocol.md:
+
+- :class:`~._codec.Frames` and :class:`~._codec.TransportCodec` (``_codec.py``): the wire
+  codec, frames and transport plaintexts;
+- :class:`~._handshake.Handshake` (``_handshake.py``), the phase until :meth:`start`, then
+  :class:`~._transport.Transport` (``_transport.py``), the phase of records: the connection
+  holds one or the other, never both, so neither has fields of the other phase;
+- :class:`~._liveness.PeerLiveness` (``_liveness.py``), inside the transport: heartbeats and
+  what we believe about the peer;
+- ``_machines.py``: the state tables. Every change of :attr:`state` is a lookup of
+  ``(state, input)`` there (through a ``ConnectionMachine``, which also keeps the leftovers:
+  the end of stream and the error that ended the connection);
+- :class:`~._batching.SignatureBatches` (``_batching.py``): signatures checked in batches.
+
+After a remote or authentication error the connection stays in ``ERROR`` for good, and
+re-raises. This class adds what belongs to the connection as a whole: the event queue, and
+when events come out.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import ClassVar
+
+from .._config import Config
+from .._errors import (
+    AuthenticationError,
+    HotlineError,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
+from .._keys import Identity, PublicKey
+from ._batching import SignatureBatches
+from ._codec import Frames
+from ._events import (
+    NEED_DATA,
+    ConnectionBroken,
+    Event,
+    Liveness,
+    NeedData,
+    SignaturesToCheck,
+)
+from ._handshake import Handshake, known_peer_table
+from ._linestate import LineState
+from ._machines import ConnectionInput, ConnectionMachine, ConnectionState, Role
+from ._records import Receipt, SignatureBatch, SignedMessage
+from ._transport import Transport
+
+__all__ = ["Connection"]
+
+_S = ConnectionState
+_I = ConnectionInput
+
+
+class Connection:
+    """One transport connection of a line, as a pure state machine.
+
+    Build one with :meth:`initiate` or :meth:`respond`.
+    """
+
+    _ERROR_TYPES: ClassVar[tuple[type[HotlineError], ...]] = (
+        RemoteProtocolError,
+        AuthenticationError,
+    )
+
+    def __init__(
+        self,
+        identity: Identity,
+        role: Role,
+        *,
+        now: float,
+        config: Config | None = None,
+        peer: PublicKey | None = None,
+        known_peers: Iterable[PublicKey] | Mapping[bytes, PublicKey] = (),
+        ephemeral: bytes | None = None,
+    ) -> None:
+        """Prefer :meth:`initiate` and :meth:`respond`, which say what each role needs."""
+        self._config = config or Config()
+        self._machine = ConnectionMachine(role)
+        self._frames = Frames()
+        self._phase: Handshake | Transport = Handshake(
+            identity, role, self._frames,
+            deadline=now + self._config.handshake_timeout, peer=peer,
+            known=known_peer_table(known_peers), ephemeral=ephemeral,
+        )
+        self._events: deque[Event] = deque()
+        self._now = now
+        self._held = False
+        self._signatures = SignatureBatches()
+
+    def copy(self, *, line: LineState | None = None) -> Connection:
+        """An independent copy: the same state, keys, nonces, buffers and events, each
+        advancing on its own from here.
+
+        An open connection's line state is copied too, unless ``line`` is given: the copy
+        then keeps that one current (pass your own copy of the line state you drive). Keys,
+        settings and a responder's table of known peers are shared, as they never change.
+        """
+        clone = copy.copy(self)
+        clone._machine = copy.copy(self._machine)
+        clone._frames = self._frames.copy()
+        clone._events = deque(self._events)
+        clone._signatures = self._signatures.copy()
+        phase = self._phase
+        if isinstance(phase, Handshake):
+            clone._phase = phase.copy(clone._frames)
+        else:
+            clone._phase = phase.copy(
+                phase.codec.copy(clone._frames), clone._events, clone._signatures,
+                line if line is not None else phase.line.copy(),
+            )
+        return clone
+
+    # --- construction ---------------------------------------------------------------
+
+    @classmethod
+    def initiate(
+        cls,
+        identity: Identity,
+        peer: PublicKey,
+        *,
+        now: float,
+        timestamp: int,
+        config: Config | None = None,
+        ephemeral: bytes | None = None,
+    ) -> Connection:
+        """Start a handshake with ``peer``; the first message is ready in :meth:`data_to_send`.
+
+        ``timestamp`` must exceed every initiation timestamp this identity used towards
+        ``peer`` before (nanoseconds since the epoch; the line state keeps the last one in
+        ``LineState.initiation_timestamp``).
+        ``ephemeral`` fixes the ephemeral key, for test vectors only.
+        """
+        if not 0 < timestamp < 2**64:
+            raise LocalProtocolError("the initiation timestamp is a positive 64-bit integer")
+        conn = cls(identity, Role.INITIATOR, now=now, config=config, peer=peer,
+                   ephemeral=ephemeral)
+        if isinstance(conn._phase, Handshake):
+            conn._phase.initiate(timestamp)
+        return conn
+
+    @classmethod
+    def respond(
+        cls,
+        identity: Identity,
+        known_peers: Iterable[PublicKey] | Mapping[bytes, PublicKey],
+        *,
+        now: float,
+        config: Config | None = None,
+        ephemeral: bytes | None = None,
+    ) -> Connection:
+        """Wait for an initiation from any of ``known_peers``.
+
+        ``known_peers`` may be a mapping from each peer's X25519 key to its public key, which
+        is then used as it is (and may change while the connection waits).
+        """
+        return cls(identity, Role.RESPONDER, now=now, config=config,
+                   known_peers=known_peers, ephemeral=ephemeral)
+
+    # --- read-only views ------------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._machine.state
+
+    @property
+    def role(self) -> Role:
+        return self._phase.role
+
+    @property
+    def peer(self) -> PublicKey | None:
+        """The peer, once known (at once for an initiator, after authentication otherwise)."""
+        return self._phase.peer
+
+    @property
+    def line_id(self) -> bytes:
+        return self._phase.line_id
+
+    @property
+    def liveness(self) -> Liveness:
+        phase = self._phase
+        return phase.liveness.state if isinstance(phase, Transport) else Liveness.CONNECTING
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def handshake_hash(self) -> bytes:
+        return self._phase.handshake_hash
+
+    @property
+    def initiation_timestamp(self) -> int | None:
+        """Initiator: the timestamp it sent. Responder: the one it received."""
+        return self._phase.initiation_timestamp
+
+    @property
+    def rtt(self) -> float | None:
+        """The latest round-trip sample (seconds), once a ping echo has given one."""
+        phase = self._phase
+        return phase.liveness.rtt if isinstance(phase, Transport) else None
+
+    @property
+    def smoothed_rtt(self) -> float | None:
+        phase = self._phase
+        return phase.liveness.smoothed_rtt if isinstance(phase, Transport) else None
+
+    @property
+    def rekeys_sent(self) -> int:
+        phase = self._phase
+        return phase.codec.rekeys_sent if isinstance(phase, Transport) else 0
+
+    @property
+    def rekeys_received(self) -> int:
+        phase = self._phase
+        return phase.codec.rekeys_received if isinstance(phase, Transport) else 0
+
+    @property
+    def buffered_frames(self) -> int:
+        """Received bytes not yet handled: once the events are drained, at most one
+        incomplete frame."""
+        return self._frames.buffered
+
+    @property
+    def buffered_record(self) -> int:
+        """Bytes of a record whose final piece has not arrived (never over
+        ``max_record_size``)."""
+        phase = self._phase
+        return phase.codec.partial_size if isinstance(phase, Transport) else 0
+
+    @property
+    def outstanding_pings(self) -> int:
+        """Our pings whose echo we still wait for (never over ``MAX_OUTSTANDING_PINGS``)."""
+        phase = self._phase
+        return phase.liveness.outstanding_pings if isinstance(phase, Transport) else 0
+
+    # --- state ----------------------------------------------------------------------
+
+    def _clock(self, now: float) -> None:
+        self._now = now
+        if isinstance(self._phase, Transport):
+            self._phase.now = now
+
+    def _break(self, event: ConnectionInput, reason: str) -> None:
+        self._machine.apply(event)
+        self._events.append(ConnectionBroken(reason))
+
+    def _require_open(self) -> Transport:
+        self._machine.check_open()
+        phase = self._phase
+        if not isinstance(phase, Transport):  # pragma: no cover - OPEN holds the transport
+            raise LocalProtocolError("the connection has not started")
+        return phase
+
+    # --- input ----------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
+        """Buffer bytes from the peer; ``b""`` means the peer closed its side of the stream."""
+        self._clock(now)
+        machine = self._machine
+        if machine.end_of_stream and data:
+            raise LocalProtocolError("received data after end of stream")
+        if not data:
+            machine.end_of_stream = True
+        elif not machine.over:
+            self._frames.feed(data)
+
+    def next_event(self) -> Event | NeedData:
+        """Return the next event, or ``NEED_DATA`` when more bytes (or time) are needed.
+
+        Raises :class:`RemoteProtocolError` or :class:`AuthenticationError` when the peer's
+        bytes break the protocol; the connection is then in ``ERROR`` for good, and every
+        later call raises the same error again.
+        """
+        signatures = self._signatures
+        if signatures.checking is not None:
+            return NEED_DATA  # Nothing comes out past messages whose signatures are out.
+        if self._events:
+            return self._events.popleft()
+        machine = self._machine
+        machine.check_readable()
+        try:
+            # Frames are handled only while no event waits, except that a burst of new
+            # messages may gather (their events queued, unreleased) to be checked together.
+            while len(self._events) == len(signatures.unverified) < signatures.gather_limit:
+                if machine.state is _S.AUTHENTICATED:
+                    break  # Frames wait until the driver has called start().
+                frame = self._frames.take()
+                if frame is None:
+                    if machine.end_of_stream and not machine.over:
+                        self._break(
+                            _I.END_OF_STREAM, "the peer closed the connection without a goodbye"
+                        )
+                    break
+                self._handle_frame(frame)
+                if machine.over:
+                    break
+        except self._ERROR_TYPES as error:
+            # Whatever is queued now came from the frame that failed, or from a burst whose
+            # signatures nobody checked: none of it may come out after the error. (Messages
+            # of that burst are not lost: without their receipt, the peer sends them again.)
+            self._events.clear()
+            signatures.unverified.clear()
+            raise self._machine.fail(error) from None
+        phase = self._phase
+        if signatures.unverified and isinstance(phase, Transport):
+            batch = signatures.settle(phase.peer)
+            if batch is signatures.checking:
+                return SignaturesToCheck(batch)
+            self._checked(batch)
+            return self.next_event()
+        if self._events:
+            return self._events.popleft()
+        return NEED_DATA
+
+    def _handle_frame(self, frame: bytes) -> None:
+        phase = self._phase
+        if isinstance(phase, Handshake):
+            self._events.append(phase.read(frame))
+            self._machine.apply(_I.AUTHENTICATED)
+            return
+        outcome = phase.handle_frame(frame)
+        if outcome is not None:
+            self._machine.apply(outcome)
+
+    def check_signatures_in_batches(self, minimum: int = 8) -> None:
+        """Hand bursts of at least ``minimum`` new messages to the driver to check together.
+
+        From now on, :meth:`next_event` may return :class:`SignaturesToCheck`; smaller bursts
+        are still checked here, at once. A driver with a spare core runs the batch in a
+        worker thread. Nothing a batch covers (nor anything after it) comes out before
+        :meth:`signatures_checked`; a bad signature fails the connection as it would inline.
+        """
+        self._signatures.enable(minimum)
+
+    def signatures_checked(self, batch: SignatureBatch) -> None:
+        """Take back the batch of the last :class:`SignaturesToCheck`, after ``batch.run()``."""
+        self._signatures.take_back(batch)
+        self._checked(batch)
+
+    def _checked(self, batch: SignatureBatch) -> None:
+        if batch.failed_at is not None:
+            # The events of the whole burst and of every frame after it go: as if the bad
+            # message had failed inline, with the messages before it resent by the peer.
+            self._events.clear()
+            self._machine.fail(AuthenticationError(reason="bad signature"))
+
+    # --- actions --------------------------------------------------------------------
+
+    def start(self, line: LineState, now: float, *, config: Config | None = None) -> None:
+        """Open the authenticated connection, resuming ``line``.
+
+        The connection takes ``line`` and keeps it current as receipts arrive; the driver
+        must not start a second connection on the same state while this one is open.
+        On the responder side this is where a replayed initiation is refused
+        (:class:`AuthenticationError`), before any answer is sent. ``config`` replaces the
+        connection's settings from here on (a listener shared by several lines handshakes
+        with its own settings, then each line runs with its own).
+        """
+        handshake = self._phase
+        if self._machine.state is not _S.AUTHENTICATED or not isinstance(handshake, Handshake):
+            raise LocalProtocolError(
+                f"start() needs an authenticated connection, not {self._machine.state.value}"
+            )
+        line.check()
+        if config is not None:
+            self._config = config
+        self._now = now
+        try:
+            transport = handshake.into_transport(
+                line, self._events, self._signatures, config=self._config, now=now,
+                held=self._held,
+            )
+        except AuthenticationError as error:
+            raise self._machine.fail(error) from None
+        self._phase = transport
+        self._machine.apply(_I.STARTED)
+        transport.open()
+
+    def send_message(self, message: SignedMessage) -> None:
+        """Transmit the message just added to the line state by :meth:`LineState.next_message`.
+
+        It is encrypted now, or by a later :meth:`data_to_send` while ``unsent_limit`` bytes
+        are unsent.
+
+        A message added before :meth:`start` is already transmitted by it: do not send it again.
+        """
+        self._require_open().send_message(message)
+
+    def send_receipt(self, receipt: Receipt) -> None:
+        """Transmit a receipt just signed with :meth:`LineState.sign_own_receipt`.
+
+        It goes out with the next :meth:`data_to_send`, unless a newer one of its kind
+        replaces it first.
+        """
+        self._require_open().send_receipt(receipt)
+
+    def close(self, reason: str = "closed") -> None:
+        """Say goodbye (when open) and close; the goodbye is in :meth:`data_to_send`."""
+        if self._machine.over:
+            return
+        phase = self._phase
+        if self._machine.state is _S.OPEN and isinstance(phase, Transport):
+            phase.close(reason)
+        self._machine.apply(_I.CLOSED_HERE)
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write to the peer, in order; empties the buffer.
+
+        Call it again once everything it returned is written: until then that output
+        counts as :attr:`unsent`. While anything is unsent, receipts wait here (a newer one
+        replaces an older one of its kind), a due ping waits, and messages wait in the line
+        state once ``unsent_limit`` is reached; this call adds what waited.
+        """
+        self._frames.written()
+        phase = self._phase
+        if self._machine.state is _S.OPEN and isinstance(phase, Transport):
+            phase.flush()
+        return self._frames.take_output()
+
+    @property
+    def unsent(self) -> int:
+        """Bytes of output not known to be written: buffered here, or returned by the last
+        :meth:`data_to_send` (the driver is still writing them)."""
+        return self._frames.unsent
+
+    # --- time -----------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`advance` must be called next, or ``None`` if no timer runs."""
+        if self._machine.over:
+            return None
+        phase = self._phase
+        if isinstance(phase, Handshake):
+            return phase.deadline
+        return phase.next_deadline()
+
+    def hold(self) -> None:
+        """The driver stops reading (its application is behind): silence proves nothing now.
+
+        Suspect and down detection pause until :meth:`release`; pings still go out, so the
+        peer keeps hearing from us.
+        """
+        self._held = True
+        if isinstance(self._phase, Transport):
+            self._phase.liveness.held()
+
+    def release(self, now: float) -> None:
+        """The driver reads again: the silence clock restarts from ``now``."""
+        self._held = False
+        if isinstance(self._phase, Transport):
+            self._phase.liveness.released(now)
+
+    def advance(self, now: float) -> None:
+        """Run the timers that are due at ``now``: handshake timeout, pings, liveness, rekey."""
+        self._clock(now)
+        if self._machine.over:
+            return
+        phase = self._phase
+        if isinstance(phase, Handshake):
+            if now >= phase.deadline:
+                self._break(_I.HANDSHAKE_EXPIRED, "the handshake timed out")
+            return
+        down = phase.advance()
+        if down is not None:
+            self._break(_I.PEER_SILENT, down)

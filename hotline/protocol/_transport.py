@@ -1,0 +1,357 @@
+"""The transport phase of a connection: records over the wire codec (docs/protocol.md,
+"Records" and the sections after it).
+
+Theory of operation
+-------------------
+A :class:`Transport` exists from ``Connection.start`` on and holds everything the handshake
+left: the peer, the line id, the handshake hash and the codec with the two cipher states. It
+takes the driver's :class:`LineState` and keeps it current as receipts arrive. Records are
+msgpack arrays: message, receipt, ping, goodbye. Each decoded record is checked against the
+line state and becomes an event in the connection's queue; a goodbye, and the peer's silence
+(from :class:`~._liveness.PeerLiveness`), come back as inputs of the connection machine.
+
+Output is bounded however much the peer sends and however little it reads. What
+``data_to_send()`` returned counts as unsent until the driver asks again (it asks once it has
+written it); meanwhile receipts wait as the newest of each kind, a due ping waits (one), and
+our messages wait in the line state's ``pending`` once ``unsent_limit`` bytes are unsent.
+:meth:`Transport.flush` adds what waited.
+
+Sequencing inside one connection is strict: each message is the one after the previous. Only
+the first message of a connection may repeat what we already hold, because after a reconnect
+the sender replays everything it has no delivered receipt for; such duplicates are dropped
+and answered with our latest delivered receipt again.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+from typing import Any
+
+from .._config import Config
+from .._errors import LocalProtocolError, RemoteProtocolError
+from .._keys import PublicKey
+from ._batching import SignatureBatches
+from ._codec import TransportCodec
+from ._events import (
+    Event,
+    Liveness,
+    MessageReceived,
+    PeerClosed,
+    ReceiptReceived,
+)
+from ._linestate import LineState
+from ._liveness import PeerLiveness
+from ._machines import ConnectionInput, Role
+from ._records import (
+    Receipt,
+    ReceiptKind,
+    SignedMessage,
+    decode_message,
+    open_receipt,
+    pack,
+    strict_unpack,
+    verify_message,
+)
+
+__all__ = [
+    "MAX_RECORD_FIELDS", "REPLACED", "T_GOODBYE", "T_MESSAGE", "T_PING", "T_RECEIPT",
+    "Transport",
+]
+
+# Record types (the first element of every record array).
+T_MESSAGE = 1
+T_RECEIPT = 2
+T_PING = 3
+# 4 is unassigned: it was an answering pong; each ping now carries the echo instead.
+T_GOODBYE = 5
+#: The goodbye reason that announces a replacement: the sender has a newer connection on the
+#: same line, so this one's end is no failure of the line (compared exactly: protocol.md).
+REPLACED = "replaced by a newer connection"
+#: The most elements of any record (a ping: its type and four fields).
+MAX_RECORD_FIELDS = 5
+_MAX_REASON = 200
+
+_PACKER_ERRORS = (ValueError, OverflowError, TypeError)
+
+
+class Transport:
+    """The open phase: records in and out, sequencing, receipts, heartbeats and rekeying."""
+
+    def __init__(
+        self,
+        codec: TransportCodec,
+        line: LineState,
+        events: deque[Event],
+        signatures: SignatureBatches,
+        *,
+        peer: PublicKey,
+        line_id: bytes,
+        config: Config,
+        now: float,
+        held: bool,
+        role: Role,
+        handshake_hash: bytes,
+        initiation_timestamp: int | None,
+    ) -> None:
+        self.codec = codec
+        self.line = line
+        self._events = events
+        # What the handshake established, kept for the connection's read-only views.
+        self.peer = peer
+        self.line_id = line_id
+        self.role = role
+        self.handshake_hash = handshake_hash
+        self.initiation_timestamp = initiation_timestamp
+        self.config = config
+        self.now = now
+        self.liveness = PeerLiveness(config, now, held=held)
+        # Inbound sequencing.
+        self._last_seq_here: int | None = None
+        self._received_seq = line.received_seq  # The newest message handed to the driver.
+        self._received_head = line.received_head
+        self._transmitted_high = line.peer_delivered
+        # Output held back until the driver next asks for data (see flush()): the newest
+        # receipt of each kind and at most one ping, so that a peer that never reads costs
+        # us no more than that however much it sends.
+        self._owed_receipts: dict[ReceiptKind, Receipt] = {}
+        self._ping_owed = False
+        self._signatures = signatures
+
+    def copy(
+        self, codec: TransportCodec, events: deque[Event], signatures: SignatureBatches,
+        line: LineState,
+    ) -> Transport:
+        """An independent copy on ``codec``, queueing to ``events`` and ``signatures`` and
+        keeping ``line`` current."""
+        clone = copy.copy(self)
+        clone.codec = codec
+        clone._events = events
+        clone._signatures = signatures
+        clone.line = line
+        clone.liveness = self.liveness.copy()
+        clone._owed_receipts = dict(self._owed_receipts)
+        return clone
+
+    def open(self) -> None:
+        """The first flight: our receipts, what the peer has not received, and a ping."""
+        # Our receipts first, so the peer can retire what we hold before it replays it.
+        for receipt in (self.line.delivered_receipt, self.line.acknowledged_receipt):
+            if receipt is not None:
+                self.emit_record([T_RECEIPT, receipt.envelope, receipt.signature])
+        self._transmit()
+        self.liveness.ping_timer_restarted(self.now)
+        self._send_ping()
+
+    # --- input ------------------------------------------------------------------------
+
+    def handle_frame(self, frame: bytes) -> ConnectionInput | None:
+        """Decrypt and handle one frame; a goodbye comes back as the machine's input."""
+        plaintext = self.codec.decrypt(frame)
+        self._event(self.liveness.heard(self.now))
+        record = self.codec.open_plaintext(plaintext, self.config.max_record_size)
+        if record is None:
+            return None
+        return self._handle_record(record)
+
+    def _event(self, event: Event | None) -> None:
+        if event is not None:
+            self._events.append(event)
+
+    def _handle_record(self, record: bytes) -> ConnectionInput | None:
+        fields = strict_unpack(
+            record, max_bin_len=self.config.max_record_size, max_array_len=MAX_RECORD_FIELDS
+        )
+        if not fields or type(fields[0]) is not int:
+            raise RemoteProtocolError("a record is an array that starts with its type")
+        kind = fields[0]
+        if kind == T_MESSAGE:
+            envelope, signature = _fields(fields, 3, bytes, bytes)
+            self._receive_message(envelope, signature)
+        elif kind == T_RECEIPT:
+            envelope, signature = _fields(fields, 3, bytes, bytes)
+            self._receive_receipt(envelope, signature)
+        elif kind == T_PING:
+            ping_id, echo_id, hold_us, interval_us = _fields(fields, 5, int, int, int, int)
+            self._event(
+                self.liveness.ping_received(ping_id, echo_id, hold_us, interval_us, self.now)
+            )
+        elif kind == T_GOODBYE:
+            (reason,) = _fields(fields, 2, str)
+            self._events.append(PeerClosed(reason[:_MAX_REASON]))
+            return ConnectionInput.GOODBYE_RECEIVED
+        else:
+            raise RemoteProtocolError(f"unknown record type {kind}")
+        return None
+
+    def _receive_message(self, envelope: bytes, signature: bytes) -> None:
+        line = self.line
+        message = decode_message(
+            envelope, signature, sender=self.peer, line_id=self.line_id,
+            max_body_size=self.config.max_body_size,
+        )
+        seq = message.seq
+        received = self._received_seq
+        if self._last_seq_here is not None and seq != self._last_seq_here + 1:
+            raise RemoteProtocolError(
+                f"message {seq} follows message {self._last_seq_here} in one connection"
+            )
+        if seq > received + 1:
+            raise RemoteProtocolError(f"message {seq} skips ahead of {received + 1}")
+        self._last_seq_here = seq
+        if seq <= received:
+            # A replay after reconnect. The head we hold catches a fork at our newest message;
+            # older replays are dropped unread (nothing of them is kept to compare with).
+            if seq == received and message.hash != self._received_head:
+                raise RemoteProtocolError(f"message {seq} differs from the one received before")
+            if line.delivered_receipt is not None and seq <= line.delivered_receipt.upto:
+                self._owe(line.delivered_receipt)
+            return
+        if message.prev != self._received_head:
+            raise RemoteProtocolError(f"message {seq} does not continue the chain")
+        if not self._signatures.minimum:
+            verify_message(message, self.peer)
+        else:
+            # Checked with its burst before its event comes out (see _batching.py); the
+            # checks above need only the hash chain.
+            self._signatures.unverified.append(message)
+        self._received_seq = seq
+        self._received_head = message.hash
+        self._events.append(MessageReceived(message))
+
+    def _receive_receipt(self, envelope: bytes, signature: bytes) -> None:
+        line = self.line
+        receipt = open_receipt(envelope, signature, signer=self.peer, line_id=self.line_id)
+        upto = receipt.upto
+        if upto > line.sent_seq:
+            raise RemoteProtocolError(f"receipt for message {upto}, which was never sent")
+        if receipt.kind is ReceiptKind.DELIVERED:
+            mark = line.peer_delivered
+        else:
+            mark = line.peer_acknowledged
+            if upto > line.peer_delivered:
+                raise RemoteProtocolError(f"message {upto} acknowledged before it was delivered")
+        if upto < mark:
+            raise RemoteProtocolError(
+                f"{receipt.kind.value} receipt went back from {mark} to {upto}"
+            )
+        known = line.head_of_sent(upto)
+        if known is None or known != receipt.head:
+            raise RemoteProtocolError(f"receipt for {upto} names a chain head we never sent")
+        if upto == mark:
+            return  # A receipt repeated on resume: nothing new.
+        line.apply_peer_receipt(receipt)
+        self._events.append(ReceiptReceived(receipt))
+
+    # --- actions ----------------------------------------------------------------------
+
+    def send_message(self, message: SignedMessage) -> None:
+        line = self.line
+        if message.seq != line.sent_seq or line.head_of_sent(message.seq) != message.hash:
+            raise LocalProtocolError("send_message() takes the line's newest message")
+        if message.seq <= self._transmitted_high:
+            raise LocalProtocolError(f"message {message.seq} was already transmitted")
+        self._transmit()
+
+    def send_receipt(self, receipt: Receipt) -> None:
+        current = (
+            self.line.delivered_receipt
+            if receipt.kind is ReceiptKind.DELIVERED
+            else self.line.acknowledged_receipt
+        )
+        if current is not receipt:
+            raise LocalProtocolError("send_receipt() takes the line's newest receipt of its kind")
+        self._owe(receipt)
+
+    def close(self, reason: str) -> None:
+        self._emit_owed_receipts()
+        self.emit_record([T_GOODBYE, reason[:_MAX_REASON]])
+
+    def flush(self) -> None:
+        """The driver asks for output: add what waited for it."""
+        self._emit_owed_receipts()
+        if self._ping_owed:
+            self._send_ping()
+        self._transmit()
+
+    # --- time -------------------------------------------------------------------------
+
+    def next_deadline(self) -> float:
+        deadlines = [self.liveness.ping_at(), *self.liveness.silence_deadlines()]
+        if not self._ping_owed:
+            # An owed ping carries a due rekey: it waits for data_to_send(), not for time.
+            deadlines.append(self.codec.rekey_at(self.config))
+        return min(deadlines)
+
+    def advance(self) -> str | None:
+        """Run the timers due now; returns why the connection breaks, if the peer is down."""
+        now = self.now
+        change = self.liveness.advance(now)
+        self._event(change)
+        if change is not None and change.state is Liveness.DOWN:
+            return f"the peer was silent for {change.silent_for:.3f} s"
+        if now >= self.liveness.ping_at() or (
+            not self._ping_owed and now >= self.codec.rekey_at(self.config)
+        ):
+            # An idle line still rekeys on time: the ping carries the rekey flag. A ping is
+            # queued only behind written output: behind output the peer has not read yet it
+            # waits, and the pings due meanwhile are that one.
+            self.liveness.ping_timer_restarted(now)
+            if self.codec.unsent:
+                self._ping_owed = True
+            else:
+                self._send_ping()
+        return None
+
+    # --- output -----------------------------------------------------------------------
+
+    def _send_ping(self) -> None:
+        self._ping_owed = False
+        self.emit_record([T_PING, *self.liveness.next_ping(self.now)])
+
+    def _owe(self, receipt: Receipt) -> None:
+        self._owed_receipts[receipt.kind] = receipt
+
+    def _emit_owed_receipts(self) -> None:
+        # Delivered first: the peer refuses an acknowledgement ahead of its delivered mark.
+        for kind in (ReceiptKind.DELIVERED, ReceiptKind.ACKNOWLEDGED):
+            receipt = self._owed_receipts.pop(kind, None)
+            if receipt is not None:
+                self.emit_record([T_RECEIPT, receipt.envelope, receipt.signature])
+
+    def _transmit(self) -> None:
+        """Encrypt our next untransmitted messages while output is under ``unsent_limit``.
+
+        The rest wait in the line state's ``pending`` (held there anyway until the peer's
+        delivered receipt), not as a second, encrypted copy here.
+        """
+        line = self.line
+        # A delivered receipt may cover messages a former connection transmitted.
+        self._transmitted_high = max(self._transmitted_high, line.peer_delivered)
+        limit = self.config.unsent_limit
+        while self._transmitted_high < line.sent_seq and self.codec.unsent < limit:
+            # pending holds peer_delivered + 1 .. sent_seq, in order.
+            message = line.pending[self._transmitted_high - line.peer_delivered]
+            self._transmitted_high = message.seq
+            self.emit_record([T_MESSAGE, message.envelope, message.signature])
+
+    def emit_record(self, record: list[Any]) -> None:
+        """Encrypt and queue one record as it is (tests use it to play a hostile peer)."""
+        try:
+            data = pack(record)
+        except _PACKER_ERRORS as exc:  # pragma: no cover - our own records always pack
+            raise LocalProtocolError(f"cannot encode record: {exc}") from None
+        self.codec.write_record(data, self.now, self.config)
+
+
+def _fields(fields: list[Any], count: int, *types: type) -> list[Any]:
+    """Check a record's length and the types of the fields after its type tag."""
+    if len(fields) != count:
+        raise RemoteProtocolError(f"record type {fields[0]} has {count} fields")
+    values = fields[1:]
+    for value, expected in zip(values, types, strict=True):
+        if type(value) is not expected:
+            raise RemoteProtocolError(
+                f"record type {fields[0]}: expected {expected.__name__}, got {type(value).__name__}"
+            )
+    return values
