@@ -66,14 +66,14 @@ __version__ = "0.1.0"
 # The driver, the listener, the SQLite store and the verifier import trio or sqlite3, so they
 # load on first use of their names (PEP 562): the sans-io core above stays free of both.
 _LAZY = {
-    "Line": "_line",
-    "Message": "_line",
-    "Outgoing": "_line",
-    "PeerState": "_line",
-    "Stats": "_line",
-    "open_line": "_line",
-    "Listener": "_listener",
-    "open_listener": "_listener",
+    "Line": "driver",
+    "Message": "driver",
+    "Outgoing": "driver",
+    "PeerState": "driver",
+    "Stats": "driver",
+    "open_line": "driver",
+    "Listener": "driver",
+    "open_listener": "driver",
     "SQLiteStore": "_sqlite",
     "VerifyReport": "_verify",
     "verify_store": "_verify",
@@ -97,10 +97,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from ._line import Line, Message, Outgoing, PeerState, Stats, open_line
-    from ._listener import Listener, open_listener
     from ._sqlite import SQLiteStore
     from ._verify import VerifyReport, verify_store, verify_transcript
+    from .driver import (
+        Line,
+        Listener,
+        Message,
+        Outgoing,
+        PeerState,
+        Stats,
+        open_line,
+        open_listener,
+    )
 
 __all__ = [
     "GENESIS_HEAD",

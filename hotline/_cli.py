@@ -172,8 +172,8 @@ async def _run(
     import trio
 
     from ._events import DialFailed, ReceiptReceived, RoundTrip
-    from ._line import Line, PeerState, open_line
     from ._records import ReceiptKind
+    from .driver import Line, PeerState, open_line
 
     async def read_stdin(line: Line, stdin_done: trio.Event) -> None:
         if sys.stdin is None:  # Started with standard input closed: nothing to send.

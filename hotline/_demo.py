@@ -20,9 +20,9 @@ import trio
 from ._config import Config
 from ._events import Liveness, ReceiptReceived, RoundTrip
 from ._keys import Identity
-from ._line import Line, PeerState, open_line
 from ._sqlite import SQLiteStore
 from ._verify import verify_store
+from .driver import Line, PeerState, open_line
 
 __all__ = ["run_demo"]
 

@@ -70,11 +70,10 @@ from hotline._connection import (
     T_RECEIPT,
     handshake_prologue,
 )
-from hotline._line import Line
-from hotline._listener import Listener
 from hotline._noise import CipherState, HandshakeState
 from hotline._records import DOMAIN_MESSAGE, DOMAIN_RECEIPT, pack
 from hotline._store import Batch
+from hotline.driver import Line, Listener
 
 #: The legitimate caller, whose identity the attacker holds for authenticated misbehaviour.
 ALICE = Identity.from_seed(bytes([0xA1]) * 32, "alice")

@@ -43,9 +43,9 @@ from hotline import (
     open_line,
 )
 from hotline._connection import T_RECEIPT
-from hotline._line import Line
 from hotline._sqlite import SQLiteStore
 from hotline._state import SENT_HEAD_WINDOW
+from hotline.driver import Line
 
 KiB = 1024
 #: A ping on the wire: 2-byte length, a 64-byte padded plaintext, a 16-byte tag.

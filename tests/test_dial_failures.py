@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 from hotline import Config, DialFailed, Identity, MemoryStore, open_line
-from hotline._line import DIAL_REPORT_INTERVAL, _address_text, _connect_failure
+from hotline.driver._line import DIAL_REPORT_INTERVAL, _address_text, _connect_failure
 
 A = Identity.from_seed(bytes([0xA1]) * 32, "a")
 B = Identity.from_seed(bytes([0xB2]) * 32, "b")

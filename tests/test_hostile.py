@@ -71,9 +71,9 @@ from hotline import (
     sign_message,
 )
 from hotline._connection import handshake_prologue
-from hotline._listener import PENDING_PER_SOURCE
 from hotline._noise import MAX_MESSAGE_LEN, HandshakeState
 from hotline._records import message_hash
+from hotline.driver import PENDING_PER_SOURCE
 
 KiB = 1024
 MiB = 1024 * KiB

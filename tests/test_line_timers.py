@@ -30,8 +30,8 @@ from hotline import (
     RoundTrip,
     open_line,
 )
-from hotline._line import Line
 from hotline._store import Direction
+from hotline.driver import Line
 
 A = Identity.from_seed(bytes([0xA1]) * 32, "a")
 B = Identity.from_seed(bytes([0xB2]) * 32, "b")

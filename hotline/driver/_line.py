@@ -56,9 +56,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
-from ._config import Config, check_address
-from ._connection import Connection, ConnectionState, Role
-from ._errors import (
+from .._config import Config, check_address
+from .._errors import (
     AuthenticationError,
     HotlineError,
     LineBroken,
@@ -69,30 +68,31 @@ from ._errors import (
     RemoteProtocolError,
     StoreError,
 )
-from ._events import (
+from .._events import DialFailed
+from .._keys import Identity, PublicKey, line_id
+from ..protocol import (
     NEED_DATA,
+    Connection,
     ConnectionBroken,
-    DialFailed,
+    ConnectionState,
+    LineState,
     Liveness,
     LivenessChanged,
     MessageReceived,
     PeerAuthenticated,
     PeerClosed,
-    ReceiptReceived,
-    RoundTrip,
-    SignaturesToCheck,
-)
-from ._keys import Identity, PublicKey, line_id
-from ._records import (
     Receipt,
     ReceiptKind,
+    ReceiptReceived,
+    Role,
+    RoundTrip,
     SignatureBatch,
+    SignaturesToCheck,
     SignedMessage,
     sign_message,
     sign_receipt,
 )
-from ._state import LineState
-from ._store import Batch, Store
+from ..store import Batch, Store
 
 if TYPE_CHECKING:
     from ._listener import Listener
@@ -1228,7 +1228,7 @@ async def open_line(
         connect = check_address(connect, "connect", listening=False)
     owned_store: Store | None = None
     if isinstance(store, str | os.PathLike):
-        from ._sqlite import SQLiteStore
+        from ..store import SQLiteStore
 
         owned_store = store = SQLiteStore(store, synchronous=durability)
     try:

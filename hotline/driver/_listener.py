@@ -40,11 +40,10 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from ._config import Config, check_address
-from ._connection import Connection
-from ._errors import AuthenticationError, HotlineError, LocalProtocolError
-from ._events import PeerAuthenticated
-from ._keys import Identity, PublicKey
+from .._config import Config, check_address
+from .._errors import AuthenticationError, HotlineError, LocalProtocolError
+from .._keys import Identity, PublicKey
+from ..protocol import Connection, PeerAuthenticated
 from ._line import Address, Line, authenticate, unwrap_single_exception
 
 __all__ = ["Listener", "open_listener"]
