@@ -24,6 +24,7 @@ from hotline import (
     Config,
     Identity,
     LineBroken,
+    LineClosed,
     Liveness,
     MemoryStore,
     PeerState,
@@ -597,3 +598,31 @@ async def test_a_slow_application_does_not_take_the_line_down(
         assert line_a.stats.sessions == 1
 
     await _run_pair(config, config, scenario)
+
+
+# --- one receiver at a time -----------------------------------------------------------------
+
+
+async def test_a_second_receiver_is_refused_and_the_first_still_sees_the_close(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    outcome: list[BaseException] = []
+
+    async def first_receiver(line: Line) -> None:
+        try:
+            await line.receive()
+        except LineClosed as exc:
+            outcome.append(exc)
+
+    with trio.fail_after(5):
+        async with (
+            open_line(A, B.public_key, store=MemoryStore()) as line,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(first_receiver, line)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.BusyResourceError):
+                await line.receive()
+            await line.aclose()
+    assert len(outcome) == 1, "the first receiver was not woken by the close"
+

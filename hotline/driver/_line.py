@@ -364,6 +364,7 @@ class Line:
         self._last_yielded: Message | None = None
         self._inbox_changed = trio.Event()
         self._inbox_consumed = trio.Event()
+        self._receiving = False
         self._ack_target: tuple[int, bytes] | None = None
         # Observers.
         self._watchers: list[tuple[deque[LineEvent], list[trio.Event]]] = []
@@ -588,7 +589,21 @@ class Line:
     async def receive(self) -> Message:
         """The next message from the peer, in order, each once (again only if unacknowledged
         when this node crashed). With ``auto_ack``, asking for the next message acknowledges
-        the previous one."""
+        the previous one.
+
+        One task at a time: a second task calling while one waits gets
+        :class:`trio.BusyResourceError` (which of them would get the next message is
+        undefined, and with auto-ack each would acknowledge what the other has not seen).
+        """
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving from this line")
+        self._receiving = True
+        try:
+            return await self._receive()
+        finally:
+            self._receiving = False
+
+    async def _receive(self) -> Message:
         if self.auto_ack and self._last_yielded is not None:
             self._last_yielded.ack()
         while self._yield_next > self._state.received_seq:
