@@ -315,6 +315,7 @@ class Line:
         config: Config | None = None,
         auto_ack: bool = True,
         rng: random.Random | None = None,
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         if identity.public_key == peer:
             raise LocalProtocolError("a line needs two different keys")
@@ -327,6 +328,9 @@ class Line:
         self._store = store
         self._store_lock = trio.Lock()
         self._rng = rng or random.Random()
+        # The wall clock, in nanoseconds since the epoch, for the timestamps we sign (trio's
+        # clock is for deadlines only): passed in so that tests can fix it.
+        self._clock = clock
         self._state = LineState()
         self._liveness = Liveness.CONNECTING
         self._active: _Session | None = None
@@ -524,7 +528,7 @@ class Line:
             await self._outbox_space.wait()
             self._check_usable()
         message = sign_message(
-            self.identity, self.line_id, self._next_seq, time.time_ns(), self._next_head, body
+            self.identity, self.line_id, self._next_seq, self._clock(), self._next_head, body
         )
         self._next_seq += 1
         self._next_head = message.hash
@@ -652,7 +656,7 @@ class Line:
             return
         receipt = self._state.sign_own_receipt(
             self.identity, self.line_id, ReceiptKind.ACKNOWLEDGED, target[0], target[1],
-            time.time_ns(),
+            self._clock(),
         )
         # Sent only once committed (see _after_commit): a crash must never make the next
         # connection re-send an older acknowledged receipt than the peer already holds.
@@ -669,14 +673,14 @@ class Line:
         last = self._batch.received[-1]
         self._batch.own_receipts.append(sign_receipt(
             self.identity, self.line_id, ReceiptKind.DELIVERED, last.seq, last.hash,
-            time.time_ns(),
+            self._clock(),
         ))
 
     def _queue_delivered_receipt(self) -> None:
         state = self._state
         receipt = state.sign_own_receipt(
             self.identity, self.line_id, ReceiptKind.DELIVERED, state.received_seq,
-            state.received_head, time.time_ns(),
+            state.received_head, self._clock(),
         )
         self._batch.own_receipts.append(receipt)
         self._commit_wanted.set()
@@ -1031,7 +1035,7 @@ class Line:
     # --- dialling, listening, foreign streams -------------------------------------------
 
     def _initiate(self) -> Connection:
-        timestamp = max(time.time_ns(), self._state.initiation_timestamp + 1)
+        timestamp = max(self._clock(), self._state.initiation_timestamp + 1)
         self._state.initiation_timestamp = timestamp
         return Connection.initiate(
             self.identity, self.peer, now=trio.current_time(), timestamp=timestamp,
@@ -1227,6 +1231,7 @@ async def open_line(
     durability: str = "FULL",
     auto_ack: bool = True,
     rng: random.Random | None = None,
+    clock: Callable[[], int] = time.time_ns,
 ) -> AsyncIterator[Line]:
     """Open this node's end of the line to ``peer``.
 
@@ -1235,7 +1240,9 @@ async def open_line(
     alone; ``listener`` shares one :func:`open_listener` port among several lines.
     ``connect`` is a ``(host, port)`` to dial, or an async callable returning any
     ``trio.abc.Stream`` (a Unix socket, a tunnel). Neither is needed if the caller runs
-    streams itself with :meth:`Line.run_stream`.
+    streams itself with :meth:`Line.run_stream`. ``rng`` draws the reconnection jitter;
+    ``clock`` gives the wall-clock timestamps this side signs, in nanoseconds since the Unix
+    epoch.
     """
     if listen is not None:
         listen = check_address(listen, "listen", listening=True)
@@ -1248,7 +1255,8 @@ async def open_line(
         owned_store = store = SQLiteStore(store, synchronous=durability)
     try:
         with unwrap_single_exception():
-            line = Line(identity, peer, store, config=config, auto_ack=auto_ack, rng=rng)
+            line = Line(identity, peer, store, config=config, auto_ack=auto_ack, rng=rng,
+                        clock=clock)
             await line._load()
             async with trio.open_nursery() as nursery:
                 line._nursery = nursery
