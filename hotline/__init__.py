@@ -34,7 +34,6 @@ from ._errors import (
 from ._events import (
     NEED_DATA,
     ConnectionBroken,
-    DialFailed,
     Event,
     Liveness,
     LivenessChanged,
@@ -66,6 +65,7 @@ __version__ = "0.1.0"
 # The driver, the listener, the SQLite store and the verifier import trio or sqlite3, so they
 # load on first use of their names (PEP 562): the sans-io core above stays free of both.
 _LAZY = {
+    "DialFailed": "driver",
     "Line": "driver",
     "Message": "driver",
     "Outgoing": "driver",
@@ -100,6 +100,7 @@ if TYPE_CHECKING:
     from ._sqlite import SQLiteStore
     from ._verify import VerifyReport, verify_store, verify_transcript
     from .driver import (
+        DialFailed,
         Line,
         Listener,
         Message,

@@ -171,9 +171,9 @@ async def _run(
 ) -> int:
     import trio
 
-    from ._events import DialFailed, ReceiptReceived, RoundTrip
+    from ._events import ReceiptReceived, RoundTrip
     from ._records import ReceiptKind
-    from .driver import Line, PeerState, open_line
+    from .driver import DialFailed, Line, PeerState, open_line
 
     async def read_stdin(line: Line, stdin_done: trio.Event) -> None:
         if sys.stdin is None:  # Started with standard input closed: nothing to send.

@@ -346,8 +346,8 @@ async def test_suspect_peer_that_speaks_again_is_up_again(autojump_clock: trio.a
 
 
 def _stored_peer_receipts(line: Line) -> list[tuple[str, int]]:
-    return [(e.kind, e.seq) for e in line._store.transcript() if e.direction is Direction.IN
-            and e.kind != "message"]
+    return [(e.kind, e.seq) for e in line._committer.store.transcript()
+            if e.direction is Direction.IN and e.kind != "message"]
 
 
 async def test_peer_receipts_ride_the_next_commit_or_wait_50_ms(

@@ -3,6 +3,7 @@
 from .._connection import Connection, ConnectionState, Role
 from .._events import (
     NEED_DATA,
+    REPLACED,
     ConnectionBroken,
     Liveness,
     LivenessChanged,
@@ -25,6 +26,7 @@ from .._state import LineState
 
 __all__ = [
     "NEED_DATA",
+    "REPLACED",
     "Connection",
     "ConnectionBroken",
     "ConnectionState",
