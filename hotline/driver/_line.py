@@ -25,7 +25,7 @@ import trio
 from .._config import Config, check_address
 from .._errors import AuthenticationError, LineClosed, LocalProtocolError, StoreError
 from .._keys import Identity, PublicKey, line_id
-from ..protocol import REPLACED, Connection, LineState, Liveness, PeerAuthenticated, Role
+from ..protocol import REPLACED, Connection, LineState, Liveness, PeerAuthenticated
 from ..store import Batch, Store
 from ._committer import Committer
 from ._events import LineEvent, PeerState, Stats, Watchers
@@ -151,11 +151,11 @@ class Line:
     def rtt(self) -> float | None:
         """The last measured round-trip time in seconds (None until a ping of the peer's
         echoes one of ours)."""
-        return self._active.conn.rtt if self._active is not None else None
+        return self._active.rtt if self._active is not None else None
 
     @property
     def smoothed_rtt(self) -> float | None:
-        return self._active.conn.smoothed_rtt if self._active is not None else None
+        return self._active.smoothed_rtt if self._active is not None else None
 
     @property
     def outbox_size(self) -> int:
@@ -265,9 +265,7 @@ class Line:
                 return False
             state = self._committer.state
             try:
-                conn.start(state, trio.current_time(), config=self.config)
-                if self.config.signature_batch:
-                    conn.check_signatures_in_batches(self.config.signature_batch)
+                session.start(state)
             except AuthenticationError as exc:
                 logger.warning("session %d: refused: %s", session.id, exc.reason)
                 return False
@@ -276,12 +274,11 @@ class Line:
                 old.close(REPLACED)
             self._active = session
             self._no_session = trio.Event()
-            session.started = True
             self.stats.sessions += 1
             if self.stats.sessions > 1:
                 self.stats.reconnects += 1
             self.stats.retransmitted += self._outbox.resending(state)
-            self._committer.session_started(responder=conn.role is Role.RESPONDER)
+            self._committer.session_started(responder=not session.initiated_by_us)
             logger.info(
                 "session %d: up with %s as %s; resending %d",
                 session.id, self.peer.fingerprint(), conn.role.value, len(state.pending),
@@ -296,7 +293,7 @@ class Line:
     def _admit(self, session: Session) -> bool:
         """Decide whether ``session`` may replace the live one (the same rule on both sides)."""
         old = self._active
-        if old is None or old.conn.liveness is not Liveness.UP:
+        if old is None or not old.peer_up:
             return True
         if session.initiated_by_us == old.initiated_by_us:
             return True  # Its initiator gave the old one up and dialled again.

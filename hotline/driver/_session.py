@@ -36,6 +36,7 @@ from ..protocol import (
     Connection,
     ConnectionBroken,
     ConnectionState,
+    LineState,
     Liveness,
     LivenessChanged,
     MessageReceived,
@@ -128,6 +129,26 @@ class Session:
     @property
     def initiated_by_us(self) -> bool:
         return self.conn.role is Role.INITIATOR
+
+    @property
+    def peer_up(self) -> bool:
+        return self.conn.liveness is Liveness.UP
+
+    @property
+    def rtt(self) -> float | None:
+        return self.conn.rtt
+
+    @property
+    def smoothed_rtt(self) -> float | None:
+        return self.conn.smoothed_rtt
+
+    def start(self, state: LineState) -> None:
+        """Start the transport phase from the line's ``state`` (which the connection resends
+        from). Raises :class:`AuthenticationError` for an initiation older than the state's."""
+        self.conn.start(state, trio.current_time(), config=self._config)
+        if self._config.signature_batch:
+            self.conn.check_signatures_in_batches(self._config.signature_batch)
+        self.started = True
 
     @property
     def live(self) -> bool:
