@@ -20,7 +20,6 @@ from .._records import (
     SignatureBatch,
     SignedMessage,
     sign_message,
-    sign_receipt,
 )
 from .._state import LineState
 
@@ -45,5 +44,4 @@ __all__ = [
     "SignaturesToCheck",
     "SignedMessage",
     "sign_message",
-    "sign_receipt",
 ]
