@@ -39,7 +39,6 @@ from .protocol import (
     Connection,
     ConnectionBroken,
     ConnectionState,
-    DialFailed,
     Event,
     LineState,
     Liveness,
@@ -68,14 +67,15 @@ __version__ = "0.1.0"
 # The driver, the listener, the SQLite store and the verifier import trio or sqlite3, so they
 # load on first use of their names (PEP 562): the sans-io core above stays free of both.
 _LAZY = {
-    "Line": "_line",
-    "Message": "_line",
-    "Outgoing": "_line",
-    "PeerState": "_line",
-    "Stats": "_line",
-    "open_line": "_line",
-    "Listener": "_listener",
-    "open_listener": "_listener",
+    "DialFailed": "driver",
+    "Line": "driver",
+    "Message": "driver",
+    "Outgoing": "driver",
+    "PeerState": "driver",
+    "Stats": "driver",
+    "open_line": "driver",
+    "Listener": "driver",
+    "open_listener": "driver",
     "SQLiteStore": "store",
     "VerifyReport": "_verify",
     "verify_store": "_verify",
@@ -99,9 +99,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from ._line import Line, Message, Outgoing, PeerState, Stats, open_line
-    from ._listener import Listener, open_listener
     from ._verify import VerifyReport, verify_store, verify_transcript
+    from .driver import (
+        DialFailed,
+        Line,
+        Listener,
+        Message,
+        Outgoing,
+        PeerState,
+        Stats,
+        open_line,
+        open_listener,
+    )
     from .store import SQLiteStore
 
 __all__ = [

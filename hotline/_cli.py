@@ -393,8 +393,8 @@ async def _run(
 ) -> int:
     import trio
 
-    from ._line import Line, PeerState, open_line
-    from .protocol import DialFailed, ReceiptKind, ReceiptReceived, RoundTrip
+    from .driver import DialFailed, Line, PeerState, open_line
+    from .protocol import ReceiptKind, ReceiptReceived, RoundTrip
 
     done = trio.Event()  # --until-delivered: all is delivered
     stop = trio.Event()  # a signal, or standard output failed

@@ -12,7 +12,8 @@ from types import FrameType
 import outcome
 import trio
 
-from hotline import Line
+from hotline.driver._committer import Committer
+from hotline.driver._outbox import Outbox
 
 __all__ = ["SendUnsticker", "StuckSend", "no_stuck_sends"]
 
@@ -26,8 +27,8 @@ class SendUnsticker(trio.abc.Instrument):
 
     ``send()`` waits for its commit inside a shielded scope; if the line's committer task has
     died, nothing will ever set the event it waits on, and no cancellation can reach it. When
-    the run loop has nothing to run, this looks for such sends (a task inside ``Line.send``
-    parked on an unset ``done`` event while no ``Line._committer`` task of that line lives),
+    the run loop has nothing to run, this looks for such sends (a task inside the outbox's
+    ``send`` parked on an unset ``done`` event while no committer task of that line lives),
     records them in ``trips`` and wakes each with :class:`StuckSend` (taking it off the event
     exactly as trio's own abort would).
     """
@@ -43,15 +44,17 @@ class SendUnsticker(trio.abc.Instrument):
             id(frame.f_locals.get("self"))
             for task in tasks
             for frame in _frames(task)
-            if frame.f_code is Line._committer.__code__
+            if frame.f_code is Committer.run.__code__
         }
         for task in tasks:
             for frame in _frames(task):
-                if frame.f_code is not Line.send.__code__:
+                if frame.f_code is not Outbox.send.__code__:
                     continue
-                line, done = frame.f_locals.get("self"), frame.f_locals.get("done")
+                outbox, done = frame.f_locals.get("self"), frame.f_locals.get("done")
                 waiting: set[trio.lowlevel.Task] = getattr(done, "_tasks", set())
-                if id(line) not in committers and task in waiting:
+                if id(getattr(outbox, "_committer", None)) not in committers and (
+                    task in waiting
+                ):
                     message = frame.f_locals.get("message")
                     seq = getattr(message, "seq", None)
                     self.trips.append((trio.current_time(), seq))

@@ -42,7 +42,7 @@ from hotline import (
     SignedMessage,
     open_line,
 )
-from hotline._line import Line
+from hotline.driver import Line
 from hotline.protocol import SENT_HEAD_WINDOW, T_RECEIPT
 from hotline.store import SQLiteStore
 from hotline.testing import StreamWrapper, split_frames, wall_ns
@@ -314,8 +314,8 @@ async def test_messages_paged_in_from_the_store_fit_the_byte_window(tmp_path: Pa
         with trio.fail_after(10):
             first = await b.receive()
             assert first.seq == 1
-            assert sorted(b._cache) == [2, 3]
-            assert b._cache_bytes == 2 * body_size
+            assert sorted(b._inbox._cache) == [2, 3]
+            assert b._inbox._cache_bytes == 2 * body_size
             assert [(await b.receive()).seq for _ in range(19)] == list(range(2, 21))
 
 

@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 from hotline import Config, DialFailed, Identity, MemoryStore, open_line
-from hotline._line import DIAL_REPORT_INTERVAL, _address_text, _connect_failure
+from hotline.driver._network import DIAL_REPORT_INTERVAL, address_text, connect_failure
 
 A = Identity.from_seed(bytes([0xA1]) * 32, "a")
 B = Identity.from_seed(bytes([0xB2]) * 32, "b")
@@ -169,16 +169,16 @@ async def test_reasons_for_real_connection_failures() -> None:
         port = held.getsockname()[1]
         with pytest.raises(OSError) as refused:
             await trio.open_tcp_stream("127.0.0.1", port)
-    assert _connect_failure(refused.value, 5.0) == REFUSED
+    assert connect_failure(refused.value, 5.0) == REFUSED
     with pytest.raises(OSError) as unknown:
         await trio.open_tcp_stream("no-such-host.invalid", 9)
-    assert _connect_failure(unknown.value, 5.0).startswith("cannot resolve the host name (")
-    assert _connect_failure(trio.TooSlowError(), 5.0) == (
+    assert connect_failure(unknown.value, 5.0).startswith("cannot resolve the host name (")
+    assert connect_failure(trio.TooSlowError(), 5.0) == (
         "no TCP connection within 5 s: the host is down or unreachable, or a firewall drops "
         "the call")
 
 
 def test_addresses_are_shown_as_dialled() -> None:
-    assert _address_text(("peer.example", 7700)) == "peer.example:7700"
-    assert _address_text(("::1", 7700)) == "[::1]:7700"
-    assert _address_text(Switch()) is None
+    assert address_text(("peer.example", 7700)) == "peer.example:7700"
+    assert address_text(("::1", 7700)) == "[::1]:7700"
+    assert address_text(Switch()) is None

@@ -33,7 +33,7 @@ from hotline import (
     ReceiptKind,
     open_line,
 )
-from hotline._line import Line, Outgoing
+from hotline.driver import Line, Outgoing
 from hotline.testing import StreamWrapper
 
 A = Identity.from_seed(bytes([0x5A]) * 32, "a")

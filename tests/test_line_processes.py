@@ -20,7 +20,7 @@ import pytest
 import trio
 
 from hotline import Config, Identity, Liveness, MemoryStore, PeerState, open_line
-from hotline._line import Line
+from hotline.driver import Line
 from hotline.testing import StreamWrapper
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals")

@@ -32,7 +32,7 @@ from hotline import (
     StoreMismatch,
     open_line,
 )
-from hotline._line import Line, Outgoing
+from hotline.driver import Line, Outgoing
 
 A = Identity.from_seed(bytes([0x3A]) * 32, "a")
 B = Identity.from_seed(bytes([0x3B]) * 32, "b")

@@ -24,8 +24,7 @@ from hotline import (
     open_line,
     open_listener,
 )
-from hotline._line import Line, Outgoing
-from hotline._listener import Listener
+from hotline.driver import Line, Listener, Outgoing
 
 A = Identity.from_seed(bytes([0x71]) * 32, "a")
 B = Identity.from_seed(bytes([0x72]) * 32, "b")

@@ -24,13 +24,16 @@ from hotline import (
     Config,
     Identity,
     LineBroken,
+    LineClosed,
     Liveness,
     MemoryStore,
     PeerState,
     RoundTrip,
     open_line,
+    open_message,
+    open_receipt,
 )
-from hotline._line import Line
+from hotline.driver import Line
 from hotline.store import Direction
 from hotline.testing import StreamWrapper
 
@@ -335,8 +338,8 @@ async def test_suspect_peer_that_speaks_again_is_up_again(autojump_clock: trio.a
 
 
 def _stored_peer_receipts(line: Line) -> list[tuple[str, int]]:
-    return [(e.kind, e.seq) for e in line._store.transcript() if e.direction is Direction.IN
-            and e.kind != "message"]
+    return [(e.kind, e.seq) for e in line._committer.store.transcript()
+            if e.direction is Direction.IN and e.kind != "message"]
 
 
 async def test_peer_receipts_ride_the_next_commit_or_wait_50_ms(
@@ -589,3 +592,76 @@ async def test_a_slow_application_does_not_take_the_line_down(
         assert line_a.stats.sessions == 1
 
     await _run_pair(config, config, scenario)
+
+
+# --- one receiver at a time -----------------------------------------------------------------
+
+
+async def test_a_second_receiver_is_refused_and_the_first_still_sees_the_close(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    outcome: list[BaseException] = []
+
+    async def first_receiver(line: Line) -> None:
+        try:
+            await line.receive()
+        except LineClosed as exc:
+            outcome.append(exc)
+
+    with trio.fail_after(5):
+        async with (
+            open_line(A, B.public_key, store=MemoryStore()) as line,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(first_receiver, line)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.BusyResourceError):
+                await line.receive()
+            await line.aclose()
+    assert len(outcome) == 1, "the first receiver was not woken by the close"
+
+
+# --- the wall clock -------------------------------------------------------------------------
+
+
+async def test_timestamps_come_from_the_clock_the_line_is_given(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    clock_a, clock_b = 1_700_000_000_123_456_789, 1_800_000_000_987_654_321
+    store_a, store_b = MemoryStore(), MemoryStore()
+    async with (
+        open_line(A, B.public_key, store=store_a, clock=lambda: clock_a) as line_a,
+        open_line(B, A.public_key, store=store_b, clock=lambda: clock_b) as line_b,
+        trio.open_nursery() as nursery,
+    ):
+        end_a, end_b = trio.testing.memory_stream_pair()
+        nursery.start_soon(functools.partial(line_a.run_stream, end_a, initiator=True))
+        nursery.start_soon(functools.partial(line_b.run_stream, end_b, initiator=False))
+        with trio.fail_after(5):
+            outgoing = await line_a.send(b"what time is it?")
+            message = await line_b.receive()
+            message.ack()
+            delivered = await outgoing.delivered()
+            acknowledged = await outgoing.acknowledged()
+        nursery.cancel_scope.cancel()
+    assert message.timestamp == clock_a
+    assert (delivered.timestamp, acknowledged.timestamp) == (clock_b, clock_b)
+    assert line_a.state.initiation_timestamp == clock_a
+    stored_by_a = [
+        open_message(entry.envelope, entry.signature, sender=A.public_key,
+                     line_id=line_a.line_id, max_body_size=1024).timestamp
+        if entry.kind == "message"
+        else open_receipt(entry.envelope, entry.signature, signer=B.public_key,
+                          line_id=line_a.line_id).timestamp
+        for entry in store_a.transcript()
+    ]
+    assert stored_by_a == [clock_a, clock_b, clock_b]
+    stored_by_b = [
+        open_message(entry.envelope, entry.signature, sender=A.public_key,
+                     line_id=line_b.line_id, max_body_size=1024).timestamp
+        if entry.kind == "message"
+        else open_receipt(entry.envelope, entry.signature, signer=B.public_key,
+                          line_id=line_b.line_id).timestamp
+        for entry in store_b.transcript()
+    ]
+    assert stored_by_b == [clock_a, clock_b, clock_b]

@@ -11,7 +11,7 @@ import trio.testing
 from hostile import many_sources
 
 from hotline import Config, Identity
-from hotline._listener import (
+from hotline.driver._listener import (
     FIRST_MESSAGE_TIMEOUT,
     PENDING_PER_SOURCE,
     Listener,

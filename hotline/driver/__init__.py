@@ -1,6 +1,76 @@
-"""Stand-in for the trio driver package: re-exports from today's modules until it lands."""
+"""The trio driver: lines over the sans-io core (:mod:`hotline.protocol`) and a store.
 
-from .._line import Line, PeerState, open_line
-from .._listener import PENDING_PER_SOURCE, Listener
+The path of one message
+-----------------------
+Each object owns one hop and the counters of that hop; each file is ordered along the path.
+One message from ``send()`` to the peer's ``receive()``, and its receipt back:
 
-__all__ = ["PENDING_PER_SOURCE", "Line", "Listener", "PeerState", "open_line"]
+1. ``_line.py``: :meth:`Line.send` hands the body to the outbox.
+2. ``_outbox.py``: :meth:`Outbox.send` signs it with our next sequence number and chain head
+   (the outbox owns both), checks the outbox limits, queues it with the committer, and waits
+   until its batch is durable.
+3. ``_committer.py``: the committer takes the open batch (everything that arrived while the
+   last commit was in flight), checks it on a copy of the line state's marks through
+   ``LineState``'s rule-checked methods, stores it in one transaction, applies it to the line
+   state, and hands it to the live session. A message on the wire is always one on disk.
+4. ``_session.py``: :meth:`Session.transmit` gives the message to the
+   :class:`~hotline.Connection` (which frames and encrypts it) and kicks the writer, the only
+   task that writes to the stream.
+
+   On the peer's side, its session's reader feeds the bytes to its connection, which
+   decrypts, verifies and orders them, and hands each event to the handler of its type.
+5. ``_inbox.py``: :meth:`Inbox.queue` drops a message already queued from an earlier
+   connection, puts it in its committer's batch, and keeps its body for the application.
+   That committer stores it together with the delivered receipt it signs for it, then hands
+   the batch to the session (which sends the receipt) and tells the inbox, whose
+   ``receive()`` now returns the message; ``ack()`` signs the acknowledged receipt into the
+   next batch the same way.
+6. Back in our ``_session.py``, the reader hands the receipt to
+   :meth:`Outbox.on_peer_receipt`, the outbox's last section: it wakes
+   :meth:`Outgoing.delivered`, frees room in the outbox, and queues the receipt for the
+   committer (where it waits up to 50 ms to ride along with a commit that stores something
+   else).
+
+Before all this, ``_network.py`` (the handshake over a stream, and the dialler) and
+``_listener.py`` (one port for many lines) produce authenticated connections and hand them to
+:meth:`Line.accept`, which decides which one becomes the session. Neither imports the line:
+they see it as a :class:`~hotline.driver._network.LineEnd`. ``_events.py`` holds what the
+driver reports (:class:`PeerState`, :class:`DialFailed`, :class:`Stats`).
+
+The hard part: group commit and cancellation
+--------------------------------------------
+``send()`` assigns the sequence number before the commit, so that concurrent senders get
+consecutive numbers and one commit carries a whole burst. From then on the message is part of
+the chain: the next message's signature covers its hash, so it must be stored even if the
+caller is cancelled. The wait for the commit is therefore uncancellable
+(:class:`~hotline.driver._committer.Commit`), and a caller cancelled meanwhile still gets
+its :class:`Outgoing`. For that wait to end, every way the committer can stop (the line
+closing, its scope cancelled, the store failing) releases every waiter in a ``finally``, and
+they see :class:`~hotline.LineClosed` or :class:`~hotline.StoreError`. A new session waits
+for the commit in flight before it starts, because it resends from the stored state.
+"""
+
+from ._events import DialFailed, LineEvent, PeerState, Stats
+from ._inbox import Message
+from ._line import Line, open_line
+from ._listener import PENDING_PER_SOURCE, Listener, open_listener
+from ._network import DIAL_REPORT_INTERVAL, Address, Connector, authenticate
+from ._outbox import Outgoing
+
+__all__ = [
+    "DIAL_REPORT_INTERVAL",
+    "PENDING_PER_SOURCE",
+    "Address",
+    "Connector",
+    "DialFailed",
+    "Line",
+    "LineEvent",
+    "Listener",
+    "Message",
+    "Outgoing",
+    "PeerState",
+    "Stats",
+    "authenticate",
+    "open_line",
+    "open_listener",
+]

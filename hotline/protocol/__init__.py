@@ -10,7 +10,6 @@ from ._connection import Connection
 from ._events import (
     NEED_DATA,
     ConnectionBroken,
-    DialFailed,
     Event,
     Liveness,
     LivenessChanged,
@@ -78,7 +77,6 @@ __all__ = [
     "Connection",
     "ConnectionBroken",
     "ConnectionState",
-    "DialFailed",
     "Event",
     "HandshakeState",
     "LineState",

@@ -1,5 +1,4 @@
-"""Events that the sans-io :class:`~hotline.Connection` hands to its driver, and the
-driver's own :class:`DialFailed`, which :meth:`Line.watch <hotline.Line.watch>` reports."""
+"""Events that the sans-io :class:`~hotline.Connection` hands to its driver."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ from ._records import Receipt, SignatureBatch, SignedMessage
 __all__ = [
     "NEED_DATA",
     "ConnectionBroken",
-    "DialFailed",
     "Event",
     "Liveness",
     "LivenessChanged",
@@ -98,25 +96,6 @@ class ConnectionBroken:
     """The connection failed underneath: end of stream without goodbye, peer down, timeout."""
 
     reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class DialFailed:
-    """The driver's call to the peer failed; it calls again in ``next_retry_in`` seconds.
-
-    Not an event of the core: :meth:`Line.watch <hotline.Line.watch>` reports it. The first
-    failure and every change of ``reason`` are reported at once; while the reason stays the
-    same, at most one report every 30 s (``attempt`` counts the failures in between).
-    """
-
-    address: str | None
-    """``host:port`` as dialled, or None when the line dials through a callable."""
-    reason: str
-    """What failed, in words, with the likely causes when the handshake got no answer."""
-    attempt: int
-    """Calls that failed in a row, this one included."""
-    next_retry_in: float
-    """Seconds until the next call (the backoff, with its jitter)."""
 
 
 Event = (

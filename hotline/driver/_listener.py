@@ -5,7 +5,8 @@ Theory of operation
 Noise IK tells the responder who is calling in the first message, so one port can serve
 every peer this node has a line with: the listener runs the responder's half of the handshake
 against the keys of all registered lines, then hands the authenticated connection to the line
-of that peer, which decides whether it becomes its live session.
+of that peer (:meth:`Line.accept <hotline.Line.accept>`), which decides whether it becomes
+its live session.
 
 Strangers cost little and cannot pile up: at most ``max_pending_handshakes`` connections may
 be unauthenticated at once, and the core buffers at most one Noise message per connection
@@ -40,11 +41,11 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from ._config import Config, check_address
-from ._errors import AuthenticationError, HotlineError, LocalProtocolError
-from ._keys import Identity, PublicKey
-from ._line import Address, Line, authenticate, unwrap_single_exception
-from .protocol import Connection, PeerAuthenticated
+from .._config import Config, check_address
+from .._errors import AuthenticationError, HotlineError, LocalProtocolError
+from .._keys import Identity, PublicKey
+from ..protocol import Connection, PeerAuthenticated
+from ._network import Address, LineEnd, authenticate, unwrap_single_exception
 
 __all__ = ["Listener", "open_listener"]
 
@@ -118,12 +119,12 @@ class _Slot:
 
 
 class Listener:
-    """Accepts connections for any registered :class:`Line` of ``identity``."""
+    """Accepts connections for any registered line of ``identity``."""
 
     def __init__(self, identity: Identity, *, config: Config | None = None) -> None:
         self.identity = identity
         self.config = config or Config()
-        self._lines: dict[bytes, Line] = {}
+        self._lines: dict[bytes, LineEnd] = {}
         self._known: dict[bytes, PublicKey] = {}
         # Insertion order is age: the first slot is the oldest.
         self._slots: dict[_Slot, None] = {}
@@ -139,7 +140,7 @@ class Listener:
         self.replayed_initiations = 0
         self.addresses: list[Address] = []
 
-    def add(self, line: Line) -> None:
+    def add(self, line: LineEnd) -> None:
         if line.identity.public_key != self.identity.public_key:
             raise LocalProtocolError("a listener serves lines of its own identity only")
         if line.peer.x25519 in self._lines:
@@ -147,7 +148,7 @@ class Listener:
         self._lines[line.peer.x25519] = line
         self._known[line.peer.x25519] = line.peer
 
-    def remove(self, line: Line) -> None:
+    def remove(self, line: LineEnd) -> None:
         if self._lines.get(line.peer.x25519) is line:
             del self._lines[line.peer.x25519]
             del self._known[line.peer.x25519]
@@ -233,7 +234,7 @@ class Listener:
             # The same key calling from many addresses: each call would replace the session.
             await self._refuse_rate_limited(stream, hello.peer.fingerprint())
             return
-        await line._run_session(stream, conn, hello)
+        await line.accept(stream, conn, hello)
 
     @property
     def _first_message_timeout(self) -> float:

@@ -1,0 +1,274 @@
+"""The committer: the one task that writes the store, and the only writer of ``LineState``.
+
+Everything the line must make durable joins the open :class:`~hotline.Batch`: our new
+messages (:mod:`._outbox`), the peer's messages (:mod:`._inbox`), the peer's receipts, and
+the acknowledgement the application asked for. One task commits it, while everything that
+arrives meanwhile joins the next batch: one fsync per burst. Before a batch is stored, it is
+applied to a copy of the state's marks through ``LineState``'s rule-checked methods, and our
+receipts are signed there (the delivered receipt last, so it is stored with the messages it
+covers); once it is durable, the same records are applied to the line's state and the batch
+is handed on to be transmitted. A message on the wire is always a message on disk.
+
+The peer's receipts alone do not start a commit: they wait up to 50 ms for one that stores
+something else (a commit per receipt would make the next send() wait behind it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import trio
+
+from .._keys import Identity, PublicKey
+from ..protocol import LineState, Receipt, ReceiptKind, SignedMessage
+from ..store import Batch, Store
+
+__all__ = ["Commit", "Committer"]
+
+logger = logging.getLogger("hotline")
+
+#: How long the peer's receipts may wait for a commit that stores something else as well.
+#: Committing each one at once costs a commit per receipt, which the next send() then waits
+#: behind. Nothing depends on them being durable sooner: until they are, the messages they
+#: cover stay in the stored outbox, and after a crash the next connection retransmits them
+#: and the peer, dropping the duplicates, sends its latest delivered receipt again.
+PEER_RECEIPT_DELAY = 0.05
+
+_T = TypeVar("_T")
+
+
+class Commit:
+    """Set once, when a batch is durable (or will never be).
+
+    A sender waits for its batch without a cancel scope of its own: a shielded scope per
+    send() costs more than the rest of the call's bookkeeping, and the wait must not be
+    cancelled anyway (the message is part of the chain once signed). Other waiters (flush,
+    close) stay cancellable.
+    """
+
+    __slots__ = ("_done", "_tasks")
+
+    def __init__(self) -> None:
+        self._done = False
+        self._tasks: list[trio.lowlevel.Task] = []
+
+    def set(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        for task in self._tasks:
+            trio.lowlevel.reschedule(task)
+        self._tasks.clear()
+
+    async def wait_uncancellable(self) -> None:
+        if self._done:
+            return
+        self._tasks.append(trio.lowlevel.current_task())
+        await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+
+    async def wait(self) -> None:
+        if self._done:
+            await trio.lowlevel.checkpoint()
+            return
+        task = trio.lowlevel.current_task()
+        self._tasks.append(task)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._tasks.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+class Committer:
+    """Group commit of one line's records, and the line's :class:`LineState`.
+
+    ``committed`` receives each batch once it is durable (the line transmits it);
+    ``stopped`` is called when the committer ends, for whatever reason.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        line_id: bytes,
+        store: Store,
+        *,
+        clock: Callable[[], int],
+        committed: Callable[[Batch], None],
+        stopped: Callable[[], None],
+    ) -> None:
+        self._identity = identity
+        self._line_id = line_id
+        self.store = store
+        self._store_lock = trio.Lock()
+        self._clock = clock
+        self._committed = committed
+        self._stopped = stopped
+        self.state = LineState()
+        self.failure: Exception | None = None
+        self.alive = True
+        self.batch = Batch()
+        self.batch_done = Commit()
+        self._wanted = trio.Event()
+        self._alarm = trio.CancelScope()  # The wait for work, until receipts are due.
+        self._receipts_due: float | None = None
+        self._inflight: Commit | None = None
+        self._ack_target: tuple[int, bytes] | None = None
+
+    async def store_call(self, fn: Callable[..., _T], *args: object) -> _T:
+        async with self._store_lock:
+            if not self.store.commits_block:
+                return fn(*args)
+            return await trio.to_thread.run_sync(fn, *args)
+
+    async def load(self, me: PublicKey, peer: PublicKey) -> LineState:
+        state = self.state = await self.store_call(self.store.load, me, peer)
+        if state.received_seq > state.delivered_upto:
+            # Messages stored without their delivered receipt (this driver commits both at
+            # once; a store written otherwise may differ): sign it now. The next session
+            # sends it with the state's other marks.
+            self.batch.own_receipts.append(state.sign_own_receipt(
+                self._identity, self._line_id, ReceiptKind.DELIVERED, state.received_seq,
+                state.received_head, self._clock(),
+            ))
+            self._wanted.set()
+        return state
+
+    async def stored_inbox(self, after: int, limit: int) -> list[SignedMessage]:
+        return await self.store_call(self.store.inbox, after, limit)
+
+    # --- what joins the batch, along the path of a message -------------------------------
+
+    def add_sent(self, message: SignedMessage) -> Commit:
+        """Queue our signed ``message``; the returned commit is set once it is durable."""
+        self.batch.sent.append(message)
+        self._wanted.set()
+        return self.batch_done
+
+    def add_received(self, message: SignedMessage) -> None:
+        self.batch.received.append(message)
+        self._wanted.set()
+
+    def acknowledge(self, seq: int, head: bytes) -> None:
+        """Sign an acknowledged receipt up to ``seq`` with the next batch."""
+        if self._ack_target is None or seq > self._ack_target[0]:
+            self._ack_target = (seq, head)
+            self._wanted.set()
+
+    def add_peer_receipt(self, receipt: Receipt) -> None:
+        self.batch.peer_receipts.append(receipt)
+        if self._receipts_due is None:
+            self._receipts_due = trio.current_time() + PEER_RECEIPT_DELAY
+            self._alarm.deadline = self._receipts_due
+
+    def next_initiation(self) -> int:
+        """A handshake timestamp this side has never used (stored with the next batch)."""
+        timestamp = max(self._clock(), self.state.initiation_timestamp + 1)
+        self.state.initiation_timestamp = timestamp
+        return timestamp
+
+    def session_started(self, *, responder: bool) -> None:
+        """Store the initiation watermark the new session moved."""
+        if responder:
+            self.batch.peer_initiation_watermark = self.state.peer_initiation_watermark
+        else:
+            self.batch.initiation_timestamp = self.state.initiation_timestamp
+        self._wanted.set()
+
+    # --- committing ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self._commit_forever()
+        finally:
+            self.alive = False
+            # Cancelled with the line's scope: nothing will commit any more, so release every
+            # sender waiting on a batch (they see the line closed) instead of leaving them
+            # shielded and waiting forever.
+            if self._inflight is not None:
+                self._inflight.set()
+            self._stopped()
+
+    async def _commit_forever(self) -> None:
+        while True:
+            with trio.CancelScope() as self._alarm:
+                if self._receipts_due is not None:
+                    self._alarm.deadline = self._receipts_due
+                await self._wanted.wait()
+            self._wanted = trio.Event()
+            self._receipts_due = None
+            batch, done = self.batch, self.batch_done
+            self.batch, self.batch_done = Batch(), Commit()
+            self._inflight = done
+            self._stage(batch)
+            if batch:
+                try:
+                    await self.store_call(self.store.commit, batch)
+                except Exception as exc:
+                    # The line cannot go on without its store: stop it, and let open_line
+                    # raise this one error (run() wakes everyone waiting on the batch).
+                    self.failure = exc
+                    logger.error("the store failed; the line stops: %s", exc)  # noqa: TRY400
+                    return
+                self._apply(batch)
+                self._committed(batch)
+            self._inflight = None
+            done.set()
+            # Not kept while the next commit is awaited: the envelopes it holds are stored,
+            # and the inbox keeps only their bodies.
+            del batch
+
+    def _stage(self, batch: Batch) -> None:
+        """Check ``batch`` on a copy of the state's marks and sign our receipts there.
+
+        The copy has no outbox (its cost does not grow with the messages waiting for the
+        peer); the acknowledgement comes first, the delivered receipt for this batch's
+        messages last, as the stores and :meth:`_apply` expect.
+        """
+        target, self._ack_target = self._ack_target, None
+        if target is not None and target[0] <= self.state.acknowledged_upto:
+            target = None
+        if not (batch.sent or batch.received or target):
+            return
+        staged = self.state.copy(outbox=False)
+        for message in batch.sent:
+            staged.append_sent(message)
+        now = self._clock() if target or batch.received else 0
+        if target is not None:
+            batch.own_receipts.append(staged.sign_own_receipt(
+                self._identity, self._line_id, ReceiptKind.ACKNOWLEDGED, *target, now
+            ))
+        if batch.received:
+            for message in batch.received:
+                staged.record_received(message)
+            batch.own_receipts.append(staged.sign_own_receipt(
+                self._identity, self._line_id, ReceiptKind.DELIVERED, staged.received_seq,
+                staged.received_head, now,
+            ))
+
+    def _apply(self, batch: Batch) -> None:
+        """Move the line's state to what is now durable (the peer's receipts are applied
+        where they are checked, by the connection)."""
+        state = self.state
+        for message in batch.sent:
+            state.append_sent(message)
+        for message in batch.received:
+            state.record_received(message)
+        for receipt in batch.own_receipts:
+            state.record_own_receipt(receipt)
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is durable (or the committer has stopped)."""
+        while self.batch or self._wanted.is_set() or self._inflight is not None:
+            if not self.alive:
+                return
+            if self._inflight is not None:
+                await self._inflight.wait()
+            else:
+                done = self.batch_done
+                self._wanted.set()
+                await done.wait()
+            if self.failure is not None:
+                return

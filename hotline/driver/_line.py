@@ -1,0 +1,439 @@
+"""The live line: the public :class:`Line` and :func:`open_line`.
+
+A :class:`Line` is one party's end of a line to one peer. It outlives connections: it holds
+the outbox, the inbox and the committer (which owns the :class:`~hotline.LineState`, loaded
+from the store when the line opens), the watchers, and at most one live *session*. The
+network side hands it authenticated connections (:meth:`Line.accept`); the line decides which
+one lives, and marks the peer down when it ends (a dialling line then calls again).
+
+When two sessions authenticate at once (both sides dialled), both sides keep the one
+initiated by the party with the smaller public key; a newer session from the same initiator
+replaces the older one (that side redialled because it gave the old one up).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import trio
+
+from .._config import Config, check_address
+from .._errors import AuthenticationError, LineClosed, LocalProtocolError, StoreError
+from .._keys import Identity, PublicKey, line_id
+from ..protocol import REPLACED, Connection, LineState, Liveness, PeerAuthenticated
+from ..store import Batch, Store
+from ._committer import Committer
+from ._events import LineEvent, PeerState, Stats, Watchers
+from ._inbox import Inbox, Message
+from ._listener import Listener
+from ._network import (
+    Address,
+    Connector,
+    address_text,
+    as_connector,
+    authenticate,
+    dial,
+    unwrap_single_exception,
+)
+from ._outbox import Outbox, Outgoing
+from ._session import CLOSE_TIMEOUT, Session
+
+__all__ = ["Line", "open_line"]
+
+logger = logging.getLogger("hotline")
+
+
+class Line:
+    """One end of a line to one peer. Open it with :func:`open_line`."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        peer: PublicKey,
+        store: Store,
+        *,
+        config: Config | None = None,
+        auto_ack: bool = True,
+        rng: random.Random | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        if identity.public_key == peer:
+            raise LocalProtocolError("a line needs two different keys")
+        self.identity = identity
+        self.peer = peer
+        self.config = config or Config()
+        self.auto_ack = auto_ack
+        self.line_id = line_id(identity.public_key, peer)
+        self.stats = Stats()
+        self._rng = rng or random.Random()
+        self._liveness = Liveness.CONNECTING
+        self._active: Session | None = None
+        self._closed = False
+        self._nursery: trio.Nursery | None = None
+        self._no_session = trio.Event()
+        self._no_session.set()
+        self.listen_addresses: list[Address] = []
+        self._watchers = Watchers(lambda: self._closed)
+        # The wall clock, in nanoseconds since the epoch, for the timestamps we sign (trio's
+        # clock is for deadlines only): passed in so that tests can fix it.
+        self._committer = Committer(
+            identity, self.line_id, store, clock=clock,
+            committed=self._committed, stopped=self._committer_stopped,
+        )
+        self._outbox = Outbox(
+            identity, self.line_id, self.config, self._committer, clock=clock,
+            stats=self.stats, notify=self._watchers.notify, check_usable=self._check_usable,
+        )
+        self._inbox = Inbox(
+            self.config, self._committer, auto_ack=auto_ack, stats=self.stats,
+            check_usable=self._check_usable,
+        )
+
+    # --- opening and closing ----------------------------------------------------------
+
+    async def _load(self) -> None:
+        state = await self._committer.load(self.identity.public_key, self.peer)
+        self._outbox.load(state)
+        self._inbox.load()
+        logger.debug(
+            "line %s loaded: sent %d (peer holds %d), received %d (acknowledged %d)",
+            self.line_id.hex()[:16], state.sent_seq, state.peer_delivered,
+            state.received_seq, state.acknowledged_upto,
+        )
+
+    async def aclose(self) -> None:
+        """Say goodbye to the peer, flush what is pending, and close. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+            if self._committer.failure is None:
+                await self._committer.flush()
+            session = self._active
+            if session is not None:
+                session.close("the line was closed")
+                await self._no_session.wait()
+        self._wake_everyone()
+
+    def _committer_stopped(self) -> None:
+        if self._committer.failure is None:
+            self._closed = True
+        elif self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+        self._wake_everyone()
+
+    def _wake_everyone(self) -> None:
+        self._outbox.wake_all()
+        self._inbox.wake_all()
+        self._committer.batch_done.set()
+        self._watchers.wake_all()
+
+    def _check_usable(self) -> None:
+        failure = self._committer.failure
+        if failure is not None:
+            raise StoreError(f"the line's store failed: {failure}") from failure
+        if self._closed:
+            raise LineClosed("the line is closed")
+
+    # --- public state ------------------------------------------------------------------
+
+    @property
+    def liveness(self) -> Liveness:
+        """What this side believes about the peer: connecting, up, suspect or down."""
+        return self._liveness
+
+    @property
+    def rtt(self) -> float | None:
+        """The last measured round-trip time in seconds (None until a ping of the peer's
+        echoes one of ours)."""
+        return self._active.rtt if self._active is not None else None
+
+    @property
+    def smoothed_rtt(self) -> float | None:
+        return self._active.smoothed_rtt if self._active is not None else None
+
+    @property
+    def outbox_size(self) -> int:
+        """Our messages queued without a delivered receipt."""
+        return self._outbox.size
+
+    @property
+    def state(self) -> LineState:
+        """The line's resumable state (read it; do not change it)."""
+        return self._committer.state
+
+    async def wait_liveness(self, state: Liveness) -> None:
+        """Return once the peer's liveness is ``state``."""
+        async for change in self.watch():
+            if self._liveness is state:
+                return
+            del change
+
+    def watch(self) -> AsyncIterator[LineEvent]:
+        """Every change of liveness, every new receipt from the peer, every round trip, and
+        failed calls to the peer (:class:`~hotline.DialFailed`, rate-limited).
+
+        Events are queued per watcher (the oldest are dropped past 10,000), so a watcher
+        that reads slowly still sees every transition in order.
+        """
+        return self._watchers.watch(lambda: PeerState(self._liveness, self.rtt))
+
+    def _set_liveness(self, state: Liveness, reason: str = "") -> None:
+        if state is self._liveness:
+            return
+        self._liveness = state
+        logger.info("peer %s is %s%s", self.peer.fingerprint(), state.value,
+                    f" ({reason})" if reason else "")
+        self._watchers.notify(PeerState(state, self.rtt, reason))
+
+    # --- the application's side: send, receive, flush ----------------------------------
+
+    async def send(self, body: bytes, *, wait: bool = True) -> Outgoing:
+        """Queue ``body`` durably and return once it is stored, with its sequence number.
+
+        Waits while the outbox is full, or raises :class:`OutboxFull` if ``wait`` is false.
+        Once this call has assigned the message its sequence number, the message belongs to
+        the line: cancelling the call then does not unsend it (it is stored and delivered).
+        """
+        return await self._outbox.send(body, wait=wait)
+
+    def _committed(self, batch: Batch) -> None:
+        """Hand what the committer made durable to the live session and the inbox."""
+        session = self._active
+        if session is not None and session.live:
+            session.transmit(batch, self._committer.state.acknowledged_receipt)
+            if batch.sent:
+                self._outbox.transmitted(batch.sent[-1].seq)
+        if batch.received:
+            self._inbox.stored()
+
+    def __aiter__(self) -> Line:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self.receive()
+        except LineClosed:
+            raise StopAsyncIteration from None
+
+    async def receive(self) -> Message:
+        """The next message from the peer, in order, each once (again only if unacknowledged
+        when this node crashed). With ``auto_ack``, asking for the next message acknowledges
+        the previous one.
+
+        One task at a time: a second task calling while one waits gets
+        :class:`trio.BusyResourceError` (which of them would get the next message is
+        undefined, and with auto-ack each would acknowledge what the other has not seen).
+        """
+        return await self._inbox.receive()
+
+    async def flush(self) -> None:
+        """Return once every message queued and every acknowledgement made so far is stored."""
+        self._check_usable()
+        await self._committer.flush()
+        self._check_usable()
+
+    # --- sessions ----------------------------------------------------------------------
+
+    async def accept(
+        self, stream: trio.abc.Stream, conn: Connection, hello: PeerAuthenticated
+    ) -> bool:
+        """Run a connection authenticated to this line's peer as the live session, until it
+        ends, if the line takes it; returns whether it did.
+
+        The network side (dialler, listener, :meth:`run_stream`) calls this with the
+        ``hello`` of ``conn``'s handshake. The line closes ``stream`` in every case.
+        """
+        session = Session(
+            stream, conn, config=self.config, inbox=self._inbox, outbox=self._outbox,
+            notify=self._watchers.notify, set_liveness=self._set_liveness,
+        )
+        try:
+            if self._closed:
+                return False
+            # Resent from the state below: everything queued so far must be in it.
+            await self._committer.flush()
+            if self._closed or self._committer.failure is not None or not self._admit(session):
+                self.stats.rejected_connections += 1
+                logger.info("session %d: another connection to %s is kept", session.id,
+                            self.peer.fingerprint())
+                return False
+            state = self._committer.state
+            try:
+                session.start(state)
+            except AuthenticationError as exc:
+                logger.warning("session %d: refused: %s", session.id, exc.reason)
+                return False
+            old = self._active
+            if old is not None:
+                old.close(REPLACED)
+            self._active = session
+            self._no_session = trio.Event()
+            self.stats.sessions += 1
+            if self.stats.sessions > 1:
+                self.stats.reconnects += 1
+            self.stats.retransmitted += self._outbox.resending(state)
+            self._committer.session_started(responder=not session.initiated_by_us)
+            logger.info(
+                "session %d: up with %s as %s; resending %d",
+                session.id, self.peer.fingerprint(), conn.role.value, len(state.pending),
+            )
+            self._set_liveness(Liveness.UP)
+            await session.run()
+            return True
+        finally:
+            await session.finish()
+            self._session_ended(session)
+
+    def _admit(self, session: Session) -> bool:
+        """Decide whether ``session`` may replace the live one (the same rule on both sides)."""
+        old = self._active
+        if old is None or not old.peer_up:
+            return True
+        if session.initiated_by_us == old.initiated_by_us:
+            return True  # Its initiator gave the old one up and dialled again.
+        # Crossing dials: keep the one initiated by the smaller key.
+        we_are_smaller = self.identity.public_key < self.peer
+        return session.initiated_by_us == we_are_smaller
+
+    def _session_ended(self, session: Session) -> None:
+        if self._active is not session:
+            return
+        self._active = None
+        self._no_session.set()
+        reason = session.end_reason or "the connection ended"
+        logger.info("session %d: ended: %s", session.id, reason)
+        if self._closed:
+            return
+        if session.replaced_by_peer:
+            # The peer moved to another connection (crossing dials): not down, switching.
+            self._set_liveness(Liveness.CONNECTING, reason)
+            if self._nursery is not None:
+                self._nursery.start_soon(self._expect_session, reason)
+        else:
+            self._set_liveness(Liveness.DOWN, reason)
+
+    async def _expect_session(self, reason: str) -> None:
+        """After a switch, the peer's new connection must arrive within a handshake timeout."""
+        await trio.sleep(self.config.handshake_timeout)
+        if self._active is None and not self._closed:
+            self._set_liveness(Liveness.DOWN, f"{reason}; no new connection followed")
+
+    # --- where connections come from ---------------------------------------------------
+
+    def _initiate(self) -> Connection:
+        return Connection.initiate(
+            self.identity, self.peer, now=trio.current_time(),
+            timestamp=self._committer.next_initiation(), config=self.config,
+        )
+
+    async def run_stream(self, stream: trio.abc.Stream, *, initiator: bool) -> None:
+        """Run the line over a stream the caller already has, until that connection ends.
+
+        Raises :class:`AuthenticationError` or :class:`RemoteProtocolError` if the handshake
+        fails, :class:`LineBroken` if it times out or the stream ends during it.
+        """
+        self._check_usable()
+        if initiator:
+            conn = self._initiate()
+        else:
+            conn = Connection.respond(
+                self.identity, [self.peer], now=trio.current_time(), config=self.config
+            )
+        try:
+            hello = await authenticate(stream, conn)
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        await self.accept(stream, conn, hello)
+
+    def _backoff(self, attempt: int) -> float:
+        config = self.config
+        delay = min(config.reconnect_max, config.reconnect_initial * 2.0 ** (attempt - 1))
+        return delay * (1 - config.reconnect_jitter * self._rng.random())
+
+    async def _dial(self, connect: Address | Connector) -> None:
+        await dial(
+            self, as_connector(connect), address_text(connect), initiate=self._initiate,
+            no_session=lambda: self._no_session, backoff=self._backoff,
+            report=self._watchers.notify,
+        )
+
+    async def _serve(
+        self, listener: Listener, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        listener.add(self)
+        try:
+            task_status.started()
+            await trio.sleep_forever()
+        finally:
+            listener.remove(self)
+
+
+@asynccontextmanager
+async def open_line(
+    identity: Identity,
+    peer: PublicKey,
+    *,
+    store: Store | str | os.PathLike[str],
+    listen: Address | None = None,
+    connect: Address | Connector | None = None,
+    listener: Listener | None = None,
+    config: Config | None = None,
+    durability: str = "FULL",
+    auto_ack: bool = True,
+    rng: random.Random | None = None,
+    clock: Callable[[], int] = time.time_ns,
+) -> AsyncIterator[Line]:
+    """Open this node's end of the line to ``peer``.
+
+    ``store`` is a :class:`~hotline.Store` or the path of a SQLite file (created if absent,
+    with ``durability`` "FULL" or "NORMAL"). ``listen`` binds a TCP port for this line
+    alone; ``listener`` shares one :func:`open_listener` port among several lines.
+    ``connect`` is a ``(host, port)`` to dial, or an async callable returning any
+    ``trio.abc.Stream`` (a Unix socket, a tunnel). Neither is needed if the caller runs
+    streams itself with :meth:`Line.run_stream`. ``rng`` draws the reconnection jitter;
+    ``clock`` gives the wall-clock timestamps this side signs, in nanoseconds since the Unix
+    epoch.
+    """
+    if listen is not None:
+        listen = check_address(listen, "listen", listening=True)
+    if connect is not None and not callable(connect):
+        connect = check_address(connect, "connect", listening=False)
+    owned_store: Store | None = None
+    if isinstance(store, str | os.PathLike):
+        from ..store import SQLiteStore
+
+        owned_store = store = SQLiteStore(store, synchronous=durability)
+    try:
+        with unwrap_single_exception():
+            line = Line(identity, peer, store, config=config, auto_ack=auto_ack, rng=rng,
+                        clock=clock)
+            await line._load()
+            async with trio.open_nursery() as nursery:
+                line._nursery = nursery
+                nursery.start_soon(line._committer.run)
+                if listen is not None:
+                    own = Listener(identity, config=config)
+                    line.listen_addresses = await nursery.start(own.serve, *listen)
+                    await nursery.start(line._serve, own)
+                if listener is not None:
+                    await nursery.start(line._serve, listener)
+                if connect is not None:
+                    nursery.start_soon(line._dial, connect)
+                try:
+                    yield line
+                finally:
+                    await line.aclose()
+                    nursery.cancel_scope.cancel()
+            failure = line._committer.failure
+            if failure is not None:
+                raise StoreError(f"the line's store failed: {failure}") from failure
+    finally:
+        if owned_store is not None:
+            owned_store.close()

@@ -1,0 +1,369 @@
+"""A session: one authenticated connection while it is (about to be) the line's live one.
+
+The session is the only caller of its :class:`~hotline.Connection`. It runs three tasks: a
+writer (the only task that writes to the stream; others *kick* it), a reader (bytes -> core
+-> events, each handed on through a dispatch table), and a timer (wakes the core at its next
+deadline). What the committer has stored comes in through :meth:`Session.transmit`.
+
+Output owed to the peer is bounded: the core holds back receipts, pings and messages while
+earlier output is unwritten, the writer writes in pieces, and a peer that takes no piece and
+sends no new receipt for ``down_after`` seconds loses the connection (its own traffic keeps
+it from looking silent, so this is what ends a peer that sends but never reads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import trio
+
+from .._config import Config
+from .._errors import (
+    AuthenticationError,
+    ConnectionBrokenError,
+    ConnectionClosedError,
+    LineBroken,
+    LineClosed,
+    RemoteProtocolError,
+)
+from ..protocol import (
+    NEED_DATA,
+    REPLACED,
+    Connection,
+    ConnectionBroken,
+    ConnectionState,
+    LineState,
+    Liveness,
+    LivenessChanged,
+    MessageReceived,
+    PeerClosed,
+    Receipt,
+    ReceiptKind,
+    ReceiptReceived,
+    Role,
+    RoundTrip,
+    SignatureBatch,
+    SignaturesToCheck,
+)
+from ..store import Batch
+from ._events import LineEvent
+from ._inbox import Inbox
+from ._outbox import Outbox
+
+__all__ = ["CLOSE_TIMEOUT", "Session", "line_errors"]
+
+logger = logging.getLogger("hotline")
+
+READ_SIZE = 65536
+#: The writer writes at most this much at a time: each piece written is progress, and a peer
+#: that takes no piece and sends no new receipt for ``down_after`` seconds is not reading
+#: (see _write()).
+WRITE_PIECE = 65536
+#: How long a closing line waits to flush its goodbye and its last commit.
+CLOSE_TIMEOUT = 2.0
+
+
+@contextlib.contextmanager
+def line_errors() -> Iterator[None]:
+    """Raise the core's words for a closed or broken connection as the line's.
+
+    The core raises :class:`ConnectionClosedError` / :class:`ConnectionBrokenError`; a caller
+    of the driver sees :class:`LineClosed` / :class:`LineBroken`. (A core that still raises
+    the line's words passes them through.)
+    """
+    try:
+        yield
+    except ConnectionClosedError as exc:
+        raise LineClosed(str(exc)) from exc
+    except ConnectionBrokenError as exc:
+        raise LineBroken(str(exc)) from exc
+
+
+class Session:
+    """One transport connection and its three tasks."""
+
+    _ids = itertools.count(1)
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        conn: Connection,
+        *,
+        config: Config,
+        inbox: Inbox,
+        outbox: Outbox,
+        notify: Callable[[LineEvent], None],
+        set_liveness: Callable[[Liveness, str], None],
+    ) -> None:
+        self.id = next(self._ids)
+        self.stream = stream
+        self.conn = conn
+        self._config = config
+        self._inbox = inbox
+        self._outbox = outbox
+        self._notify = notify
+        self._set_liveness = set_liveness
+        self.wake = trio.Event()
+        self.scope = trio.CancelScope()
+        self.alarm = trio.CancelScope()  # The timer's sleep, until the core's next deadline.
+        self.end_reason = ""
+        self.started = False
+        self.replaced_by_peer = False
+        self.stalled = False  # The writer gave up part way through a write.
+        self.writing = trio.CancelScope()  # The writer's current piece, with its deadline.
+        # What each event of the core means here (others mean nothing to a started
+        # session); a handler returns True when the connection has ended.
+        self._handlers: dict[type[Any], Callable[[Any], bool]] = {
+            MessageReceived: self._on_message,
+            ReceiptReceived: self._on_receipt,
+            RoundTrip: self._on_round_trip,
+            LivenessChanged: self._on_liveness,
+            PeerClosed: self._on_goodbye,
+            ConnectionBroken: self._on_broken,
+        }
+
+    @property
+    def initiated_by_us(self) -> bool:
+        return self.conn.role is Role.INITIATOR
+
+    @property
+    def peer_up(self) -> bool:
+        return self.conn.liveness is Liveness.UP
+
+    @property
+    def rtt(self) -> float | None:
+        return self.conn.rtt
+
+    @property
+    def smoothed_rtt(self) -> float | None:
+        return self.conn.smoothed_rtt
+
+    def start(self, state: LineState) -> None:
+        """Start the transport phase from the line's ``state`` (which the connection resends
+        from). Raises :class:`AuthenticationError` for an initiation older than the state's."""
+        self.conn.start(state, trio.current_time(), config=self._config)
+        if self._config.signature_batch:
+            self.conn.check_signatures_in_batches(self._config.signature_batch)
+        self.started = True
+
+    @property
+    def live(self) -> bool:
+        """Started, and its connection still open: what the line transmits on.
+
+        A session whose connection has closed (a goodbye arrived) stays the line's until its
+        tasks finish; whatever it cannot carry any more, the next session's start() resends.
+        """
+        return self.started and self.conn.state is ConnectionState.OPEN
+
+    def kick(self) -> None:
+        self.wake.set()
+
+    def end(self, reason: str) -> None:
+        """End the session now (whatever is unwritten is attempted once more, briefly)."""
+        if not self.end_reason:
+            self.end_reason = reason
+        self.scope.cancel()
+
+    def close(self, reason: str) -> None:
+        """Say goodbye: the writer flushes it and then ends the session."""
+        if not self.end_reason:
+            self.end_reason = reason
+        self.conn.close(reason)
+        self.kick()
+        # A peer that reads nothing must not hold the goodbye (and us) forever.
+        self.scope.deadline = min(self.scope.deadline, trio.current_time() + CLOSE_TIMEOUT / 2)
+
+    async def run(self) -> None:
+        with self.scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._reader)
+                nursery.start_soon(self._writer)
+                nursery.start_soon(self._timer)
+
+    # --- out: what the committer stored, to the writer, to the stream --------------------
+
+    def transmit(self, batch: Batch, acknowledged: Receipt | None) -> None:
+        """Send what ``batch`` made durable: our messages, our newest acknowledgement, and
+        the delivered receipt for the peer's messages (the batch's last receipt)."""
+        conn = self.conn
+        if batch.sent:
+            # The connection transmits every stored message up to the newest it is given.
+            conn.send_message(batch.sent[-1])
+        for receipt in batch.own_receipts:
+            if receipt.kind is ReceiptKind.ACKNOWLEDGED and receipt is acknowledged:
+                conn.send_receipt(receipt)
+        if batch.received:
+            conn.send_receipt(batch.own_receipts[-1])
+        self.kick()
+
+    async def _writer(self) -> None:
+        conn = self.conn
+        try:
+            while True:
+                self.wake = trio.Event()
+                # Asked again only once the last output is written: the core holds back
+                # what it owes the peer until then (see Connection.data_to_send).
+                data = conn.data_to_send()
+                if data:
+                    # An owed ping went out with it: the timer's next deadline moved.
+                    self._rearm()
+                    if not await self._write(data):
+                        return
+                    continue
+                if conn.state is ConnectionState.CLOSED:
+                    self.end(self.end_reason or "closed")
+                    return
+                await self.wake.wait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.end(f"the connection failed: {exc!r}")
+
+    async def _write(self, data: bytes) -> bool:
+        """Write ``data`` in pieces; end the session if for ``down_after`` no piece is
+        written and no new receipt shows that the peer reads."""
+        patience = self._config.down_after
+        view = memoryview(data)
+        for start in range(0, len(view), WRITE_PIECE):
+            self.writing = trio.CancelScope(deadline=trio.current_time() + patience)
+            with self.writing:
+                await self.stream.send_all(view[start : start + WRITE_PIECE])
+            if self.writing.cancelled_caught:
+                self.stalled = True
+                self.end(f"the peer read nothing for {patience:.3f} s")
+                return False
+        return True
+
+    # --- in: from the stream, through the core, to the inbox and the outbox --------------
+
+    async def _reader(self) -> None:
+        conn = self.conn
+        try:
+            # Frames that arrived with the handshake are already buffered in the core.
+            await self._process_checking_signatures()
+            while True:
+                if self._inbox.full():
+                    # Stop reading until the application catches up (TCP pushes back on the
+                    # peer); the silence that follows is ours, not the peer's.
+                    conn.hold()
+                    await self._inbox.wait_for_room()
+                    conn.release(trio.current_time())
+                data = await self.stream.receive_some(READ_SIZE)
+                conn.receive_data(data, trio.current_time())
+                await self._process_checking_signatures()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.end(f"the connection failed: {exc!r}")
+
+    async def _process_checking_signatures(self) -> None:
+        """Drain the core's events, checking bursts of signatures on a second core.
+
+        Checking is most of the cost of receiving and pynacl releases the GIL, so a burst
+        checked in a worker thread overlaps with everything else this process does. The
+        thread is not abandoned on cancellation: a batch takes milliseconds.
+        """
+        while (batch := self._process()) is not None:
+            await trio.to_thread.run_sync(batch.run)
+            self.conn.signatures_checked(batch)
+
+    def _process(self) -> SignatureBatch | None:
+        """Drain the core's events. Ends the session on a terminal event or a peer fault.
+
+        Returns a batch of signatures the core waits for, which the caller must check.
+        """
+        conn = self.conn
+        handlers = self._handlers
+        try:
+            with line_errors():
+                while True:
+                    event = conn.next_event()
+                    if event is NEED_DATA:
+                        break
+                    if isinstance(event, SignaturesToCheck):
+                        return event.batch
+                    handler = handlers.get(type(event))
+                    if handler is not None and handler(event):
+                        break
+        except AuthenticationError as exc:
+            logger.warning("session %d: authentication failed: %s", self.id, exc.reason)
+            self.end(f"authentication failed ({exc.reason})")
+        except RemoteProtocolError as exc:
+            logger.warning("session %d: protocol error from the peer: %s", self.id, exc)
+            self.end(f"protocol error: {exc}")
+        except (LineClosed, LineBroken) as exc:
+            self.end(str(exc))
+        self.kick()
+        self._rearm()
+        return None
+
+    def _on_message(self, event: MessageReceived) -> bool:
+        self._inbox.queue(event.message)
+        return False
+
+    def _on_receipt(self, event: ReceiptReceived) -> bool:
+        self._outbox.on_peer_receipt(event.receipt)
+        # A new receipt proves the peer reads what we write: the piece being written may
+        # take until then (a slow link drains a piece in bursts, not byte by byte).
+        deadline = trio.current_time() + self._config.down_after
+        self.writing.deadline = max(self.writing.deadline, deadline)
+        return False
+
+    def _on_round_trip(self, event: RoundTrip) -> bool:
+        self._notify(event)
+        return False
+
+    def _on_liveness(self, event: LivenessChanged) -> bool:
+        self._set_liveness(event.state, f"silent for {event.silent_for:.3f} s")
+        return False
+
+    def _on_goodbye(self, event: PeerClosed) -> bool:
+        self.replaced_by_peer = event.reason == REPLACED
+        self.end(f"the peer said goodbye: {event.reason}")
+        return True
+
+    def _on_broken(self, event: ConnectionBroken) -> bool:
+        self.end(event.reason)
+        return True
+
+    # --- time ----------------------------------------------------------------------------
+
+    async def _timer(self) -> None:
+        conn = self.conn
+        while True:
+            with trio.CancelScope() as self.alarm:
+                self._rearm()
+                await trio.sleep_forever()
+            conn.advance(trio.current_time())
+            while (batch := self._process()) is not None:
+                # Frames are buffered only while the reader checks a batch, so this is rare
+                # and small: check it here.
+                batch.run()
+                conn.signatures_checked(batch)
+
+    def _rearm(self) -> None:
+        """Wake the timer by the core's next deadline, which input may have brought closer
+        (a peer that asks for a shorter heartbeat interval).
+
+        Only ever earlier: a deadline that moved later costs the timer one early wake-up,
+        cheaper than moving trio's deadline on every read.
+        """
+        deadline = self.conn.next_deadline()
+        if deadline is not None and deadline < self.alarm.deadline:
+            self.alarm.deadline = deadline
+
+    # --- the end -------------------------------------------------------------------------
+
+    async def finish(self) -> None:
+        """Flush what is unwritten (briefly) and close the stream."""
+        with trio.CancelScope(shield=True):
+            # After a write cut short, more bytes would only arrive as a broken frame.
+            if self.started and not self.stalled:
+                with trio.move_on_after(CLOSE_TIMEOUT / 2):
+                    data = self.conn.data_to_send()
+                    if data:
+                        with contextlib.suppress(
+                            trio.BrokenResourceError, trio.ClosedResourceError, OSError
+                        ):
+                            await self.stream.send_all(data)
+            await trio.aclose_forcefully(self.stream)
