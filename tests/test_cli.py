@@ -40,7 +40,8 @@ import trio
 import trio.testing
 
 import hotline
-from hotline._cli import build_parser, printable
+from hotline.cli._output import printable
+from hotline.cli._parser import build_parser
 from hotline.testing import StreamWrapper
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="signals and file modes are POSIX")

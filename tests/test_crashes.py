@@ -53,7 +53,7 @@ import pytest
 import trio
 
 from hotline import Identity
-from hotline._cli import main as cli_main
+from hotline.cli import main as cli_main
 from hotline.store import SQLiteStore
 
 SLOW = os.environ.get("HOTLINE_SLOW") == "1"

@@ -1,0 +1,163 @@
+"""The command line's grammar: arguments, help texts, examples and the exit-status table."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+
+from .._errors import HotlineError
+from ._commands import cmd_demo, cmd_log, cmd_verify
+from ._keys import cmd_fingerprint, cmd_keygen
+from ._run import cmd_run
+
+__all__ = ["build_parser"]
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    from .._config import Config
+
+    try:
+        Config(heartbeat_interval=value)  # The library's range, so the two cannot disagree.
+    except HotlineError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("heartbeat_interval ")) from None
+    return value
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("hotline")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        from .. import __version__
+
+        return __version__
+
+
+_RUN_EXAMPLES = """\
+examples:
+  listen for the peer and talk, one message per line typed:
+    hotline run --key bob --peer alice.pub --data bob-data --listen 0.0.0.0:7400
+
+  send one message and wait up to a minute for the peer to hold it:
+    echo "Convoy moving north." | timeout 60 hotline run --key alice --peer bob.pub \\
+        --data alice-data --connect 192.0.2.20:7400 --until-delivered --json
+
+  receive only, one JSON object per event:
+    hotline run --key bob --peer alice.pub --data bob-data --listen 0.0.0.0:7400 \\
+        --json </dev/null
+
+exit status: 0 stopped by SIGINT/SIGTERM, or --until-delivered done; 1 error;
+  2 usage; 3 a line was not sent; 4 --until-delivered interrupted before every
+  message was delivered (see docs/cli.md)
+"""
+
+_EXIT_STATUSES = """\
+exit status (every command):
+  0  success (run: stopped by SIGINT or SIGTERM, or --until-delivered done)
+  1  an error, reported in one line on standard error
+  2  a usage error
+  3  run: a line read from standard input was not sent
+  4  interrupted by SIGINT or SIGTERM before the command's work was done
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hotline",
+        description="A secure line between two parties: signed, encrypted, sequenced "
+        "messages with receipts and heartbeats, and no server in the middle.",
+        epilog=_EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"hotline {_version()}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging on standard error (-vv for debug)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    keygen = commands.add_parser("keygen", help="make a key pair (OpenSSH format)",
+                                 description="Make an Ed25519 key pair in OpenSSH format and "
+                                 "print its fingerprint.")
+    keygen.add_argument("file", metavar="FILE",
+                        help="private key file (mode 0600); the public key goes to FILE.pub")
+    keygen.add_argument("--comment", default="", metavar="TEXT",
+                        help="comment at the end of FILE.pub")
+    keygen.add_argument("--passphrase-file", metavar="F",
+                        help="encrypt the private key with the passphrase in file F "
+                        "(mode 0600)")
+    keygen.add_argument("--force", action="store_true", help="overwrite existing files")
+    keygen.set_defaults(handler=cmd_keygen)
+
+    fingerprint = commands.add_parser("fingerprint", help="print a key's SHA256 fingerprint",
+                                      description="Print the SHA256 fingerprint of a key, as "
+                                      "ssh-keygen -lf does.")
+    fingerprint.add_argument("file", metavar="FILE",
+                             help="a private or public key file; - reads the key from "
+                             "standard input")
+    fingerprint.add_argument("--passphrase-file", metavar="F",
+                             help="the passphrase of an encrypted private key (without it, "
+                             "it is asked for when standard input is a terminal)")
+    fingerprint.set_defaults(handler=cmd_fingerprint)
+
+    run = commands.add_parser(
+        "run", help="run one end of a line",
+        description="Run this node's end of the line until it is stopped: each line of "
+        "standard input is sent as a message; messages, receipts and the peer's liveness "
+        "are printed on standard output.",
+        epilog=_RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--key", required=True, metavar="FILE",
+                     help="this node's private key (asked for its passphrase when it is "
+                     "encrypted, standard input is a terminal and --passphrase-file is not "
+                     "given)")
+    run.add_argument("--peer", required=True, metavar="PUBFILE",
+                     help="the peer's public key file, or the 'ssh-ed25519 AAAA...' text")
+    run.add_argument("--data", required=True, metavar="DIR",
+                     help="the line's data directory (created if absent)")
+    run.add_argument("--listen", type=_address, metavar="HOST:PORT",
+                     help="accept the peer's calls on this address (0.0.0.0:PORT for every "
+                     "IPv4 interface, [::]:PORT for IPv6)")
+    run.add_argument("--connect", type=_address, metavar="HOST:PORT",
+                     help="call the peer at this address, and again whenever the "
+                     "connection ends")
+    run.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    run.add_argument("--heartbeat", type=_positive, metavar="SECONDS",
+                     help="heartbeat interval (default 1)")
+    run.add_argument("--until-delivered", action="store_true",
+                     help="exit once standard input is done and every message is delivered")
+    run.add_argument("--passphrase-file", metavar="F",
+                     help="the passphrase of an encrypted --key (file mode 0600)")
+    run.add_argument("--durability", choices=("FULL", "NORMAL"), default="FULL",
+                     help="FULL (default): a receipted message survives power loss; NORMAL: "
+                     "it survives a crash of the process")
+    run.set_defaults(handler=cmd_run)
+
+    log = commands.add_parser("log", help="print the transcript held in a store",
+                              description="Print every signed message and receipt held in "
+                              "DIR/hotline.db, in both directions.")
+    log.add_argument("dir", metavar="DIR", help="the data directory given to run --data")
+    log.add_argument("--json", action="store_true",
+                     help="one JSON object per record, and no header line")
+    log.set_defaults(handler=cmd_log)
+
+    verify = commands.add_parser("verify", help="verify a store's transcript offline",
+                                 description="Check every signature, both hash chains and "
+                                 "every receipt of the transcript in DIR/hotline.db.")
+    verify.add_argument("dir", metavar="DIR", help="the data directory given to run --data")
+    verify.set_defaults(handler=cmd_verify)
+
+    demo = commands.add_parser("demo", help="two nodes on loopback: a first look",
+                               description="Run two nodes, alice and bob, in one process "
+                               "over loopback TCP, with fresh keys and temporary stores.")
+    demo.add_argument("--json", action="store_true", help="one JSON object per line")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
