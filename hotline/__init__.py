@@ -1,72 +1,75 @@
 """hotline: a secure line between two parties who trust no one in the middle.
 
 Signed, encrypted, sequenced messages between two nodes, with heartbeat liveness and
-delivery receipts, and no server in the middle. The protocol core (this package's eager
-imports) is sans-io and imports neither trio nor sqlite3; the trio driver and the SQLite
-store are imported on first use of their names.
+delivery receipts, and no server in the middle. The protocol core is sans-io and imports
+neither trio nor sqlite3.
+
+Every name is loaded on first use (PEP 562), so ``import hotline`` itself loads nothing: the
+``hotline`` command starts handling its signals before cryptography, nacl and trio load (see
+hotline.cli), and a program that uses only the core never loads the driver or the store.
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-from ._config import Config
-from ._errors import (
-    AuthenticationError,
-    ConnectionBrokenError,
-    ConnectionClosedError,
-    HotlineError,
-    KeyFileError,
-    LineBroken,
-    LineClosed,
-    LocalProtocolError,
-    MessageTooLarge,
-    OutboxFull,
-    RemoteProtocolError,
-    StoreError,
-    StoreInconsistent,
-    StoreLocked,
-    StoreMismatch,
-    StoreVersionError,
-    TranscriptError,
-)
-from ._keys import Identity, PublicKey, line_id
-from .protocol import (
-    GENESIS_HEAD,
-    NEED_DATA,
-    PROLOGUE,
-    PROTOCOL_NAME,
-    Connection,
-    ConnectionBroken,
-    ConnectionState,
-    Event,
-    LineState,
-    Liveness,
-    LivenessChanged,
-    MessageReceived,
-    NeedData,
-    PeerAuthenticated,
-    PeerClosed,
-    Receipt,
-    ReceiptKind,
-    ReceiptReceived,
-    Role,
-    RoundTrip,
-    SignatureBatch,
-    SignaturesToCheck,
-    SignedMessage,
-    open_message,
-    open_receipt,
-    sign_message,
-    sign_receipt,
-)
-from .store import Batch, Direction, MemoryStore, Store, TranscriptEntry
 
 __version__ = "0.1.0"
 
-# The driver, the listener, the SQLite store and the verifier import trio or sqlite3, so they
-# load on first use of their names (PEP 562): the sans-io core above stays free of both.
+# Not typing.TYPE_CHECKING: importing typing takes milliseconds, and this module runs before
+# the command line can handle a Ctrl-C. Type checkers treat this name as true.
+TYPE_CHECKING = False
+
 _LAZY = {
+    "Config": "_config",
+    "AuthenticationError": "_errors",
+    "ConnectionBrokenError": "_errors",
+    "ConnectionClosedError": "_errors",
+    "HotlineError": "_errors",
+    "KeyFileError": "_errors",
+    "LineBroken": "_errors",
+    "LineClosed": "_errors",
+    "LocalProtocolError": "_errors",
+    "MessageTooLarge": "_errors",
+    "OutboxFull": "_errors",
+    "RemoteProtocolError": "_errors",
+    "StoreError": "_errors",
+    "StoreInconsistent": "_errors",
+    "StoreLocked": "_errors",
+    "StoreMismatch": "_errors",
+    "StoreVersionError": "_errors",
+    "TranscriptError": "_errors",
+    "Identity": "_keys",
+    "PublicKey": "_keys",
+    "line_id": "_keys",
+    "GENESIS_HEAD": "protocol",
+    "NEED_DATA": "protocol",
+    "PROLOGUE": "protocol",
+    "PROTOCOL_NAME": "protocol",
+    "Connection": "protocol",
+    "ConnectionBroken": "protocol",
+    "ConnectionState": "protocol",
+    "Event": "protocol",
+    "LineState": "protocol",
+    "Liveness": "protocol",
+    "LivenessChanged": "protocol",
+    "MessageReceived": "protocol",
+    "NeedData": "protocol",
+    "PeerAuthenticated": "protocol",
+    "PeerClosed": "protocol",
+    "Receipt": "protocol",
+    "ReceiptKind": "protocol",
+    "ReceiptReceived": "protocol",
+    "Role": "protocol",
+    "RoundTrip": "protocol",
+    "SignatureBatch": "protocol",
+    "SignaturesToCheck": "protocol",
+    "SignedMessage": "protocol",
+    "open_message": "protocol",
+    "open_receipt": "protocol",
+    "sign_message": "protocol",
+    "sign_receipt": "protocol",
+    "Batch": "store",
+    "Direction": "store",
+    "MemoryStore": "store",
+    "Store": "store",
+    "TranscriptEntry": "store",
+    "SQLiteStore": "store",
     "DialFailed": "driver",
     "Line": "driver",
     "Message": "driver",
@@ -76,30 +79,66 @@ _LAZY = {
     "open_line": "driver",
     "Listener": "driver",
     "open_listener": "driver",
-    "SQLiteStore": "store",
     "VerifyReport": "_verify",
     "verify_store": "_verify",
     "verify_transcript": "_verify",
 }
 
 
+# The subpackages that importing the core used to make attributes of the package.
+_SUBPACKAGES = ("protocol", "store")
+
+
 def __getattr__(name: str) -> object:
+    import importlib
+
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'hotline' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(f".{module_name}", __name__), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    return sorted({*globals(), *_LAZY, *_SUBPACKAGES})
 
 
 if TYPE_CHECKING:
-    from ._verify import VerifyReport, verify_store, verify_transcript
+    from ._config import (
+        Config,
+    )
+    from ._errors import (
+        AuthenticationError,
+        ConnectionBrokenError,
+        ConnectionClosedError,
+        HotlineError,
+        KeyFileError,
+        LineBroken,
+        LineClosed,
+        LocalProtocolError,
+        MessageTooLarge,
+        OutboxFull,
+        RemoteProtocolError,
+        StoreError,
+        StoreInconsistent,
+        StoreLocked,
+        StoreMismatch,
+        StoreVersionError,
+        TranscriptError,
+    )
+    from ._keys import (
+        Identity,
+        PublicKey,
+        line_id,
+    )
+    from ._verify import (
+        VerifyReport,
+        verify_store,
+        verify_transcript,
+    )
     from .driver import (
         DialFailed,
         Line,
@@ -111,7 +150,43 @@ if TYPE_CHECKING:
         open_line,
         open_listener,
     )
-    from .store import SQLiteStore
+    from .protocol import (
+        GENESIS_HEAD,
+        NEED_DATA,
+        PROLOGUE,
+        PROTOCOL_NAME,
+        Connection,
+        ConnectionBroken,
+        ConnectionState,
+        Event,
+        LineState,
+        Liveness,
+        LivenessChanged,
+        MessageReceived,
+        NeedData,
+        PeerAuthenticated,
+        PeerClosed,
+        Receipt,
+        ReceiptKind,
+        ReceiptReceived,
+        Role,
+        RoundTrip,
+        SignatureBatch,
+        SignaturesToCheck,
+        SignedMessage,
+        open_message,
+        open_receipt,
+        sign_message,
+        sign_receipt,
+    )
+    from .store import (
+        Batch,
+        Direction,
+        MemoryStore,
+        SQLiteStore,
+        Store,
+        TranscriptEntry,
+    )
 
 __all__ = [
     "GENESIS_HEAD",
