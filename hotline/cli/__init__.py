@@ -7,7 +7,10 @@ use, a store of another line, a malformed peer key) ends with one line on standa
 exit status 1, never a traceback; usage errors exit with 2 as argparse does. The exit statuses
 are one table for every command (:mod:`._status`, docs/cli.md "Exit status").
 
-The modules, in the order a reader needs them: :mod:`._parser` (the
+A signal must end every command with its documented status, from the first instant, so this
+module imports nothing but :mod:`._signals` and the standard library's cheapest modules:
+:func:`main` puts the signal handling in place before anything else is loaded (see
+:mod:`._signals`). The modules, in the order a reader needs them: :mod:`._parser` (the
 grammar and help), :mod:`._keys` (``keygen``, ``fingerprint``, key loading), :mod:`._run`
 (``run``), :mod:`._output` (what ``run`` and ``log`` print), :mod:`._commands` (``log``,
 ``verify``, ``demo``).
@@ -15,15 +18,16 @@ grammar and help), :mod:`._keys` (``keygen``, ``fingerprint``, key loading), :mo
 
 from __future__ import annotations
 
-import signal
 import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
 
-from ._signals import in_main_thread, only_interrupts, sigterm_as_sigint
+from ._signals import StartupSignals, only_interrupts
 
+# As in hotline/__init__.py: typing would be the slowest import before main() runs.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable, Sequence
+    from typing import NoReturn
 
 __all__ = ["main"]
 
@@ -36,6 +40,33 @@ def _die(message: str) -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        startup = StartupSignals.take_over()
+    except KeyboardInterrupt:
+        # A SIGINT that came before the handler was in place, raised at Python's first check.
+        startup = StartupSignals.take_over(interrupted=True)
+    try:
+        return _main(argv, startup)
+    finally:
+        startup.restore(as_program=argv is None)
+
+
+# What each command imports, imported before a signal may raise KeyboardInterrupt. Importing
+# runs code compiled from strings (dataclasses, namedtuples), and once a KeyboardInterrupt has
+# passed through such code CPython ends the process by SIGINT at exit, whatever the status
+# main returned and even if the interrupt was caught.
+_IMPORTS = {
+    "keygen": ("hotline._keys",),
+    "fingerprint": ("hotline._keys",),
+    "run": ("trio", "hotline._config", "hotline._keys", "hotline.driver", "hotline.protocol"),
+    "log": ("msgpack", "hotline.store"),
+    "verify": ("hotline._verify", "hotline.store"),
+    "demo": ("trio", "hotline._demo"),
+}
+
+
+def _main(argv: Sequence[str] | None, startup: StartupSignals) -> int:
+    import importlib
     import logging
     import os
 
@@ -54,11 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     interrupted = (
         EXIT_OK if args.command == "run" and not args.until_delivered else EXIT_INTERRUPTED
     )
-    handles_signals = in_main_thread()
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    if handles_signals:
-        signal.signal(signal.SIGTERM, sigterm_as_sigint)
     try:
+        for module in _IMPORTS[args.command]:
+            importlib.import_module(module)
+        startup.hand_over()
+        if startup.signum is not None:
+            return interrupted
         return handler(args)
     except (CliError, HotlineError) as exc:
         _die(str(exc))
@@ -73,8 +105,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    finally:
-        for signum, action in previous.items() if handles_signals else ():
-            # The status is decided: as the program, a late signal must not replace it
-            # (with 130 or 143) while the interpreter shuts down.
-            signal.signal(signum, signal.SIG_IGN if argv is None else action)
