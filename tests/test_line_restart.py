@@ -9,6 +9,7 @@ the others run under ``autojump_clock``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import sqlite3
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from hotline import (
     HotlineError,
     Identity,
     LineClosed,
+    LineState,
     MemoryStore,
     MessageTooLarge,
     OutboxFull,
@@ -202,6 +204,45 @@ async def test_with_auto_ack_only_the_last_read_message_comes_back(
         async with linked(stores.a, stores.b) as (line_a, line_b):
             seqs = [(await line_a.receive()).seq for _ in range(3)]
             assert seqs == [3, 4, 5]
+
+
+def _marks(state: LineState) -> dict[str, object]:
+    """A state's fields but its outbox, which a successor shares with the state it replaces."""
+    return {
+        f.name: getattr(state, f.name)
+        for f in dataclasses.fields(state)
+        if f.name not in ("pending", "sent_heads")
+    }
+
+
+async def test_the_line_state_is_replaced_never_changed_in_place(
+    stores: Stores, clock: MaybeClock
+) -> None:
+    """Only the committer moves the line's state, by swapping in a changed copy: every state
+    the line showed keeps the marks it had (neither the connection nor a commit writes it)."""
+    seen: list[tuple[LineState, dict[str, object]]] = []
+
+    def look(line: Line) -> None:
+        state = line.state
+        if not seen or seen[-1][0] is not state:
+            seen.append((state, _marks(state)))
+
+    with trio.fail_after(LIMIT):
+        async with linked(stores.a, stores.b) as (line_a, line_b):
+            look(line_a)
+            outs = await send_numbered(line_a, "a", 1, 4)
+            look(line_a)
+            got: list[tuple[int, bytes]] = []
+            await receive_into(line_b, got, 4)
+            await outs[-1].acknowledged()
+            look(line_a)
+            await send_numbered(line_b, "b", 1, 2)
+            for _ in range(2):
+                await line_a.receive()
+            await line_a.flush()
+            look(line_a)
+    assert len(seen) == 4
+    assert [marks for _, marks in seen] == [_marks(state) for state, _ in seen]
 
 
 async def test_acknowledged_receipts_reach_the_sender_across_restarts(

@@ -278,7 +278,9 @@ class Line:
             if self.stats.sessions > 1:
                 self.stats.reconnects += 1
             self.stats.retransmitted += self._outbox.resending(state)
-            self._committer.session_started(responder=not session.initiated_by_us)
+            self._committer.session_started(
+                responder=not session.initiated_by_us, timestamp=conn.initiation_timestamp
+            )
             logger.info(
                 "session %d: up with %s as %s; resending %d",
                 session.id, self.peer.fingerprint(), conn.role.value, len(state.pending),

@@ -103,13 +103,11 @@ class Connection:
         self._held = False
         self._signatures = SignatureBatches()
 
-    def copy(self, *, line: LineState | None = None) -> Connection:
-        """An independent copy: the same state, keys, nonces, buffers and events, each
-        advancing on its own from here.
+    def copy(self) -> Connection:
+        """An independent copy: the same state, keys, nonces, buffers, events and marks,
+        each advancing on its own from here.
 
-        An open connection's line state is copied too, unless ``line`` is given: the copy
-        then keeps that one current (pass your own copy of the line state you drive). Keys,
-        settings and a responder's table of known peers are shared, as they never change.
+        Keys, settings and a responder's table of known peers are shared, as they never change.
         """
         clone = copy.copy(self)
         clone._machine = copy.copy(self._machine)
@@ -121,8 +119,7 @@ class Connection:
             clone._phase = phase.copy(clone._frames)
         else:
             clone._phase = phase.copy(
-                phase.codec.copy(clone._frames), clone._events, clone._signatures,
-                line if line is not None else phase.line.copy(),
+                phase.codec.copy(clone._frames), clone._events, clone._signatures
             )
         return clone
 
@@ -365,10 +362,11 @@ class Connection:
     def start(self, line: LineState, now: float, *, config: Config | None = None) -> None:
         """Open the authenticated connection, resuming ``line``.
 
-        The connection takes ``line`` and keeps it current as receipts arrive; the driver
-        must not start a second connection on the same state while this one is open.
-        On the responder side this is where a replayed initiation is refused
-        (:class:`AuthenticationError`), before any answer is sent. ``config`` replaces the
+        The connection reads ``line`` here and never writes it: it keeps its own marks
+        from then on, and reports what the driver records (:class:`ReceiptReceived`, the
+        accepted :attr:`initiation_timestamp`). On the responder side this is where a
+        replayed initiation is refused (:class:`AuthenticationError`), before any answer is
+        sent. ``config`` replaces the
         connection's settings from here on (a listener shared by several lines handshakes
         with its own settings, then each line runs with its own).
         """
@@ -393,17 +391,20 @@ class Connection:
         transport.open()
 
     def send_message(self, message: SignedMessage) -> None:
-        """Transmit the message just added to the line state by :meth:`LineState.next_message`.
+        """Transmit our next message (from :meth:`LineState.next_message`), each in order.
 
         It is encrypted now, or by a later :meth:`data_to_send` while ``unsent_limit`` bytes
         are unsent.
 
-        A message added before :meth:`start` is already transmitted by it: do not send it again.
+        A message in the line state given to :meth:`start` is already transmitted by it: do not
+        send it again (:class:`LocalProtocolError`, as for one that does not continue the
+        chain).
         """
         self._require_open().send_message(message)
 
     def send_receipt(self, receipt: Receipt) -> None:
-        """Transmit a receipt just signed with :meth:`LineState.sign_own_receipt`.
+        """Transmit a receipt just signed with :meth:`LineState.sign_own_receipt` (never an
+        older one than the last of its kind, nor past the messages received here).
 
         It goes out with the next :meth:`data_to_send`, unless a newer one of its kind
         replaces it first.

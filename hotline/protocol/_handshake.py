@@ -11,7 +11,9 @@ responder's payload is empty. The responder names the peer to its driver
 checks nothing itself, and calls ``Connection.start``, which hands the line state to
 :meth:`Handshake.into_transport`. That rejects a timestamp not above the stored watermark (a
 replayed initiation) before anything is sent back, answers, and splits the two transport
-cipher states, which is all the transport phase keeps of the handshake (with its hash).
+cipher states, which is all the transport phase keeps of the handshake (with its hash). The
+line state is only read: the driver records the accepted timestamp (the event's, or
+``Connection.initiation_timestamp``) with the next batch it stores.
 
 A :class:`Handshake` lives until ``start()``; nothing in it outlives the phase, and the
 transport phase (``_transport.py``) has nothing of it but what
@@ -179,7 +181,7 @@ class Handshake:
     ) -> Transport:
         """At ``start()``: end the handshake and begin the transport phase on ``line``.
 
-        The initiation is checked against ``line`` and recorded there; the responder answers.
+        The initiation is checked against ``line`` (which is only read); the responder answers.
         """
         peer, send, receive = self._accept(line)
         return Transport(
@@ -196,10 +198,7 @@ class Handshake:
         if self.role is Role.RESPONDER:
             if timestamp <= line.peer_initiation_watermark:
                 raise AuthenticationError(reason="replayed initiation")
-            line.peer_initiation_watermark = timestamp
             self._frames.write(self._noise.write_message(b""))
-        else:
-            line.initiation_timestamp = max(line.initiation_timestamp, timestamp)
         self.handshake_hash = self._noise.handshake_hash
         send, receive = self._noise.split()
         return self._authenticated_peer(), send, receive
