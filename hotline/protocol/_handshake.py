@@ -31,9 +31,9 @@ from .._errors import AuthenticationError, LocalProtocolError, RemoteProtocolErr
 from .._keys import Identity, PublicKey, line_id
 from ._batching import SignatureBatches
 from ._codec import Frames, TransportCodec
-from ._events import Event, PeerAuthenticated
+from ._events import Event, Liveness, PeerAuthenticated
 from ._linestate import LineState
-from ._machines import Role
+from ._machines import ConnectionInput, Role
 from ._noise import CipherState, HandshakeState
 from ._records import pack, strict_unpack
 from ._transport import Transport
@@ -74,6 +74,12 @@ def known_peer_table(
 class Handshake:
     """One side of the handshake, from its first message to the split."""
 
+    # What the transport phase measures, before there is any (the connection's views).
+    liveness_state = Liveness.CONNECTING
+    rtt: float | None = None
+    smoothed_rtt: float | None = None
+    rekeys_sent = rekeys_received = buffered_record = outstanding_pings = 0
+
     def __init__(
         self,
         identity: Identity,
@@ -93,6 +99,7 @@ class Handshake:
         self.peer = peer
         self.line_id = line_id(identity.public_key, peer) if peer is not None else b""
         self.handshake_hash = b""
+        self.held = False  # The driver's reading pauses; the transport phase inherits it.
         #: Initiator: the timestamp it sent. Responder: the one it received (once it has).
         self.initiation_timestamp: int | None = None
         pinned = peer if role is Role.INITIATOR else None
@@ -111,6 +118,21 @@ class Handshake:
         clone._frames = frames
         clone._noise = self._noise.copy()
         return clone
+
+    def next_deadline(self) -> float:
+        return self.deadline
+
+    def advance(self, now: float) -> tuple[ConnectionInput, str] | None:
+        """Why the connection breaks at ``now``, if the handshake has run out of time."""
+        if now >= self.deadline:
+            return ConnectionInput.HANDSHAKE_EXPIRED, "the handshake timed out"
+        return None
+
+    def hold(self) -> None:
+        self.held = True
+
+    def release(self, now: float) -> None:
+        self.held = False
 
     def initiate(self, timestamp: int) -> None:
         """Write message 1, carrying ``timestamp`` and our Ed25519 key."""
@@ -177,7 +199,6 @@ class Handshake:
         *,
         config: Config,
         now: float,
-        held: bool,
     ) -> Transport:
         """At ``start()``: end the handshake and begin the transport phase on ``line``.
 
@@ -186,7 +207,7 @@ class Handshake:
         peer, send, receive = self._accept(line)
         return Transport(
             TransportCodec(self._frames, send, receive, now=now), line, events, signatures,
-            peer=peer, line_id=self.line_id, config=config, now=now, held=held,
+            peer=peer, line_id=self.line_id, config=config, now=now, held=self.held,
             role=self.role, handshake_hash=self.handshake_hash,
             initiation_timestamp=self.initiation_timestamp,
         )

@@ -37,7 +37,7 @@ from .._config import Config
 from .._errors import LocalProtocolError, RemoteProtocolError
 from .._keys import PublicKey
 from ._batching import SignatureBatches
-from ._codec import TransportCodec
+from ._codec import Frames, TransportCodec
 from ._events import (
     Event,
     Liveness,
@@ -123,17 +123,48 @@ class Transport:
         self._signatures = signatures
 
     def copy(
-        self, codec: TransportCodec, events: deque[Event], signatures: SignatureBatches,
+        self, frames: Frames, events: deque[Event], signatures: SignatureBatches
     ) -> Transport:
-        """An independent copy on ``codec``, queueing to ``events`` and ``signatures``."""
+        """An independent copy that writes to ``frames``, queueing to ``events`` and
+        ``signatures``."""
         clone = copy.copy(self)
-        clone.codec = codec
+        clone.codec = self.codec.copy(frames)
         clone._events = events
         clone._signatures = signatures
         clone.marks = self.marks.copy()
         clone.liveness = self.liveness.copy()
         clone._owed_receipts = dict(self._owed_receipts)
         return clone
+
+    # --- what the connection's read-only views show -----------------------------------
+
+    @property
+    def liveness_state(self) -> Liveness:
+        return self.liveness.state
+
+    @property
+    def rtt(self) -> float | None:
+        return self.liveness.rtt
+
+    @property
+    def smoothed_rtt(self) -> float | None:
+        return self.liveness.smoothed_rtt
+
+    @property
+    def rekeys_sent(self) -> int:
+        return self.codec.rekeys_sent
+
+    @property
+    def rekeys_received(self) -> int:
+        return self.codec.rekeys_received
+
+    @property
+    def buffered_record(self) -> int:
+        return self.codec.partial_size
+
+    @property
+    def outstanding_pings(self) -> int:
+        return self.liveness.outstanding_pings
 
     def open(self) -> None:
         """The first flight: our receipts, what the peer has not received, and a ping."""
@@ -277,13 +308,19 @@ class Transport:
             deadlines.append(self.codec.rekey_at(self.config))
         return min(deadlines)
 
-    def advance(self) -> str | None:
-        """Run the timers due now; returns why the connection breaks, if the peer is down."""
-        now = self.now
+    def hold(self) -> None:
+        self.liveness.held()
+
+    def release(self, now: float) -> None:
+        self.liveness.released(now)
+
+    def advance(self, now: float) -> tuple[ConnectionInput, str] | None:
+        """Run the timers due at ``now``; returns why the connection breaks, if the peer is
+        down."""
         change = self.liveness.advance(now)
         self._event(change)
         if change is not None and change.state is Liveness.DOWN:
-            return f"the peer was silent for {change.silent_for:.3f} s"
+            return ConnectionInput.PEER_SILENT, f"the peer was silent for {change.silent_for:.3f} s"
         if now >= self.liveness.ping_at() or (
             not self._ping_owed and now >= self.codec.rekey_at(self.config)
         ):
