@@ -164,7 +164,10 @@ class Line:
 
     @property
     def state(self) -> LineState:
-        """The line's resumable state (read it; do not change it)."""
+        """The line's resumable state (read it; do not change it).
+
+        A new object each time the line moves (a commit, a receipt from the peer): one read
+        earlier keeps its marks, while its ``pending`` may already have moved on."""
         return self._committer.state
 
     async def wait_liveness(self, state: Liveness) -> None:
