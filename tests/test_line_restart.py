@@ -32,9 +32,12 @@ from hotline import (
     OutboxFull,
     SQLiteStore,
     StoreMismatch,
+    line_id,
     open_line,
 )
 from hotline.driver import Line, Outgoing
+from hotline.driver._committer import Committer
+from hotline.store import Batch
 
 A = Identity.from_seed(bytes([0x3A]) * 32, "a")
 B = Identity.from_seed(bytes([0x3B]) * 32, "b")
@@ -533,3 +536,26 @@ async def test_send_in_a_cancelled_line_scope_raises_cancelled(
                 raise
     assert scope.cancelled_caught
     assert [type(e) for e in errors] == [trio.Cancelled]
+
+
+async def test_an_acknowledgement_joins_the_receipt_signed_at_load() -> None:
+    """Messages stored without their delivered receipt get one at load, before the state
+    holds it: an acknowledgement in the same first batch is checked on top of it."""
+    store = MemoryStore()
+    store.load(A.public_key, B.public_key)
+    lid = line_id(A.public_key, B.public_key)
+    peer_state = LineState()
+    messages = [peer_state.next_message(B, lid, b"m%d" % i, 1) for i in (1, 2)]
+    store.commit(Batch(received=messages))
+    committer = Committer(A, lid, store, clock=lambda: 5, committed=lambda _: None,
+                          stopped=lambda: None)
+    with trio.fail_after(LIMIT):
+        state = await committer.load(A.public_key, B.public_key)
+        assert state.delivered_upto == 0
+        committer.acknowledge(2, messages[1].hash)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(committer.run)
+            await committer.flush()
+            nursery.cancel_scope.cancel()
+    assert committer.failure is None
+    assert (committer.state.delivered_upto, committer.state.acknowledged_upto) == (2, 2)

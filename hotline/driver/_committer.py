@@ -254,6 +254,8 @@ class Committer:
         staged = self.state.copy(outbox=False)
         for message in batch.sent:
             staged.append_sent(message)
+        for receipt in batch.own_receipts:
+            staged.record_own_receipt(receipt)  # Signed at load(), not yet in the state.
         now = self._clock() if target or batch.received else 0
         if target is not None:
             batch.own_receipts.append(staged.sign_own_receipt(
