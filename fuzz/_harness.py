@@ -232,9 +232,8 @@ BOB_FLIGHT = _BASE.bob_flight
 
 
 def open_victim() -> tuple[Connection, LineState]:
-    """Bob's connection at OPEN (a copy of the cached one) and the line state it uses."""
-    line = _BASE.bob_line.copy()
-    return _BASE.bob.copy(line=line), line
+    """Bob's connection at OPEN (a copy of the cached one) and his line state (a copy)."""
+    return _BASE.bob.copy(), _BASE.bob_line.copy()
 
 
 # --- the hostile peer -----------------------------------------------------------------

@@ -231,7 +231,9 @@ class Node:
         if isinstance(event, PeerAuthenticated):
             assert self.conn is not None
             self.conn.start(self.state, now)
+            # The connection only reads the state: recording what it accepted is ours.
             if event.initiation_timestamp is not None:
+                self.state.record_initiations(peers=event.initiation_timestamp)
                 self._persist(peer_initiation_watermark=event.initiation_timestamp)
         elif isinstance(event, MessageReceived):
             self.held.append(event.message)
@@ -239,6 +241,7 @@ class Node:
                 self.deliver(now)
         elif isinstance(event, ReceiptReceived):
             self.receipts.append(event.receipt)
+            self.state.apply_peer_receipt(event.receipt)
             self._persist(peer_receipts=[event.receipt])
 
     def drain(self, now: float) -> None:
@@ -318,6 +321,7 @@ class Pair:
             node.held.clear()
             node.connections += 1
         timestamp = max(init.state.initiation_timestamp + 1, wall_ns(self.now))
+        init.state.record_initiations(ours=timestamp)
         init._persist(initiation_timestamp=timestamp)
         init.conn = Connection.initiate(
             init.identity, resp.public_key, now=self.now, timestamp=timestamp,
@@ -463,9 +467,11 @@ def handshake(
     cb.receive_data(ca.data_to_send(), now)
     assert isinstance(cb.next_event(), PeerAuthenticated)
     cb.start(state_b, now)
+    state_b.record_initiations(peers=cb.initiation_timestamp)
     ca.receive_data(cb.data_to_send(), now)
     assert isinstance(ca.next_event(), PeerAuthenticated)
     ca.start(state_a, now)
+    state_a.record_initiations(ours=ca.initiation_timestamp)
     return ca, cb, state_a, state_b
 
 

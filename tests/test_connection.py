@@ -124,6 +124,43 @@ def test_protocol_folder_imports_neither_trio_nor_sqlite3() -> None:
     assert result.stdout.strip() == "[]"
 
 
+def test_the_connection_never_writes_the_line_state_it_was_given() -> None:
+    """start() reads the line state; the connection's own marks follow our messages and
+    receipts and the peer's, and what the driver must record comes out as events."""
+    a, b = Identity.from_seed(corepair.SEED_A), Identity.from_seed(corepair.SEED_B)
+    lid = line_id(a.public_key, b.public_key)
+    given_a, given_b = LineState(initiation_timestamp=5), LineState(peer_initiation_watermark=5)
+    queued = given_a.next_message(a, lid, b"queued before start", 1)
+    before_a, before_b = snapshot(given_a), snapshot(given_b)
+    ca = Connection.initiate(a, b.public_key, now=0.0, timestamp=10)
+    cb = Connection.respond(b, [a.public_key], now=0.0)
+    cb.receive_data(ca.data_to_send(), 0.0)
+    drain(cb)
+    cb.start(given_b, 0.0)
+    ca.receive_data(cb.data_to_send(), 0.0)
+    drain(ca)
+    ca.start(given_a, 0.0)
+    assert (snapshot(given_a), snapshot(given_b)) == (before_a, before_b)
+    assert ca.initiation_timestamp == cb.initiation_timestamp == 10
+    # Each driver moves a state of its own, as a committer does.
+    driver_a, driver_b = given_a.copy(), given_b.copy()
+    second = driver_a.next_message(a, lid, b"second", 2)
+    ca.send_message(second)
+    cb.receive_data(ca.data_to_send(), 0.0)
+    received = [e.message for e in drain(cb) if isinstance(e, MessageReceived)]
+    assert received == [queued, second]
+    for message in received:
+        driver_b.record_received(message)
+    delivered = driver_b.sign_own_receipt(b, lid, ReceiptKind.DELIVERED, 2, second.hash, 3)
+    acknowledged = driver_b.sign_own_receipt(b, lid, ReceiptKind.ACKNOWLEDGED, 1, queued.hash, 4)
+    cb.send_receipt(delivered)
+    cb.send_receipt(acknowledged)
+    ca.receive_data(cb.data_to_send(), 0.0)
+    receipts = [e.receipt for e in drain(ca) if isinstance(e, ReceiptReceived)]
+    assert receipts == [delivered, acknowledged]
+    assert (snapshot(given_a), snapshot(given_b)) == (before_a, before_b)
+
+
 def test_a_copy_advances_on_its_own() -> None:
     """Connection.copy() shares nothing that changes: the copy and the original, fed the same
     bytes, give the same events and write the same bytes, and neither sees the other's."""
@@ -135,8 +172,7 @@ def test_a_copy_advances_on_its_own() -> None:
     data = bytes(pair.wire["a"])
     original = pair.b.conn
     assert original is not None
-    line = pair.b.state.copy()
-    twin = original.copy(line=line)
+    twin = original.copy()
     twin.receive_data(data, pair.now)
     seen_by_twin = drain(twin)
     assert [type(e) for e in seen_by_twin] == [MessageReceived, MessageReceived]
@@ -1362,6 +1398,8 @@ def test_replayed_initiation_is_refused_before_anything_is_sent() -> None:
     cb.receive_data(msg1, 0.0)
     drain(cb)
     cb.start(state_b, 0.0)
+    assert state_b.peer_initiation_watermark == 0  # Read, never written: the driver records
+    state_b.record_initiations(peers=cb.initiation_timestamp)  # what the connection accepted.
     assert state_b.peer_initiation_watermark == 1000
     # The recorded initiation, replayed to a new responder of the same line.
     replay = Connection.respond(b, [a.public_key], now=5.0)
@@ -1390,7 +1428,8 @@ def test_initiation_watermark(timestamp: int, accepted: bool) -> None:
     drain(cb)
     if accepted:
         cb.start(state_b, 0.0)
-        assert state_b.peer_initiation_watermark == timestamp
+        assert cb.initiation_timestamp == timestamp
+        assert state_b.peer_initiation_watermark == 1000  # The driver records it.
         ca.receive_data(cb.data_to_send(), 0.0)
         assert isinstance(ca.next_event(), PeerAuthenticated)
     else:

@@ -9,6 +9,7 @@ the others run under ``autojump_clock``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import sqlite3
 from collections.abc import AsyncIterator
@@ -25,14 +26,18 @@ from hotline import (
     HotlineError,
     Identity,
     LineClosed,
+    LineState,
     MemoryStore,
     MessageTooLarge,
     OutboxFull,
     SQLiteStore,
     StoreMismatch,
+    line_id,
     open_line,
 )
 from hotline.driver import Line, Outgoing
+from hotline.driver._committer import Committer
+from hotline.store import Batch
 
 A = Identity.from_seed(bytes([0x3A]) * 32, "a")
 B = Identity.from_seed(bytes([0x3B]) * 32, "b")
@@ -202,6 +207,45 @@ async def test_with_auto_ack_only_the_last_read_message_comes_back(
         async with linked(stores.a, stores.b) as (line_a, line_b):
             seqs = [(await line_a.receive()).seq for _ in range(3)]
             assert seqs == [3, 4, 5]
+
+
+def _marks(state: LineState) -> dict[str, object]:
+    """A state's fields but its outbox, which a successor shares with the state it replaces."""
+    return {
+        f.name: getattr(state, f.name)
+        for f in dataclasses.fields(state)
+        if f.name not in ("pending", "sent_heads")
+    }
+
+
+async def test_the_line_state_is_replaced_never_changed_in_place(
+    stores: Stores, clock: MaybeClock
+) -> None:
+    """Only the committer moves the line's state, by swapping in a changed copy: every state
+    the line showed keeps the marks it had (neither the connection nor a commit writes it)."""
+    seen: list[tuple[LineState, dict[str, object]]] = []
+
+    def look(line: Line) -> None:
+        state = line.state
+        if not seen or seen[-1][0] is not state:
+            seen.append((state, _marks(state)))
+
+    with trio.fail_after(LIMIT):
+        async with linked(stores.a, stores.b) as (line_a, line_b):
+            look(line_a)
+            outs = await send_numbered(line_a, "a", 1, 4)
+            look(line_a)
+            got: list[tuple[int, bytes]] = []
+            await receive_into(line_b, got, 4)
+            await outs[-1].acknowledged()
+            look(line_a)
+            await send_numbered(line_b, "b", 1, 2)
+            for _ in range(2):
+                await line_a.receive()
+            await line_a.flush()
+            look(line_a)
+    assert len(seen) == 4
+    assert [marks for _, marks in seen] == [_marks(state) for state, _ in seen]
 
 
 async def test_acknowledged_receipts_reach_the_sender_across_restarts(
@@ -492,3 +536,26 @@ async def test_send_in_a_cancelled_line_scope_raises_cancelled(
                 raise
     assert scope.cancelled_caught
     assert [type(e) for e in errors] == [trio.Cancelled]
+
+
+async def test_an_acknowledgement_joins_the_receipt_signed_at_load() -> None:
+    """Messages stored without their delivered receipt get one at load, before the state
+    holds it: an acknowledgement in the same first batch is checked on top of it."""
+    store = MemoryStore()
+    store.load(A.public_key, B.public_key)
+    lid = line_id(A.public_key, B.public_key)
+    peer_state = LineState()
+    messages = [peer_state.next_message(B, lid, b"m%d" % i, 1) for i in (1, 2)]
+    store.commit(Batch(received=messages))
+    committer = Committer(A, lid, store, clock=lambda: 5, committed=lambda _: None,
+                          stopped=lambda: None)
+    with trio.fail_after(LIMIT):
+        state = await committer.load(A.public_key, B.public_key)
+        assert state.delivered_upto == 0
+        committer.acknowledge(2, messages[1].hash)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(committer.run)
+            await committer.flush()
+            nursery.cancel_scope.cancel()
+    assert committer.failure is None
+    assert (committer.state.delivered_upto, committer.state.acknowledged_upto) == (2, 2)

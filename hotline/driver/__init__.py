@@ -11,11 +11,14 @@ One message from ``send()`` to the peer's ``receive()``, and its receipt back:
    until its batch is durable.
 3. ``_committer.py``: the committer takes the open batch (everything that arrived while the
    last commit was in flight), checks it on a copy of the line state's marks through
-   ``LineState``'s rule-checked methods, stores it in one transaction, applies it to the line
-   state, and hands it to the live session. A message on the wire is always one on disk.
+   ``LineState``'s rule-checked methods, stores it in one transaction, applies it to a
+   successor of the line state (the only writer: it swaps the copy in, never changes the
+   state in place), and hands it to the live session. A message on the wire is always one
+   on disk.
 4. ``_session.py``: :meth:`Session.transmit` gives the message to the
-   :class:`~hotline.Connection` (which frames and encrypts it) and kicks the writer, the only
-   task that writes to the stream.
+   :class:`~hotline.Connection`, which moves its own marks (it read the line state once, at
+   ``start()``), frames and encrypts it, and kicks the writer, the only task that writes to
+   the stream.
 
    On the peer's side, its session's reader feeds the bytes to its connection, which
    decrypts, verifies and orders them, and hands each event to the handler of its type.
@@ -28,8 +31,8 @@ One message from ``send()`` to the peer's ``receive()``, and its receipt back:
 6. Back in our ``_session.py``, the reader hands the receipt to
    :meth:`Outbox.on_peer_receipt`, the outbox's last section: it wakes
    :meth:`Outgoing.delivered`, frees room in the outbox, and queues the receipt for the
-   committer (where it waits up to 50 ms to ride along with a commit that stores something
-   else).
+   committer, which swaps in a state with the receipt applied and keeps the receipt to
+   store (it waits up to 50 ms to ride along with a commit that stores something else).
 
 Before all this, ``_network.py`` (the handshake over a stream, and the dialler) and
 ``_listener.py`` (one port for many lines) produce authenticated connections and hand them to

@@ -2,14 +2,24 @@
 
 Everything the line must make durable joins the open :class:`~hotline.Batch`: our new
 messages (:mod:`._outbox`), the peer's messages (:mod:`._inbox`), the peer's receipts, and
-the acknowledgement the application asked for. One task commits it, while everything that
-arrives meanwhile joins the next batch: one fsync per burst. Before a batch is stored, it is
-applied to a copy of the state's marks through ``LineState``'s rule-checked methods, and our
-receipts are signed there (the delivered receipt last, so it is stored with the messages it
-covers); once it is durable, the same records are applied to the line's state and the batch
-is handed on to be transmitted. A message on the wire is always a message on disk.
+the acknowledgement the application asked for, the initiation timestamps. One task commits
+it, while everything that arrives meanwhile joins the next batch: one fsync per burst.
+Before a batch is stored, it is checked on a copy of the state's marks through
+``LineState``'s rule-checked methods, and our receipts are signed there (the delivered
+receipt last, so it is stored with the messages it covers); once it is durable, the batch
+is applied through the same methods to a successor of the line's state, which then
+replaces it, and the batch is handed on to be transmitted. A message on the wire is always a
+message on disk.
 
-The peer's receipts alone do not start a commit: they wait up to 50 ms for one that stores
+Nothing else writes the line's state: the connection keeps marks of its own and reports the
+peer's receipts and the initiation it accepted, which come here. Neither copy grows with
+the outbox: the marks' copy leaves it out, and the successor shares the outbox
+(``pending`` and the recent chain heads) with the state it replaces, which is dropped in the
+same step (nothing awaits in between, so no reader sees the two disagree).
+
+The peer's receipts are the exception: checked by the connection, they move the state (a
+successor swapped in at once, as for a commit) when they arrive and join the batch to be
+stored, but alone they do not start a commit: they wait up to 50 ms for one that stores
 something else (a commit per receipt would make the next send() wait behind it).
 """
 
@@ -116,6 +126,7 @@ class Committer:
         self._receipts_due: float | None = None
         self._inflight: Commit | None = None
         self._ack_target: tuple[int, bytes] | None = None
+        self._initiation_used = 0  # The newest handshake timestamp handed out, maybe unstored.
 
     async def store_call(self, fn: Callable[..., _T], *args: object) -> _T:
         async with self._store_lock:
@@ -127,9 +138,9 @@ class Committer:
         state = self.state = await self.store_call(self.store.load, me, peer)
         if state.received_seq > state.delivered_upto:
             # Messages stored without their delivered receipt (this driver commits both at
-            # once; a store written otherwise may differ): sign it now. The next session
-            # sends it with the state's other marks.
-            self.batch.own_receipts.append(state.sign_own_receipt(
+            # once; a store written otherwise may differ): sign it now, on a copy (the state
+            # records it once it is stored). The next session sends it with the other marks.
+            self.batch.own_receipts.append(state.copy(outbox=False).sign_own_receipt(
                 self._identity, self._line_id, ReceiptKind.DELIVERED, state.received_seq,
                 state.received_head, self._clock(),
             ))
@@ -158,6 +169,11 @@ class Committer:
             self._wanted.set()
 
     def add_peer_receipt(self, receipt: Receipt) -> None:
+        """Record a receipt the connection checked: in the state at once (the outbox and
+        ``Line.state`` show it), and in the store with a later batch."""
+        state = self.state.successor()
+        state.apply_peer_receipt(receipt)
+        self.state = state
         self.batch.peer_receipts.append(receipt)
         if self._receipts_due is None:
             self._receipts_due = trio.current_time() + PEER_RECEIPT_DELAY
@@ -165,16 +181,19 @@ class Committer:
 
     def next_initiation(self) -> int:
         """A handshake timestamp this side has never used (stored with the next batch)."""
-        timestamp = max(self._clock(), self.state.initiation_timestamp + 1)
-        self.state.initiation_timestamp = timestamp
-        return timestamp
+        used = max(self.state.initiation_timestamp, self._initiation_used)
+        self._initiation_used = max(self._clock(), used + 1)
+        return self._initiation_used
 
-    def session_started(self, *, responder: bool) -> None:
-        """Store the initiation watermark the new session moved."""
+    def session_started(self, *, responder: bool, timestamp: int | None) -> None:
+        """Store the initiation timestamp of the new session: the peer's it accepted (the new
+        watermark), or ours (``Connection.initiation_timestamp``, set once started)."""
+        if timestamp is None:
+            return
         if responder:
-            self.batch.peer_initiation_watermark = self.state.peer_initiation_watermark
+            self.batch.peer_initiation_watermark = timestamp
         else:
-            self.batch.initiation_timestamp = self.state.initiation_timestamp
+            self.batch.initiation_timestamp = timestamp
         self._wanted.set()
 
     # --- committing ----------------------------------------------------------------------
@@ -212,7 +231,7 @@ class Committer:
                     self.failure = exc
                     logger.error("the store failed; the line stops: %s", exc)  # noqa: TRY400
                     return
-                self._apply(batch)
+                self.state = self._successor(batch)
                 self._committed(batch)
             self._inflight = None
             done.set()
@@ -225,7 +244,7 @@ class Committer:
 
         The copy has no outbox (its cost does not grow with the messages waiting for the
         peer); the acknowledgement comes first, the delivered receipt for this batch's
-        messages last, as the stores and :meth:`_apply` expect.
+        messages last, as the stores and :meth:`_successor` expect.
         """
         target, self._ack_target = self._ack_target, None
         if target is not None and target[0] <= self.state.acknowledged_upto:
@@ -235,6 +254,8 @@ class Committer:
         staged = self.state.copy(outbox=False)
         for message in batch.sent:
             staged.append_sent(message)
+        for receipt in batch.own_receipts:
+            staged.record_own_receipt(receipt)  # Signed at load(), not yet in the state.
         now = self._clock() if target or batch.received else 0
         if target is not None:
             batch.own_receipts.append(staged.sign_own_receipt(
@@ -248,16 +269,20 @@ class Committer:
                 staged.received_head, now,
             ))
 
-    def _apply(self, batch: Batch) -> None:
-        """Move the line's state to what is now durable (the peer's receipts are applied
-        where they are checked, by the connection)."""
-        state = self.state
+    def _successor(self, batch: Batch) -> LineState:
+        """The line's state once ``batch`` is durable, in the stores' order (the peer's
+        receipts are in it already: :meth:`add_peer_receipt`)."""
+        state = self.state.successor()
         for message in batch.sent:
             state.append_sent(message)
         for message in batch.received:
             state.record_received(message)
         for receipt in batch.own_receipts:
             state.record_own_receipt(receipt)
+        state.record_initiations(
+            ours=batch.initiation_timestamp, peers=batch.peer_initiation_watermark
+        )
+        return state
 
     async def flush(self) -> None:
         """Wait until everything queued so far is durable (or the committer has stopped)."""

@@ -164,7 +164,10 @@ class Line:
 
     @property
     def state(self) -> LineState:
-        """The line's resumable state (read it; do not change it)."""
+        """The line's resumable state (read it; do not change it).
+
+        A new object each time the line moves (a commit, a receipt from the peer): one read
+        earlier keeps its marks, while its ``pending`` may already have moved on."""
         return self._committer.state
 
     async def wait_liveness(self, state: Liveness) -> None:
@@ -278,7 +281,9 @@ class Line:
             if self.stats.sessions > 1:
                 self.stats.reconnects += 1
             self.stats.retransmitted += self._outbox.resending(state)
-            self._committer.session_started(responder=not session.initiated_by_us)
+            self._committer.session_started(
+                responder=not session.initiated_by_us, timestamp=conn.initiation_timestamp
+            )
             logger.info(
                 "session %d: up with %s as %s; resending %d",
                 session.id, self.peer.fingerprint(), conn.role.value, len(state.pending),

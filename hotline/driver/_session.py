@@ -190,9 +190,8 @@ class Session:
         """Send what ``batch`` made durable: our messages, our newest acknowledgement, and
         the delivered receipt for the peer's messages (the batch's last receipt)."""
         conn = self.conn
-        if batch.sent:
-            # The connection transmits every stored message up to the newest it is given.
-            conn.send_message(batch.sent[-1])
+        for message in batch.sent:
+            conn.send_message(message)
         for receipt in batch.own_receipts:
             if receipt.kind is ReceiptKind.ACKNOWLEDGED and receipt is acknowledged:
                 conn.send_receipt(receipt)

@@ -27,7 +27,8 @@ A connection is a thin composition, one object per layer of docs/protocol.md:
 
 After a remote or authentication error the connection stays in ``ERROR`` for good, and
 re-raises. This class adds what belongs to the connection as a whole: the event queue, and
-when events come out.
+when events come out. What a phase knows (round trips, rekeys, holding, its timers), the
+phase in force answers; the handshake answers with the transport's "not yet" values.
 """
 
 from __future__ import annotations
@@ -35,12 +36,10 @@ from __future__ import annotations
 import copy
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import ClassVar
 
 from .._config import Config
 from .._errors import (
     AuthenticationError,
-    HotlineError,
     LocalProtocolError,
     RemoteProtocolError,
 )
@@ -65,6 +64,8 @@ __all__ = ["Connection"]
 
 _S = ConnectionState
 _I = ConnectionInput
+#: The peer's faults: after one, the connection stays in ``ERROR`` and raises it again.
+_PEER_ERRORS = (RemoteProtocolError, AuthenticationError)
 
 
 class Connection:
@@ -73,43 +74,20 @@ class Connection:
     Build one with :meth:`initiate` or :meth:`respond`.
     """
 
-    _ERROR_TYPES: ClassVar[tuple[type[HotlineError], ...]] = (
-        RemoteProtocolError,
-        AuthenticationError,
-    )
-
-    def __init__(
-        self,
-        identity: Identity,
-        role: Role,
-        *,
-        now: float,
-        config: Config | None = None,
-        peer: PublicKey | None = None,
-        known_peers: Iterable[PublicKey] | Mapping[bytes, PublicKey] = (),
-        ephemeral: bytes | None = None,
-    ) -> None:
-        """Prefer :meth:`initiate` and :meth:`respond`, which say what each role needs."""
-        self._config = config or Config()
-        self._machine = ConnectionMachine(role)
-        self._frames = Frames()
-        self._phase: Handshake | Transport = Handshake(
-            identity, role, self._frames,
-            deadline=now + self._config.handshake_timeout, peer=peer,
-            known=known_peer_table(known_peers), ephemeral=ephemeral,
-        )
+    def __init__(self, handshake: Handshake, frames: Frames, config: Config) -> None:
+        """Use :meth:`initiate` and :meth:`respond`, which say what each role needs."""
+        self._config = config
+        self._machine = ConnectionMachine(handshake.role)
+        self._frames = frames
+        self._phase: Handshake | Transport = handshake
         self._events: deque[Event] = deque()
-        self._now = now
-        self._held = False
         self._signatures = SignatureBatches()
 
-    def copy(self, *, line: LineState | None = None) -> Connection:
-        """An independent copy: the same state, keys, nonces, buffers and events, each
-        advancing on its own from here.
+    def copy(self) -> Connection:
+        """An independent copy: the same state, keys, nonces, buffers, events and marks,
+        each advancing on its own from here.
 
-        An open connection's line state is copied too, unless ``line`` is given: the copy
-        then keeps that one current (pass your own copy of the line state you drive). Keys,
-        settings and a responder's table of known peers are shared, as they never change.
+        Keys, settings and a responder's table of known peers are shared, as they never change.
         """
         clone = copy.copy(self)
         clone._machine = copy.copy(self._machine)
@@ -117,13 +95,8 @@ class Connection:
         clone._events = deque(self._events)
         clone._signatures = self._signatures.copy()
         phase = self._phase
-        if isinstance(phase, Handshake):
-            clone._phase = phase.copy(clone._frames)
-        else:
-            clone._phase = phase.copy(
-                phase.codec.copy(clone._frames), clone._events, clone._signatures,
-                line if line is not None else phase.line.copy(),
-            )
+        clone._phase = (phase.copy(clone._frames) if isinstance(phase, Handshake)
+                        else phase.copy(clone._frames, clone._events, clone._signatures))
         return clone
 
     # --- construction ---------------------------------------------------------------
@@ -142,17 +115,17 @@ class Connection:
         """Start a handshake with ``peer``; the first message is ready in :meth:`data_to_send`.
 
         ``timestamp`` must exceed every initiation timestamp this identity used towards
-        ``peer`` before (nanoseconds since the epoch; the line state keeps the last one in
-        ``LineState.initiation_timestamp``).
+        ``peer`` before (nanoseconds since the epoch; the driver records the last one with
+        ``LineState.record_initiations``).
         ``ephemeral`` fixes the ephemeral key, for test vectors only.
         """
         if not 0 < timestamp < 2**64:
             raise LocalProtocolError("the initiation timestamp is a positive 64-bit integer")
-        conn = cls(identity, Role.INITIATOR, now=now, config=config, peer=peer,
-                   ephemeral=ephemeral)
-        if isinstance(conn._phase, Handshake):
-            conn._phase.initiate(timestamp)
-        return conn
+        config, frames = config or Config(), Frames()
+        handshake = Handshake(identity, Role.INITIATOR, frames, peer=peer, known={},
+                              deadline=now + config.handshake_timeout, ephemeral=ephemeral)
+        handshake.initiate(timestamp)
+        return cls(handshake, frames, config)
 
     @classmethod
     def respond(
@@ -169,8 +142,11 @@ class Connection:
         ``known_peers`` may be a mapping from each peer's X25519 key to its public key, which
         is then used as it is (and may change while the connection waits).
         """
-        return cls(identity, Role.RESPONDER, now=now, config=config,
-                   known_peers=known_peers, ephemeral=ephemeral)
+        config, frames = config or Config(), Frames()
+        handshake = Handshake(identity, Role.RESPONDER, frames, peer=None,
+                              known=known_peer_table(known_peers),
+                              deadline=now + config.handshake_timeout, ephemeral=ephemeral)
+        return cls(handshake, frames, config)
 
     # --- read-only views ------------------------------------------------------------
 
@@ -193,8 +169,7 @@ class Connection:
 
     @property
     def liveness(self) -> Liveness:
-        phase = self._phase
-        return phase.liveness.state if isinstance(phase, Transport) else Liveness.CONNECTING
+        return self._phase.liveness_state
 
     @property
     def config(self) -> Config:
@@ -212,23 +187,19 @@ class Connection:
     @property
     def rtt(self) -> float | None:
         """The latest round-trip sample (seconds), once a ping echo has given one."""
-        phase = self._phase
-        return phase.liveness.rtt if isinstance(phase, Transport) else None
+        return self._phase.rtt
 
     @property
     def smoothed_rtt(self) -> float | None:
-        phase = self._phase
-        return phase.liveness.smoothed_rtt if isinstance(phase, Transport) else None
+        return self._phase.smoothed_rtt
 
     @property
     def rekeys_sent(self) -> int:
-        phase = self._phase
-        return phase.codec.rekeys_sent if isinstance(phase, Transport) else 0
+        return self._phase.rekeys_sent
 
     @property
     def rekeys_received(self) -> int:
-        phase = self._phase
-        return phase.codec.rekeys_received if isinstance(phase, Transport) else 0
+        return self._phase.rekeys_received
 
     @property
     def buffered_frames(self) -> int:
@@ -240,19 +211,16 @@ class Connection:
     def buffered_record(self) -> int:
         """Bytes of a record whose final piece has not arrived (never over
         ``max_record_size``)."""
-        phase = self._phase
-        return phase.codec.partial_size if isinstance(phase, Transport) else 0
+        return self._phase.buffered_record
 
     @property
     def outstanding_pings(self) -> int:
         """Our pings whose echo we still wait for (never over ``MAX_OUTSTANDING_PINGS``)."""
-        phase = self._phase
-        return phase.liveness.outstanding_pings if isinstance(phase, Transport) else 0
+        return self._phase.outstanding_pings
 
     # --- state ----------------------------------------------------------------------
 
     def _clock(self, now: float) -> None:
-        self._now = now
         if isinstance(self._phase, Transport):
             self._phase.now = now
 
@@ -272,12 +240,7 @@ class Connection:
     def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
         """Buffer bytes from the peer; ``b""`` means the peer closed its side of the stream."""
         self._clock(now)
-        machine = self._machine
-        if machine.end_of_stream and data:
-            raise LocalProtocolError("received data after end of stream")
-        if not data:
-            machine.end_of_stream = True
-        elif not machine.over:
+        if self._machine.stream_received(data):
             self._frames.feed(data)
 
     def next_event(self) -> Event | NeedData:
@@ -310,7 +273,7 @@ class Connection:
                 self._handle_frame(frame)
                 if machine.over:
                     break
-        except self._ERROR_TYPES as error:
+        except _PEER_ERRORS as error:
             # Whatever is queued now came from the frame that failed, or from a burst whose
             # signatures nobody checked: none of it may come out after the error. (Messages
             # of that burst are not lost: without their receipt, the peer sends them again.)
@@ -365,10 +328,11 @@ class Connection:
     def start(self, line: LineState, now: float, *, config: Config | None = None) -> None:
         """Open the authenticated connection, resuming ``line``.
 
-        The connection takes ``line`` and keeps it current as receipts arrive; the driver
-        must not start a second connection on the same state while this one is open.
-        On the responder side this is where a replayed initiation is refused
-        (:class:`AuthenticationError`), before any answer is sent. ``config`` replaces the
+        The connection reads ``line`` here and never writes it: it keeps its own marks
+        from then on, and reports what the driver records (:class:`ReceiptReceived`, the
+        accepted :attr:`initiation_timestamp`). On the responder side this is where a
+        replayed initiation is refused (:class:`AuthenticationError`), before any answer is
+        sent. ``config`` replaces the
         connection's settings from here on (a listener shared by several lines handshakes
         with its own settings, then each line runs with its own).
         """
@@ -380,11 +344,9 @@ class Connection:
         line.check()
         if config is not None:
             self._config = config
-        self._now = now
         try:
             transport = handshake.into_transport(
-                line, self._events, self._signatures, config=self._config, now=now,
-                held=self._held,
+                line, self._events, self._signatures, config=self._config, now=now
             )
         except AuthenticationError as error:
             raise self._machine.fail(error) from None
@@ -393,17 +355,20 @@ class Connection:
         transport.open()
 
     def send_message(self, message: SignedMessage) -> None:
-        """Transmit the message just added to the line state by :meth:`LineState.next_message`.
+        """Transmit our next message (from :meth:`LineState.next_message`), each in order.
 
         It is encrypted now, or by a later :meth:`data_to_send` while ``unsent_limit`` bytes
         are unsent.
 
-        A message added before :meth:`start` is already transmitted by it: do not send it again.
+        A message in the line state given to :meth:`start` is already transmitted by it: do not
+        send it again (:class:`LocalProtocolError`, as for one that does not continue the
+        chain).
         """
         self._require_open().send_message(message)
 
     def send_receipt(self, receipt: Receipt) -> None:
-        """Transmit a receipt just signed with :meth:`LineState.sign_own_receipt`.
+        """Transmit a receipt just signed with :meth:`LineState.sign_own_receipt` (never an
+        older one than the last of its kind, nor past the messages received here).
 
         It goes out with the next :meth:`data_to_send`, unless a newer one of its kind
         replaces it first.
@@ -443,12 +408,7 @@ class Connection:
 
     def next_deadline(self) -> float | None:
         """When :meth:`advance` must be called next, or ``None`` if no timer runs."""
-        if self._machine.over:
-            return None
-        phase = self._phase
-        if isinstance(phase, Handshake):
-            return phase.deadline
-        return phase.next_deadline()
+        return None if self._machine.over else self._phase.next_deadline()
 
     def hold(self) -> None:
         """The driver stops reading (its application is behind): silence proves nothing now.
@@ -456,26 +416,14 @@ class Connection:
         Suspect and down detection pause until :meth:`release`; pings still go out, so the
         peer keeps hearing from us.
         """
-        self._held = True
-        if isinstance(self._phase, Transport):
-            self._phase.liveness.held()
+        self._phase.hold()
 
     def release(self, now: float) -> None:
         """The driver reads again: the silence clock restarts from ``now``."""
-        self._held = False
-        if isinstance(self._phase, Transport):
-            self._phase.liveness.released(now)
+        self._phase.release(now)
 
     def advance(self, now: float) -> None:
         """Run the timers that are due at ``now``: handshake timeout, pings, liveness, rekey."""
         self._clock(now)
-        if self._machine.over:
-            return
-        phase = self._phase
-        if isinstance(phase, Handshake):
-            if now >= phase.deadline:
-                self._break(_I.HANDSHAKE_EXPIRED, "the handshake timed out")
-            return
-        down = phase.advance()
-        if down is not None:
-            self._break(_I.PEER_SILENT, down)
+        if not self._machine.over and (broken := self._phase.advance(now)) is not None:
+            self._break(*broken)

@@ -11,7 +11,9 @@ responder's payload is empty. The responder names the peer to its driver
 checks nothing itself, and calls ``Connection.start``, which hands the line state to
 :meth:`Handshake.into_transport`. That rejects a timestamp not above the stored watermark (a
 replayed initiation) before anything is sent back, answers, and splits the two transport
-cipher states, which is all the transport phase keeps of the handshake (with its hash).
+cipher states, which is all the transport phase keeps of the handshake (with its hash). The
+line state is only read: the driver records the accepted timestamp (the event's, or
+``Connection.initiation_timestamp``) with the next batch it stores.
 
 A :class:`Handshake` lives until ``start()``; nothing in it outlives the phase, and the
 transport phase (``_transport.py``) has nothing of it but what
@@ -29,9 +31,9 @@ from .._errors import AuthenticationError, LocalProtocolError, RemoteProtocolErr
 from .._keys import Identity, PublicKey, line_id
 from ._batching import SignatureBatches
 from ._codec import Frames, TransportCodec
-from ._events import Event, PeerAuthenticated
+from ._events import Event, Liveness, PeerAuthenticated
 from ._linestate import LineState
-from ._machines import Role
+from ._machines import ConnectionInput, Role
 from ._noise import CipherState, HandshakeState
 from ._records import pack, strict_unpack
 from ._transport import Transport
@@ -72,6 +74,12 @@ def known_peer_table(
 class Handshake:
     """One side of the handshake, from its first message to the split."""
 
+    # What the transport phase measures, before there is any (the connection's views).
+    liveness_state = Liveness.CONNECTING
+    rtt: float | None = None
+    smoothed_rtt: float | None = None
+    rekeys_sent = rekeys_received = buffered_record = outstanding_pings = 0
+
     def __init__(
         self,
         identity: Identity,
@@ -91,6 +99,7 @@ class Handshake:
         self.peer = peer
         self.line_id = line_id(identity.public_key, peer) if peer is not None else b""
         self.handshake_hash = b""
+        self.held = False  # The driver's reading pauses; the transport phase inherits it.
         #: Initiator: the timestamp it sent. Responder: the one it received (once it has).
         self.initiation_timestamp: int | None = None
         pinned = peer if role is Role.INITIATOR else None
@@ -109,6 +118,21 @@ class Handshake:
         clone._frames = frames
         clone._noise = self._noise.copy()
         return clone
+
+    def next_deadline(self) -> float:
+        return self.deadline
+
+    def advance(self, now: float) -> tuple[ConnectionInput, str] | None:
+        """Why the connection breaks at ``now``, if the handshake has run out of time."""
+        if now >= self.deadline:
+            return ConnectionInput.HANDSHAKE_EXPIRED, "the handshake timed out"
+        return None
+
+    def hold(self) -> None:
+        self.held = True
+
+    def release(self, now: float) -> None:
+        self.held = False
 
     def initiate(self, timestamp: int) -> None:
         """Write message 1, carrying ``timestamp`` and our Ed25519 key."""
@@ -175,16 +199,15 @@ class Handshake:
         *,
         config: Config,
         now: float,
-        held: bool,
     ) -> Transport:
         """At ``start()``: end the handshake and begin the transport phase on ``line``.
 
-        The initiation is checked against ``line`` and recorded there; the responder answers.
+        The initiation is checked against ``line`` (which is only read); the responder answers.
         """
         peer, send, receive = self._accept(line)
         return Transport(
             TransportCodec(self._frames, send, receive, now=now), line, events, signatures,
-            peer=peer, line_id=self.line_id, config=config, now=now, held=held,
+            peer=peer, line_id=self.line_id, config=config, now=now, held=self.held,
             role=self.role, handshake_hash=self.handshake_hash,
             initiation_timestamp=self.initiation_timestamp,
         )
@@ -196,10 +219,7 @@ class Handshake:
         if self.role is Role.RESPONDER:
             if timestamp <= line.peer_initiation_watermark:
                 raise AuthenticationError(reason="replayed initiation")
-            line.peer_initiation_watermark = timestamp
             self._frames.write(self._noise.write_message(b""))
-        else:
-            line.initiation_timestamp = max(line.initiation_timestamp, timestamp)
         self.handshake_hash = self._noise.handshake_hash
         send, receive = self._noise.split()
         return self._authenticated_peer(), send, receive

@@ -2,7 +2,9 @@
 
 A :class:`LineState` is what a new connection resumes from. The store persists it; the
 driver (or a test) evolves it with the methods below as messages are queued, persisted and
-receipted, and hands it to :meth:`Connection.start` when a connection authenticates. Only
+receipted, and hands it to :meth:`Connection.start` when a connection authenticates. The
+connection reads it there and never writes it: it keeps marks of its own from then on and
+reports, as events, what the driver must record here. Only
 the *outbound* messages not yet covered by a delivered receipt are held (``pending``): they
 are what a new connection retransmits. Inbound messages live in the application's store,
 not here: the connection needs only the chain head to check the next one.
@@ -115,6 +117,13 @@ class LineState:
             sent_heads=dict(self.sent_heads) if outbox else {},
         )
 
+    def successor(self) -> LineState:
+        """A copy of the marks that takes over this state's outbox (``pending`` and
+        ``sent_heads`` are shared, not copied): for a single writer that applies a batch to
+        it and then uses it in place of this one, at a cost independent of the outbox size.
+        This state must not be used once the successor has changed."""
+        return dataclasses.replace(self)
+
     def head_of_sent(self, seq: int) -> bytes | None:
         """The chain head after our message ``seq``, if this state (or its store) knows it."""
         if seq == self.sent_seq:
@@ -180,6 +189,15 @@ class LineState:
             for seq in range(held_from, receipt.upto):
                 self.sent_heads.pop(seq, None)
             self.peer_acknowledged = receipt.upto
+
+    def record_initiations(self, *, ours: int | None = None, peers: int | None = None) -> None:
+        """Record an initiation timestamp this side used, or one accepted from the peer (as
+        reported by ``Connection.initiation_timestamp`` or :class:`PeerAuthenticated`).
+        Both marks only move forward: recording an older one changes nothing."""
+        if ours is not None:
+            self.initiation_timestamp = max(self.initiation_timestamp, ours)
+        if peers is not None:
+            self.peer_initiation_watermark = max(self.peer_initiation_watermark, peers)
 
     # --- inbound --------------------------------------------------------------------
 

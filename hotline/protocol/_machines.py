@@ -146,6 +146,14 @@ class ConnectionMachine:
             self.apply(ConnectionInput.PEER_FAULT)
         return error
 
+    def stream_received(self, data: bytes | bytearray | memoryview) -> bool:
+        """Whether ``data`` from the peer is to be read (``b""`` ends the stream)."""
+        if self.end_of_stream and data:
+            raise LocalProtocolError("received data after end of stream")
+        if not data:
+            self.end_of_stream = True
+        return bool(data) and not self.over
+
     def check_readable(self) -> None:
         """What ``next_event()`` raises once the events are drained: the failure, or that
         the connection is closed or broken."""

@@ -5,15 +5,20 @@ Theory of operation
 -------------------
 A :class:`Transport` exists from ``Connection.start`` on and holds everything the handshake
 left: the peer, the line id, the handshake hash and the codec with the two cipher states. It
-takes the driver's :class:`LineState` and keeps it current as receipts arrive. Records are
-msgpack arrays: message, receipt, ping, goodbye. Each decoded record is checked against the
-line state and becomes an event in the connection's queue; a goodbye, and the peer's silence
-(from :class:`~._liveness.PeerLiveness`), come back as inputs of the connection machine.
+copies the driver's :class:`LineState` into marks of its own (``marks``: how far the peer has
+receipted us, our messages to resend, the chain heads to check receipts with, what we
+received and receipted) and keeps them current from its own inputs: our messages and
+receipts as the driver hands them over, the peer's messages and receipts as they are
+checked. The driver's state is never written here; what it must record comes out as events.
+Records are msgpack arrays: message, receipt, ping, goodbye. Each decoded record is checked
+against the marks and becomes an event in the connection's queue; a goodbye, and the peer's
+silence (from :class:`~._liveness.PeerLiveness`), come back as inputs of the connection
+machine.
 
 Output is bounded however much the peer sends and however little it reads. What
 ``data_to_send()`` returned counts as unsent until the driver asks again (it asks once it has
 written it); meanwhile receipts wait as the newest of each kind, a due ping waits (one), and
-our messages wait in the line state's ``pending`` once ``unsent_limit`` bytes are unsent.
+our messages wait in the marks' ``pending`` once ``unsent_limit`` bytes are unsent.
 :meth:`Transport.flush` adds what waited.
 
 Sequencing inside one connection is strict: each message is the one after the previous. Only
@@ -32,7 +37,7 @@ from .._config import Config
 from .._errors import LocalProtocolError, RemoteProtocolError
 from .._keys import PublicKey
 from ._batching import SignatureBatches
-from ._codec import TransportCodec
+from ._codec import Frames, TransportCodec
 from ._events import (
     Event,
     Liveness,
@@ -95,7 +100,8 @@ class Transport:
         initiation_timestamp: int | None,
     ) -> None:
         self.codec = codec
-        self.line = line
+        # A copy, once per connection: the driver's state changes only when it commits.
+        self.marks = line.copy()
         self._events = events
         # What the handshake established, kept for the connection's read-only views.
         self.peer = peer
@@ -108,8 +114,6 @@ class Transport:
         self.liveness = PeerLiveness(config, now, held=held)
         # Inbound sequencing.
         self._last_seq_here: int | None = None
-        self._received_seq = line.received_seq  # The newest message handed to the driver.
-        self._received_head = line.received_head
         self._transmitted_high = line.peer_delivered
         # Output held back until the driver next asks for data (see flush()): the newest
         # receipt of each kind and at most one ping, so that a peer that never reads costs
@@ -119,24 +123,53 @@ class Transport:
         self._signatures = signatures
 
     def copy(
-        self, codec: TransportCodec, events: deque[Event], signatures: SignatureBatches,
-        line: LineState,
+        self, frames: Frames, events: deque[Event], signatures: SignatureBatches
     ) -> Transport:
-        """An independent copy on ``codec``, queueing to ``events`` and ``signatures`` and
-        keeping ``line`` current."""
+        """An independent copy that writes to ``frames``, queueing to ``events`` and
+        ``signatures``."""
         clone = copy.copy(self)
-        clone.codec = codec
+        clone.codec = self.codec.copy(frames)
         clone._events = events
         clone._signatures = signatures
-        clone.line = line
+        clone.marks = self.marks.copy()
         clone.liveness = self.liveness.copy()
         clone._owed_receipts = dict(self._owed_receipts)
         return clone
 
+    # --- what the connection's read-only views show -----------------------------------
+
+    @property
+    def liveness_state(self) -> Liveness:
+        return self.liveness.state
+
+    @property
+    def rtt(self) -> float | None:
+        return self.liveness.rtt
+
+    @property
+    def smoothed_rtt(self) -> float | None:
+        return self.liveness.smoothed_rtt
+
+    @property
+    def rekeys_sent(self) -> int:
+        return self.codec.rekeys_sent
+
+    @property
+    def rekeys_received(self) -> int:
+        return self.codec.rekeys_received
+
+    @property
+    def buffered_record(self) -> int:
+        return self.codec.partial_size
+
+    @property
+    def outstanding_pings(self) -> int:
+        return self.liveness.outstanding_pings
+
     def open(self) -> None:
         """The first flight: our receipts, what the peer has not received, and a ping."""
         # Our receipts first, so the peer can retire what we hold before it replays it.
-        for receipt in (self.line.delivered_receipt, self.line.acknowledged_receipt):
+        for receipt in (self.marks.delivered_receipt, self.marks.acknowledged_receipt):
             if receipt is not None:
                 self.emit_record([T_RECEIPT, receipt.envelope, receipt.signature])
         self._transmit()
@@ -185,13 +218,13 @@ class Transport:
         return None
 
     def _receive_message(self, envelope: bytes, signature: bytes) -> None:
-        line = self.line
+        marks = self.marks
         message = decode_message(
             envelope, signature, sender=self.peer, line_id=self.line_id,
             max_body_size=self.config.max_body_size,
         )
         seq = message.seq
-        received = self._received_seq
+        received = marks.received_seq  # The newest message handed to the driver.
         if self._last_seq_here is not None and seq != self._last_seq_here + 1:
             raise RemoteProtocolError(
                 f"message {seq} follows message {self._last_seq_here} in one connection"
@@ -202,12 +235,12 @@ class Transport:
         if seq <= received:
             # A replay after reconnect. The head we hold catches a fork at our newest message;
             # older replays are dropped unread (nothing of them is kept to compare with).
-            if seq == received and message.hash != self._received_head:
+            if seq == received and message.hash != marks.received_head:
                 raise RemoteProtocolError(f"message {seq} differs from the one received before")
-            if line.delivered_receipt is not None and seq <= line.delivered_receipt.upto:
-                self._owe(line.delivered_receipt)
+            if marks.delivered_receipt is not None and seq <= marks.delivered_receipt.upto:
+                self._owe(marks.delivered_receipt)
             return
-        if message.prev != self._received_head:
+        if message.prev != marks.received_head:
             raise RemoteProtocolError(f"message {seq} does not continue the chain")
         if not self._signatures.minimum:
             verify_message(message, self.peer)
@@ -215,12 +248,11 @@ class Transport:
             # Checked with its burst before its event comes out (see _batching.py); the
             # checks above need only the hash chain.
             self._signatures.unverified.append(message)
-        self._received_seq = seq
-        self._received_head = message.hash
+        marks.record_received(message)
         self._events.append(MessageReceived(message))
 
     def _receive_receipt(self, envelope: bytes, signature: bytes) -> None:
-        line = self.line
+        line = self.marks
         receipt = open_receipt(envelope, signature, signer=self.peer, line_id=self.line_id)
         upto = receipt.upto
         if upto > line.sent_seq:
@@ -240,27 +272,20 @@ class Transport:
             raise RemoteProtocolError(f"receipt for {upto} names a chain head we never sent")
         if upto == mark:
             return  # A receipt repeated on resume: nothing new.
-        line.apply_peer_receipt(receipt)
+        line.apply_peer_receipt(receipt)  # Our marks: the driver records the event's.
         self._events.append(ReceiptReceived(receipt))
 
     # --- actions ----------------------------------------------------------------------
 
     def send_message(self, message: SignedMessage) -> None:
-        line = self.line
-        if message.seq != line.sent_seq or line.head_of_sent(message.seq) != message.hash:
-            raise LocalProtocolError("send_message() takes the line's newest message")
-        if message.seq <= self._transmitted_high:
+        if message.seq <= self.marks.sent_seq:
             raise LocalProtocolError(f"message {message.seq} was already transmitted")
+        self.marks.append_sent(message)  # Raises unless it is our next message.
         self._transmit()
 
     def send_receipt(self, receipt: Receipt) -> None:
-        current = (
-            self.line.delivered_receipt
-            if receipt.kind is ReceiptKind.DELIVERED
-            else self.line.acknowledged_receipt
-        )
-        if current is not receipt:
-            raise LocalProtocolError("send_receipt() takes the line's newest receipt of its kind")
+        # Raises for a receipt older than the one sent, or for messages never received here.
+        self.marks.record_own_receipt(receipt)
         self._owe(receipt)
 
     def close(self, reason: str) -> None:
@@ -283,13 +308,19 @@ class Transport:
             deadlines.append(self.codec.rekey_at(self.config))
         return min(deadlines)
 
-    def advance(self) -> str | None:
-        """Run the timers due now; returns why the connection breaks, if the peer is down."""
-        now = self.now
+    def hold(self) -> None:
+        self.liveness.held()
+
+    def release(self, now: float) -> None:
+        self.liveness.released(now)
+
+    def advance(self, now: float) -> tuple[ConnectionInput, str] | None:
+        """Run the timers due at ``now``; returns why the connection breaks, if the peer is
+        down."""
         change = self.liveness.advance(now)
         self._event(change)
         if change is not None and change.state is Liveness.DOWN:
-            return f"the peer was silent for {change.silent_for:.3f} s"
+            return ConnectionInput.PEER_SILENT, f"the peer was silent for {change.silent_for:.3f} s"
         if now >= self.liveness.ping_at() or (
             not self._ping_owed and now >= self.codec.rekey_at(self.config)
         ):
@@ -322,10 +353,10 @@ class Transport:
     def _transmit(self) -> None:
         """Encrypt our next untransmitted messages while output is under ``unsent_limit``.
 
-        The rest wait in the line state's ``pending`` (held there anyway until the peer's
+        The rest wait in the marks' ``pending`` (held there anyway until the peer's
         delivered receipt), not as a second, encrypted copy here.
         """
-        line = self.line
+        line = self.marks
         # A delivered receipt may cover messages a former connection transmitted.
         self._transmitted_high = max(self._transmitted_high, line.peer_delivered)
         limit = self.config.unsent_limit

@@ -127,9 +127,6 @@ def apply_batch(state: LineState, batch: Batch) -> None:
         state.record_own_receipt(receipt)
     for receipt in batch.peer_receipts:
         state.apply_peer_receipt(receipt)
-    if batch.peer_initiation_watermark is not None:
-        state.peer_initiation_watermark = max(
-            state.peer_initiation_watermark, batch.peer_initiation_watermark
-        )
-    if batch.initiation_timestamp is not None:
-        state.initiation_timestamp = max(state.initiation_timestamp, batch.initiation_timestamp)
+    state.record_initiations(
+        ours=batch.initiation_timestamp, peers=batch.peer_initiation_watermark
+    )

@@ -92,6 +92,9 @@ class _Side:
             events.append(event)
             if isinstance(event, PeerAuthenticated):
                 self.conn.start(self.state, now)
+            elif isinstance(event, ReceiptReceived):
+                # The connection keeps its own marks: the driver records the peer's receipts.
+                self.state.apply_peer_receipt(event.receipt)
         self.events += events
         return events
 
