@@ -33,7 +33,7 @@ import trio
 
 from .._keys import Identity, PublicKey
 from ..protocol import LineState, Receipt, ReceiptKind, SignedMessage
-from ..store import Batch, Store
+from ..store import Batch, Store, apply_batch_but_peer_receipts
 
 __all__ = ["Commit", "Committer"]
 
@@ -273,15 +273,7 @@ class Committer:
         """The line's state once ``batch`` is durable, in the stores' order (the peer's
         receipts are in it already: :meth:`add_peer_receipt`)."""
         state = self.state.successor()
-        for message in batch.sent:
-            state.append_sent(message)
-        for message in batch.received:
-            state.record_received(message)
-        for receipt in batch.own_receipts:
-            state.record_own_receipt(receipt)
-        state.record_initiations(
-            ours=batch.initiation_timestamp, peers=batch.peer_initiation_watermark
-        )
+        apply_batch_but_peer_receipts(state, batch)
         return state
 
     async def flush(self) -> None:

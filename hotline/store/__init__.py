@@ -9,7 +9,14 @@ store loads on first use of its names (PEP 562), so that ``import hotline`` stay
 
 from typing import TYPE_CHECKING
 
-from ._interface import Batch, Direction, Store, TranscriptEntry, apply_batch
+from ._interface import (
+    Batch,
+    Direction,
+    Store,
+    TranscriptEntry,
+    apply_batch,
+    apply_batch_but_peer_receipts,
+)
 from ._memory import MemoryStore
 from ._schema import StoredRecord
 
@@ -42,4 +49,5 @@ __all__ = [
     "StoredRecord",
     "TranscriptEntry",
     "apply_batch",
+    "apply_batch_but_peer_receipts",
 ]

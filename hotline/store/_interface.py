@@ -29,7 +29,14 @@ from typing import Protocol
 from .._keys import PublicKey
 from ..protocol import LineState, Receipt, SignedMessage
 
-__all__ = ["Batch", "Direction", "Store", "TranscriptEntry", "apply_batch"]
+__all__ = [
+    "Batch",
+    "Direction",
+    "Store",
+    "TranscriptEntry",
+    "apply_batch",
+    "apply_batch_but_peer_receipts",
+]
 
 
 class Direction(enum.Enum):
@@ -119,14 +126,20 @@ class Store(Protocol):
 
 def apply_batch(state: LineState, batch: Batch) -> None:
     """Apply ``batch`` to ``state`` in the stores' one order (raises LocalProtocolError)."""
+    apply_batch_but_peer_receipts(state, batch)
+    for receipt in batch.peer_receipts:
+        state.apply_peer_receipt(receipt)
+
+
+def apply_batch_but_peer_receipts(state: LineState, batch: Batch) -> None:
+    """Apply all of ``batch`` but the peer's receipts: what the driver's committer applies,
+    having applied those as they arrived (raises LocalProtocolError)."""
     for message in batch.sent:
         state.append_sent(message)
     for message in batch.received:
         state.record_received(message)
     for receipt in batch.own_receipts:
         state.record_own_receipt(receipt)
-    for receipt in batch.peer_receipts:
-        state.apply_peer_receipt(receipt)
     state.record_initiations(
         ours=batch.initiation_timestamp, peers=batch.peer_initiation_watermark
     )
