@@ -60,6 +60,8 @@ _LAZY = {
     "SignatureBatch": "protocol",
     "SignaturesToCheck": "protocol",
     "SignedMessage": "protocol",
+    "MessageProof": "protocol",
+    "check_message_proof": "protocol",
     "open_message": "protocol",
     "open_receipt": "protocol",
     "sign_message": "protocol",
@@ -82,6 +84,7 @@ _LAZY = {
     "VerifyReport": "_verify",
     "verify_store": "_verify",
     "verify_transcript": "_verify",
+    "message_proof": "_verify",
 }
 
 
@@ -136,6 +139,7 @@ if TYPE_CHECKING:
     )
     from ._verify import (
         VerifyReport,
+        message_proof,
         verify_store,
         verify_transcript,
     )
@@ -162,6 +166,7 @@ if TYPE_CHECKING:
         LineState,
         Liveness,
         LivenessChanged,
+        MessageProof,
         MessageReceived,
         NeedData,
         PeerAuthenticated,
@@ -174,6 +179,7 @@ if TYPE_CHECKING:
         SignatureBatch,
         SignaturesToCheck,
         SignedMessage,
+        check_message_proof,
         open_message,
         open_receipt,
         sign_message,
@@ -203,6 +209,7 @@ __all__ = [
     "Store",
     "TranscriptEntry",
     "VerifyReport",
+    "message_proof",
     "open_line",
     "open_listener",
     "verify_store",
@@ -228,6 +235,7 @@ __all__ = [
     "Liveness",
     "LivenessChanged",
     "LocalProtocolError",
+    "MessageProof",
     "MessageReceived",
     "MessageTooLarge",
     "NeedData",
@@ -250,6 +258,7 @@ __all__ = [
     "StoreMismatch",
     "StoreVersionError",
     "TranscriptError",
+    "check_message_proof",
     "line_id",
     "open_message",
     "open_receipt",

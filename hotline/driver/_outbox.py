@@ -1,6 +1,7 @@
 """The outbox: our next message number and chain head, the outbox limits, receipt waiters.
 
-``send()`` signs the next message at once (so concurrent senders get consecutive numbers),
+``send()`` builds the next message at once (so concurrent senders get consecutive numbers;
+the committer signs it with its burst),
 hands it to the committer, and waits until that batch is durable; the committer then hands it
 to the session to transmit. The outbox is the one owner of where our chain has got to (the
 line's state says where it is *stored*), of how much waits for a delivered receipt (``send()``
@@ -27,7 +28,7 @@ from ..protocol import (
     ReceiptKind,
     ReceiptReceived,
     SignedMessage,
-    sign_message,
+    unsigned_message,
 )
 from ._committer import Committer
 from ._events import LineEvent, Stats
@@ -124,8 +125,11 @@ class Outbox:
             self._space = trio.Event() if self._space.is_set() else self._space
             await self._space.wait()
             self._check_usable()
-        message = sign_message(
-            self._identity, self._line_id, self._next_seq, self._clock(), self._next_head, body
+        # Numbered and chained now, signed by the committer with its burst (one signature
+        # covers the messages of a commit).
+        message = unsigned_message(
+            self._identity.public_key, self._line_id, self._next_seq, self._clock(),
+            self._next_head, body,
         )
         self._next_seq += 1
         self._next_head = message.hash
