@@ -2,9 +2,10 @@
 
 Alice and Bob (the fixed keys and line history of ``_harness``) open the fuzzed session and
 talk with the real code: first flights, receipts, pings, new messages (a burst of three, only
-the last signed), an acknowledgement, a goodbye; once more with Alice rekeying every two messages. What Alice
-wrote (frames), what it decrypts to (plaintexts, records, envelopes), the handshake
-messages and Bob's side of the stream become the seeds, in each target's input format.
+the last signed), an acknowledgement, a goodbye; once more with Alice rekeying every two
+messages. What Alice wrote (frames), what it decrypts to (plaintexts, records, envelopes), the
+handshake messages and Bob's side of the stream become the seeds, in each target's input
+format.
 
 Seeds are named ``seed-*`` and rewritten on every run; other files in the corpus
 directories (regression inputs such as ``bug-*``) are left alone. Deterministic: a second

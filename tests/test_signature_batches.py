@@ -8,11 +8,9 @@ would inline, and none of the burst comes out.
 
 from __future__ import annotations
 
-import os
 import threading
 
 import pytest
-import trio
 from corepair import drain, handshake, kinds
 
 from hotline import (
@@ -22,7 +20,6 @@ from hotline import (
     ConnectionState,
     Identity,
     LineState,
-    Liveness,
     LocalProtocolError,
     MemoryStore,
     MessageReceived,
@@ -34,9 +31,9 @@ from hotline import (
     open_line,
     sign_message,
 )
-from hotline.store import Batch
 from hotline._config import MAX_SIGNATURE_BATCH
 from hotline.protocol import DOMAIN_MESSAGE
+from hotline.store import Batch
 
 ALICE = Identity.from_seed(bytes([1]) * 32)
 BOB = Identity.from_seed(bytes([2]) * 32)

@@ -3,15 +3,16 @@ together in a batch.
 
 Theory of operation
 -------------------
-By default the transport checks each message's signature as it arrives. A driver with a
-spare core asks for batches instead (``Connection.check_signatures_in_batches``): the
-transport then checks only the hash chain and gathers each new signed message here, its
-``MessageReceived`` (and those of the unsigned messages it covers) queued but not released.
-Once the connection has read what it has (at most ``MAX_SIGNATURE_BATCH`` signed messages),
-:meth:`SignatureBatches.settle` makes the burst one :class:`SignatureBatch`: a burst of at least ``minimum`` goes to the driver (which runs it in
-a worker thread and hands it back), a smaller one is checked here at once, as a hop to a
-thread costs about as much as three checks. Nothing a batch covers, nor anything after it,
-comes out before it is back; a bad signature fails the connection as it would inline.
+By default the transport checks each message's signature as it arrives. A driver with a spare
+core asks for batches instead (``Connection.check_signatures_in_batches``): the transport then
+checks only the hash chain and gathers each new signed message here, its ``MessageReceived``
+(and those of the unsigned messages it covers) queued but not released. Once the connection has
+read what it has (at most ``MAX_SIGNATURE_BATCH`` signed messages),
+:meth:`SignatureBatches.settle` makes the burst one :class:`SignatureBatch`: a burst of at
+least ``minimum`` goes to the driver (which runs it in a worker thread and hands it back), a
+smaller one is checked here at once, as a hop to a thread costs about as much as three checks.
+Nothing a batch covers, nor anything after it, comes out before it is back; a bad signature
+fails the connection as it would inline.
 
 Alternatives not taken: checking each burst in the connection itself would keep the cost on
 the protocol's thread, which is the point of batching; releasing the events before the

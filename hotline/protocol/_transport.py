@@ -265,8 +265,9 @@ class Transport:
             if (len(unsigned) >= self.config.max_unsigned_run
                     or self._unsigned_bytes > self.config.max_unsigned_run_bytes):
                 raise RemoteProtocolError(
-                    f"message {seq} is unsigned after {len(unsigned)} unsigned messages"
-                    f" ({self._unsigned_bytes} bytes): over this side's burst bound"
+                    f"unsigned message {seq} makes a run of {len(unsigned) + 1} messages"
+                    f" ({self._unsigned_bytes} bytes) that no signature covers yet:"
+                    " over this side's bound"
                 )
             unsigned.append(message)
             return

@@ -8,8 +8,9 @@ connections), so the output is the same byte for byte on every run and every pla
 The exchange, on one shared clock (seconds): A1 calls A2; both open the line with a ping and
 answer each other's; A1 sends "hello" (delivered and acknowledged), A2 answers with a burst of
 three messages (one empty) of which only the last is signed (its signature covers the two
-before it through the chain: docs/protocol.md, "Bursts"); A1 sends a 70,000-byte body that needs two transport messages, and one
-more; receipts go both ways; each side pings again one interval later; A1 says goodbye.
+before it through the chain: docs/protocol.md, "Bursts"); A1 sends a 70,000-byte body that
+needs two transport messages, and one more; receipts go both ways; each side pings again one
+interval later; A1 says goodbye.
 """
 
 from __future__ import annotations
