@@ -244,7 +244,9 @@ class Transport:
                 f"message {seq} follows message {self._last_seq_here} in one connection"
             )
         if seq > received + len(unsigned) + 1:
-            raise RemoteProtocolError(f"message {seq} skips ahead of {received + 1}")
+            raise RemoteProtocolError(
+                f"message {seq} skips ahead of {received + len(unsigned) + 1}"
+            )
         self._last_seq_here = seq
         if seq <= received:
             # A replay after reconnect. The head we hold catches a fork at our newest message;
