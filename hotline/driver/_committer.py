@@ -1,15 +1,14 @@
 """The committer: the one task that writes the store, and the only writer of ``LineState``.
 
-Everything the line must make durable joins the open :class:`~hotline.Batch`: our new
-messages (:mod:`._outbox`, which numbers and chains them; they are signed here, one signature
-per burst, so that no commit ends with a message no signature covers),
-the peer's messages (:mod:`._inbox`), the peer's receipts, and
-the acknowledgement the application asked for, the initiation timestamps. One task commits
-it, while everything that arrives meanwhile joins the next batch: one fsync per burst.
-Before a batch is stored, it is checked on a copy of the state's marks through
-``LineState``'s rule-checked methods, and our receipts are signed there (the delivered
-receipt last, so it is stored with the messages it covers); once it is durable, the batch
-is applied through the same methods to a successor of the line's state, which then
+Everything the line must make durable joins the open :class:`~hotline.Batch`: our new messages
+(:mod:`._outbox`, which numbers and chains them; they are signed here, one signature per
+burst, so that no commit ends with a message no signature covers), the peer's messages
+(:mod:`._inbox`), the peer's receipts, and the acknowledgement the application asked for, the
+initiation timestamps. One task commits it, while everything that arrives meanwhile joins the
+next batch: one fsync per burst. Before a batch is stored, it is checked on a copy of the
+state's marks through ``LineState``'s rule-checked methods, and our receipts are signed there
+(the delivered receipt last, so it is stored with the messages it covers); once it is durable,
+the batch is applied through the same methods to a successor of the line's state, which then
 replaces it, and the batch is handed on to be transmitted. A message on the wire is always a
 message on disk.
 
