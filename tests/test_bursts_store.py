@@ -34,7 +34,7 @@ from hotline import (
 )
 from hotline.driver._committer import Committer
 from hotline.protocol import MAX_BURST_MESSAGES, MAX_BURST_UNSIGNED_BYTES, unsigned_message
-from hotline.store import Direction, MemoryStore
+from hotline.store import Batch, Direction, MemoryStore
 
 ALICE = Identity.from_seed(bytes([1]) * 32)
 BOB = Identity.from_seed(bytes([2]) * 32)
@@ -181,3 +181,34 @@ def test_a_proof_from_a_store_without_the_covering_signature_is_refused() -> Non
         message_proof(store, Direction.OUT, 1)
     with pytest.raises(AuthenticationError):
         check_message_proof(proofless, sender=ALICE.public_key, line_id=LID)
+
+
+class CommitSpy(MemoryStore):
+    """A MemoryStore that keeps, per commit, which of our new messages carry a signature."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent_signatures: list[list[bool]] = []
+
+    def commit(self, batch: Batch) -> None:
+        if batch.sent:
+            self.sent_signatures.append([message.signed for message in batch.sent])
+        super().commit(batch)
+
+
+async def test_every_commit_of_our_messages_ends_with_a_signed_one() -> None:
+    """What a commit makes durable is covered on its own: a crash after any commit leaves
+    no stored (and so possibly sent) message without the signature that covers it."""
+    spy = CommitSpy()
+    async with open_line(BOB, ALICE.public_key, store=MemoryStore(),
+                         listen=("127.0.0.1", 0)) as bob, open_line(
+        ALICE, BOB.public_key, store=spy, connect=bob.listen_addresses[0],
+    ) as alice:
+        async with trio.open_nursery() as nursery:
+            for index in range(300):
+                nursery.start_soon(alice.send, b"%d" % index)
+        for _ in range(300):
+            (await bob.receive()).ack()
+    assert sum(len(commit) for commit in spy.sent_signatures) == 300
+    assert all(commit[-1] for commit in spy.sent_signatures)
+    assert any(not all(commit) for commit in spy.sent_signatures), "no burst formed"
