@@ -150,8 +150,9 @@ class Config:
     handshake_burst: int = 5
     """How many handshakes from one address may start at once before the rate applies."""
     signature_batch: int = 0
-    """Bursts of at least this many received messages have their signatures checked together
-    in a worker thread (a second core); smaller ones at once. 0 (the default) checks every one
+    """Bursts of at least this many received signed messages have their signatures checked
+    together in a worker thread (a second core); smaller ones at once. (Unsigned messages,
+    covered by a later signature, cost no check of their own.) 0 (the default) checks every one
     at once: the thread only pays where the receiving process has an idle core."""
     unsent_limit: int = 1 << 20
     """Bytes of encrypted output a connection holds for the peer before it holds back its
