@@ -58,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 _IMPORTS = {
     "keygen": ("hotline._keys",),
     "fingerprint": ("hotline._keys",),
-    "run": ("trio", "hotline._config", "hotline._keys", "hotline.driver", "hotline.protocol"),
+    "run": ("trio", "hotline._config", "hotline._keys", "hotline.driver", "hotline.protocol",
+            "tomllib", "hotline.cli._node"),
     "log": ("msgpack", "hotline.store"),
     "verify": ("hotline._verify", "hotline.store"),
     "demo": ("trio", "hotline._demo"),
