@@ -342,7 +342,7 @@ def apply_config_file(args: argparse.Namespace) -> None:
         _load(Path(args.config), args)
     if args.durability is None:
         args.durability = "FULL"
-    required = ["key", "data"] + ([] if args.peers is not None else ["peer"])
+    required = ["key", "data"] if args.peers is not None else ["key", "peer", "data"]
     missing = [f"--{name}" for name in required if getattr(args, name) is None]
     if missing:
         where = f" (neither given nor in {args.config})" if args.config else ""
