@@ -456,3 +456,18 @@ def test_a_single_peer_file_runs_as_the_flags_do(
     assert bob.wait_exit() == 0, bob.describe()
     assert (tmp_path / "flag-data" / "hotline.db").exists()
     assert not (tmp_path / "file-data").exists()
+
+
+def test_the_example_files_are_a_valid_configuration(tmp_path: Path, keys: Keys) -> None:
+    """examples/node.toml and examples/known_peers, as a user copies them beside the keys."""
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    for name in ("node.toml", "known_peers"):
+        write(tmp_path / name, (examples / name).read_text())
+    write(tmp_path / "carol.pub", Keys.pub(keys.carol).read_text())
+    args = parsed("--config", str(tmp_path / "node.toml"))
+    assert args.key == str(tmp_path / "bob")
+    assert args.listen == ("0.0.0.0", 7400)
+    assert [(p.name, p.connect) for p in args.peers] == [
+        ("alice", ("alice.example.org", 7400)), ("carol", None)]
+    assert args.peers[1].key.fingerprint() == keys.fingerprints["carol"]
+    assert run_config(args).reconnect_max == 10.0
