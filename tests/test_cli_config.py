@@ -10,12 +10,15 @@ any port bound, so nothing else of the command runs.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
+import trio
 from test_cli import Keys, Node, cli, free_port, keys, one_error_line, spawn
 
 from hotline._errors import KeyFileError
@@ -26,6 +29,8 @@ from hotline.cli._config_file import (
     load_known_peers,
     run_config,
 )
+from hotline.cli._node import PeerOutput, _addressed, read_lines
+from hotline.cli._output import Output
 from hotline.cli._parser import build_parser
 from hotline.cli._status import CliError
 
@@ -76,7 +81,8 @@ BAD_FILES = {
     ),
     "unknown setting": (
         "[settings]\nheartbeat_multiplyer = 3\n",
-        "node.toml: settings.heartbeat_multiplyer: unknown key",
+        'node.toml: settings.heartbeat_multiplyer: unknown key (not a field of hotline.Config: '
+        'see docs/api.md, "Config")',
     ),
     "heartbeat as text": (
         'heartbeat = "fast"\n',
@@ -471,3 +477,77 @@ def test_the_example_files_are_a_valid_configuration(tmp_path: Path, keys: Keys)
         ("alice", ("alice.example.org", 7400)), ("carol", None)]
     assert args.peers[1].key.fingerprint() == keys.fingerprints["carol"]
     assert run_config(args).reconnect_max == 10.0
+
+
+def test_an_error_on_one_line_stops_the_node_naming_the_peer(
+    tmp_path: Path, keys: Keys, spawn: Callable[..., Node]
+) -> None:
+    """carol's store is held by another process: the node stops with one error line."""
+    port = free_port()
+    _node_config(tmp_path, keys, port)
+    holder = spawn("holder", "run", "--key", keys.bob, "--peer", Keys.pub(keys.carol),
+                   "--data", "bob-data/peers/carol", "--listen", "127.0.0.1:0", "--json")
+    holder.send("held")
+    holder.wait_event(event="queued", seq=1)  # its store is open, and locked
+    bob = spawn("bob", "run", "--config", "bob.toml", "--json")
+    assert bob.wait_exit() == 1, bob.describe()
+    assert bob.stdout == [], bob.describe()
+    assert bob.stderr == [
+        f"hotline: listening on 127.0.0.1:{port}",
+        "hotline: error: peer 'carol': the store 'bob-data/peers/carol/hotline.db' is in use "
+        f"by process {holder.proc.pid}: one process at a time may use a store",
+    ], bob.describe()
+
+
+# --- the node's input and output, in this process ----------------------------------------
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (b"@alice hello", ("alice", b"hello")),
+    (b"@carol  two spaces kept", ("carol", b" two spaces kept")),
+    (b"@alice", ("alice", b"")),
+    (b"@alice \xff\xfe bytes", ("alice", b"\xff\xfe bytes")),
+    (b"alice hello", "a line must start with @NAME and a space (the peers: alice, carol)"),
+    (b"@ hello", "a line must start with @NAME and a space (the peers: alice, carol)"),
+    (b"@dave hello", "no peer named 'dave' (the peers: alice, carol)"),
+    (b"@Alice hello", "no peer named 'Alice' (the peers: alice, carol)"),
+])
+def test_input_lines_are_addressed_with_at_name(
+    text: bytes, expected: tuple[str, bytes] | str
+) -> None:
+    assert _addressed(text, ["alice", "carol"]) == expected
+
+
+async def test_input_is_split_as_a_single_peer_run_splits_it() -> None:
+    """Lines end at \\n, a \\r before it goes, and a line longer than the read limit is
+    counted, not kept (it spans several reads: 65,536 bytes each)."""
+    huge = 200_000
+    data = b"@alice one\r\n@carol " + b"x" * huge + b"\r\n\n@alice last"
+    read_end, write_end = os.pipe()
+
+    def feed() -> None:
+        os.write(write_end, data)  # blocks while the pipe is full: in a thread
+        os.close(write_end)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(trio.to_thread.run_sync, feed))
+            lines = [line async for line in read_lines(read_end, 1000)]
+    finally:
+        os.close(read_end)
+    assert lines == [b"@alice one", len(b"@carol ") + huge, b"", b"@alice last"]
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+async def test_every_event_of_a_line_names_its_peer(
+    capfd: pytest.CaptureFixture[str], as_json: bool
+) -> None:
+    failures: list[str] = []
+    shared = Output(as_json, failures.append)
+    assert await PeerOutput(shared, "alice").emit("queued", "-> #1 queued", seq=1)
+    written = capfd.readouterr().out
+    if as_json:
+        assert json.loads(written) == {"event": "queued", "peer": "alice", "seq": 1}
+    else:
+        assert written.endswith("  [alice] -> #1 queued\n"), written
+    assert failures == []

@@ -117,11 +117,10 @@ class _Reader:
     def fail(self, key: str, problem: str) -> NoReturn:
         raise ConfigFileError(f"{self.path}: {self.prefix}{key}: {problem}")
 
-    def check_known(self, known: dict[str, str]) -> None:
+    def check_known(self, known: dict[str, str], listed: str = "") -> None:
         for key in self.table:
             if key not in known:
-                listed = ", ".join(known)
-                self.fail(key, f"unknown key (known here: {listed})")
+                self.fail(key, f"unknown key ({listed or 'known here: ' + ', '.join(known)})")
 
     def string(self, key: str) -> str | None:
         value = self.table.get(key)
@@ -192,7 +191,8 @@ def _settings(reader: _Reader, heartbeat: float | None) -> dict[str, Any]:
     names = [f.name for f in fields(Config) if f.name != _HEARTBEAT_FIELD]
     if _HEARTBEAT_FIELD in table:
         settings.fail(_HEARTBEAT_FIELD, "set it with the top-level key heartbeat")
-    settings.check_known(dict.fromkeys(names, ""))
+    settings.check_known(dict.fromkeys(names, ""),
+                         "not a field of hotline.Config: see docs/api.md, \"Config\"")
     values = dict(table)
     if heartbeat is not None:
         values[_HEARTBEAT_FIELD] = heartbeat

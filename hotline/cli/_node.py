@@ -97,8 +97,11 @@ def check_node_args(args: argparse.Namespace) -> None:
 
 
 async def read_lines(fd: int, limit: int) -> AsyncIterator[bytes | int]:
-    """The lines of ``fd`` without their ``\\n`` (or ``\\r\\n``), as ``run`` splits them; a
-    line longer than ``limit`` comes as its length, an int, its bytes not kept."""
+    """The lines of ``fd`` without their ``\\n`` (or ``\\r\\n``), as ``run`` splits them.
+
+    A line that grows past ``limit`` bytes before its end is read comes as its length, an
+    int, its bytes not kept, so a line without end cannot fill the memory. A longer line read
+    whole in one chunk comes as it is: the caller still checks the size of what it sends."""
     pending = bytearray()
     skipped = 0  # bytes of a line over the limit, counted but not kept
     while True:
@@ -111,7 +114,7 @@ async def read_lines(fd: int, limit: int) -> AsyncIterator[bytes | int]:
             break
         pending += chunk
         while (end := pending.find(b"\n")) >= 0:
-            text = bytes(pending[:end]).removesuffix(b"\r")
+            text = bytes(pending[:end]).rstrip(b"\r")  # as _run does
             del pending[: end + 1]
             if skipped:
                 yield skipped + len(text)
