@@ -12,6 +12,10 @@ inside trio, so the close runs whole and the status follows the rules of :mod:`.
 a signal is how a plain ``run`` ends (0); with ``--until-delivered`` the status says whether
 every line was stored and delivered (0), some line was not sent (3, which takes precedence),
 or the wait was cut short (4).
+
+A node serving several peers (:mod:`._node`) runs this same flow once per line, handing each
+its input, output, network and stop (:class:`._node.NodeLine`); the settings may come from a
+configuration file (:mod:`._config_file`), read before anything else.
 """
 
 from __future__ import annotations
