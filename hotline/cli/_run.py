@@ -27,26 +27,52 @@ import os
 import select
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .._errors import HotlineError
-from ._config_file import ConfigFileError, apply_config_file, run_config
-from ._keys import load_identity, load_peer
 from ._output import Output, iso_utc, printable
-from ._signals import in_main_thread
 from ._status import EXIT_INTERRUPTED, EXIT_NOT_SENT, EXIT_OK, CliError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     import trio
 
     from .._keys import Identity, PublicKey
-    from ._node import NodeLine, PeerOutput
 
 STORE_NAME = "hotline.db"
 _STDIN_CHUNK = 65536
 logger = logging.getLogger("hotline")
+
+
+class PeerOutput:
+    """The node's one output, as one line sees it: every event names its peer."""
+
+    def __init__(self, shared: Output, name: str) -> None:
+        self._shared = shared
+        self.name = name
+
+    @property
+    def as_json(self) -> bool:
+        return self._shared.as_json
+
+    async def emit(self, event: str, human: str, **fields: Any) -> bool:
+        return await self._shared.emit(event, f"[{self.name}] {human}", peer=self.name,
+                                       **fields)
+
+
+@dataclass
+class NodeLine:
+    """What one line of a node gets from the node instead of owning it (see the module)."""
+
+    bodies: trio.MemoryReceiveChannel[bytes]
+    out: PeerOutput
+    stop: trio.Event
+    network: dict[str, Any]
+    report_done: Callable[[trio.Event], Awaitable[None]]
 
 
 def _read_some(fd: int) -> bytes:
@@ -90,47 +116,6 @@ class _StopRequest:
         if self.signum is not None:
             event.set()
 
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    import trio
-
-    try:
-        apply_config_file(args)
-    except ConfigFileError as exc:
-        args.usage_error(str(exc))
-    if args.peers is not None:  # a node serving several peers (see _node)
-        from ._node import check_node_args, run_node
-
-        check_node_args(args)
-    elif args.listen is None and args.connect is None:
-        raise CliError("give --listen HOST:PORT, --connect HOST:PORT, or both")
-    identity = load_identity(args.key, args.passphrase_file)
-    if args.peers is not None:
-        return run_node(args, identity, run_config(args), _install_stop_request())
-    peer = load_peer(args.peer)
-    if peer == identity.public_key:
-        raise CliError("--peer is this node's own key: a line needs the other party's key")
-    data_dir = Path(args.data)
-    try:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CliError(f"cannot create data directory {str(data_dir)!r}: {exc.strerror}") from None
-    config = run_config(args)
-    stop_request = _install_stop_request()
-    return trio.run(_run, identity, peer, data_dir / STORE_NAME, args, config, stop_request)
-
-
-def _install_stop_request() -> _StopRequest:
-    stop_request = _StopRequest()
-    if in_main_thread():
-        # Left in place until the process ends (main restores them for in-process callers),
-        # so that a signal during the close cannot end the process with another status. A
-        # SIGINT that the parent ignores (a background job of a script) stays ignored.
-        signal.signal(signal.SIGTERM, stop_request.handle)
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            signal.signal(signal.SIGINT, stop_request.handle)
-    return stop_request
 
 
 async def _run(
