@@ -1,11 +1,22 @@
 """``hotline run``: one end of a line, driven by standard input, shown on standard output.
 
-Three tasks share the open line: one reads standard input and sends each line, one prints
-what the line reports (the peer's liveness, receipts, dial failures), one prints each message
-received and acknowledges it once its line is written (see :mod:`._output`). Standard input
-is read by blocking reads in a worker thread, never by changing the terminal's flags, so job
-control (Ctrl-Z, ``fg``) and signals keep working; a thread left blocked there is abandoned at
-exit.
+Four tasks share the open line: one reads standard input and queues each line, one prints
+their events in the order the lines were read, one prints what the line reports (the peer's
+liveness, receipts, dial failures), one prints each message received and acknowledges it once
+its line is written (see :mod:`._output`).
+
+The reader does not wait for a line to be stored before it queues the next
+(:meth:`~hotline.Line.queue`), so lines piped in share commits: one fsync for everything read
+while the last commit was in flight, instead of one per line. The reporter waits for each
+line's :meth:`~hotline.Outgoing.stored` in turn and only then prints ``queued``, so the event
+still means stored and comes in input order. The lines between the two are kept in
+:class:`_Unreported` (at most ``outbox_limit`` of them: a slow standard output holds back
+standard input, not memory); whatever is left there when the line closes is accounted for
+after the close from the stored state, so a line queued but never stored counts as not sent.
+
+Standard input is read by blocking reads in a worker thread, never by changing the
+terminal's flags, so job control (Ctrl-Z, ``fg``) and signals keep working; a thread left
+blocked there is abandoned at exit.
 
 A signal asks the line to close (:class:`_StopRequest`) instead of raising KeyboardInterrupt
 inside trio, so the close runs whole and the status follows the rules of :mod:`._status`:
@@ -23,6 +34,7 @@ import os
 import select
 import signal
 import sys
+from collections import deque
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -37,9 +49,12 @@ if TYPE_CHECKING:
     import trio
 
     from .._keys import Identity, PublicKey
+    from ..driver import Outgoing
 
 STORE_NAME = "hotline.db"
 _STDIN_CHUNK = 65536
+#: How long the events of lines read before a stop may take to write after the line closed.
+_REPORT_AFTER_CLOSE_TIMEOUT = 2.0
 logger = logging.getLogger("hotline")
 
 
@@ -85,6 +100,61 @@ class _StopRequest:
             event.set()
 
 
+class _Unreported:
+    """The lines read from standard input that have no event yet, in the order they were read.
+
+    Each is the :class:`~hotline.Outgoing` of a queued line, or the reason a line was not
+    sent. The reader adds an ``Outgoing`` in the same step as ``queue()`` returns it (no
+    checkpoint between), so however the run ends, every queued line is here until its event
+    is written. One reader adds and one reporter takes, each waiting on ``_changed``.
+    """
+
+    def __init__(self, limit: int) -> None:
+        import trio
+
+        self._items: deque[Outgoing | str] = deque()
+        self._limit = limit
+        self._ended = False
+        self._changed = trio.Event()
+
+    def _change(self) -> None:
+        import trio
+
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for_room(self) -> None:
+        while len(self._items) >= self._limit:
+            await self._changed.wait()
+
+    def add(self, item: Outgoing | str) -> None:
+        self._items.append(item)
+        self._change()
+
+    def end(self) -> None:
+        """No more lines: standard input is at its end."""
+        self._ended = True
+        self._change()
+
+    async def first(self) -> Outgoing | str | None:
+        """The oldest line without an event (left in place), or None once input has ended
+        and every line has had its event."""
+        while not self._items:
+            if self._ended:
+                return None
+            await self._changed.wait()
+        return self._items[0]
+
+    def reported(self) -> None:
+        """The oldest line has had its event (or is counted and need not have one)."""
+        self._items.popleft()
+        self._change()
+
+    def take_all(self) -> list[Outgoing | str]:
+        items = list(self._items)
+        self._items.clear()
+        return items
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     import trio
@@ -129,14 +199,16 @@ async def _run(
 
     done = trio.Event()  # --until-delivered: all is delivered
     stop = trio.Event()  # a signal, or standard output failed
+    # Standard input has ended and every line read has had its event (queued: stored).
     stdin_done = trio.Event()
-    unsent = 0  # lines read but not sent
+    unreported = _Unreported(config.outbox_limit)
+    unsent = 0  # lines read but not sent (counted when known, before any event is written)
     failure = ""
     delivered = False
 
     async def read_stdin(line: Line) -> None:
         if sys.stdin is None:  # Started with standard input closed: nothing to send.
-            stdin_done.set()
+            unreported.end()
             return
         fd = sys.stdin.fileno()
         limit = config.max_body_size
@@ -166,23 +238,63 @@ async def _run(
             await too_large(skipped + len(pending))
         elif pending:
             await send(line, bytes(pending))
-        stdin_done.set()
+        unreported.end()
 
     async def too_large(size: int) -> None:
         nonlocal unsent
         unsent += 1
-        reason = f"body of {size} bytes is over the limit of {config.max_body_size}"
-        await out.emit("error", f"!! not sent: {reason}", message=reason)
+        await unreported.wait_for_room()
+        unreported.add(f"body of {size} bytes is over the limit of {config.max_body_size}")
 
     async def send(line: Line, body: bytes) -> None:
         nonlocal unsent
+        # Cancelled while waiting for room here or in queue(), the line is not queued.
+        await unreported.wait_for_room()
         try:
-            outgoing = await line.send(body)
+            outgoing = await line.queue(body)
         except HotlineError as exc:
             unsent += 1
-            await out.emit("error", f"!! not sent: {exc}", message=str(exc))
+            unreported.add(str(exc))
             return
-        await out.emit("queued", f"-> #{outgoing.seq} queued", seq=outgoing.seq)
+        unreported.add(outgoing)
+
+    async def report_in_order() -> None:
+        nonlocal unsent
+        while (item := await unreported.first()) is not None:
+            if isinstance(item, str):
+                unreported.reported()
+                await out.emit("error", f"!! not sent: {item}", message=item)
+                continue
+            try:
+                await item.stored()
+            except HotlineError as exc:
+                unsent += 1
+                unreported.reported()
+                await out.emit("error", f"!! not sent: {exc}", message=str(exc))
+                continue
+            unreported.reported()
+            await out.emit("queued", f"-> #{item.seq} queued", seq=item.seq)
+        stdin_done.set()
+
+    async def report_the_rest(line: Line) -> None:
+        """After the close: the lines read whose event the run did not get to write. The
+        stored state decides which were sent."""
+        nonlocal unsent
+        stored_upto = line.state.sent_seq
+        events: list[tuple[str, str, dict[str, Any]]] = []
+        for item in unreported.take_all():
+            if isinstance(item, str):  # Counted when it was read.
+                events.append(("error", f"!! not sent: {item}", {"message": item}))
+            elif item.seq <= stored_upto:
+                events.append(("queued", f"-> #{item.seq} queued", {"seq": item.seq}))
+            else:
+                unsent += 1
+                reason = "the line closed before the message was stored"
+                events.append(("error", f"!! not sent: {reason}", {"message": reason}))
+        # Bounded like the close itself: a stopped terminal must not hold the exit.
+        with trio.move_on_after(_REPORT_AFTER_CLOSE_TIMEOUT):
+            for event, human, fields in events:
+                await out.emit(event, human, **fields)
 
     async def watch(line: Line) -> None:
         async for event in line.watch():
@@ -246,6 +358,7 @@ async def _run(
                 # the JSON stream alone); this tells a person which port :0 picked.
                 print(f"hotline: listening on {host}:{port}", file=sys.stderr, flush=True)
             nursery.start_soon(read_stdin, line)
+            nursery.start_soon(report_in_order)
             nursery.start_soon(watch, line)
             nursery.start_soon(receive, line)
             if args.until_delivered:
@@ -260,6 +373,7 @@ async def _run(
             await trio.sleep_forever()
         # Decided after the close: its last receipts count, as they would have a moment later.
         delivered = stdin_done.is_set() and line.outbox_size == 0
+        await report_the_rest(line)
     except OSError as exc:
         if args.listen is not None and exc.errno is not None:
             host, port = args.listen
