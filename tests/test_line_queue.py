@@ -200,7 +200,9 @@ async def test_stored_raises_store_error_when_the_store_fails() -> None:
     stored, during the line's end or after it."""
     store = CountingStore(held=True, fail=True)
     seen: list[type[BaseException]] = []
-    with trio.fail_after(LIMIT), pytest.raises(StoreError):
+
+    async def fail_the_store() -> None:
+        nonlocal first, second
         async with open_line(A, B.public_key, store=store) as line:
             first = await line.queue(b"first")
             await trio.testing.wait_all_tasks_blocked()  # Its commit is in the thread.
@@ -211,6 +213,12 @@ async def test_stored_raises_store_error_when_the_store_fails() -> None:
             except StoreError as exc:
                 seen.append(type(exc))
                 raise
+
+    first = second = None
+    with trio.fail_after(LIMIT), pytest.raises(StoreError):
+        await fail_the_store()
+    assert first is not None
+    assert second is not None
     assert seen == [StoreError]
     assert store.sent_per_commit == [[1]]
     for out in (first, second):
@@ -223,21 +231,23 @@ async def test_stored_raises_line_closed_when_the_line_closes_first() -> None:
     message queued behind it is never stored."""
     store = CountingStore(held=True)
     with trio.fail_after(LIMIT):
-        async with trio.open_nursery() as nursery:
-            async with open_line(A, B.public_key, store=store) as line:
-                first = await line.queue(b"first")
-                await trio.testing.wait_all_tasks_blocked()  # Its commit is in the thread.
-                second = await line.queue(b"second")
-                assert line.outbox_size == 2
+        async with (
+            trio.open_nursery() as nursery,
+            open_line(A, B.public_key, store=store) as line,
+        ):
+            first = await line.queue(b"first")
+            await trio.testing.wait_all_tasks_blocked()  # Its commit is in the thread.
+            second = await line.queue(b"second")
+            assert line.outbox_size == 2
 
-                async def release_once_the_line_has_given_up() -> None:
-                    nursery_of_line = line._nursery
-                    assert nursery_of_line is not None
-                    while not nursery_of_line.cancel_scope.cancel_called:
-                        await trio.sleep(0.01)
-                    store.release.set()
+            async def release_once_the_line_has_given_up() -> None:
+                nursery_of_line = line._nursery
+                assert nursery_of_line is not None
+                while not nursery_of_line.cancel_scope.cancel_called:
+                    await trio.sleep(0.01)
+                store.release.set()
 
-                nursery.start_soon(release_once_the_line_has_given_up)
+            nursery.start_soon(release_once_the_line_has_given_up)
     await first.stored()  # Its commit finished, late.
     with pytest.raises(LineClosed):
         await second.stored()
