@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,11 @@ def test_thousands_of_piped_lines_are_all_delivered(keys: Path, tmp_path: Path) 
             cwd=tmp_path, env=_env(), input="\n".join(lines) + "\n", capture_output=True,
             text=True, timeout=TIMEOUT, check=False,
         )
+        # Delivered means stored on bob's side; bob prints them as its application reads.
+        deadline = time.monotonic() + TIMEOUT
+        while bob_out.read_bytes().count(b'"event": "message"') < count:
+            assert time.monotonic() < deadline, "bob did not print every message"
+            time.sleep(0.05)
     assert "Traceback" not in alice.stderr, alice.stderr
     assert alice.returncode == EXIT_OK, alice.stderr
     sent = [json.loads(line) for line in alice.stdout.splitlines()]
@@ -130,13 +136,14 @@ def test_a_run_stopped_mid_input_reports_exactly_what_it_stored(
         stderr=subprocess.PIPE,
     )
     output: list[bytes] = []
-    first_event = threading.Event()
+    first_queued = threading.Event()
 
     def read_stdout() -> None:
         assert alice.stdout is not None
         for raw in alice.stdout:
             output.append(raw)
-            first_event.set()
+            if json.loads(raw)["event"] == "queued":
+                first_queued.set()
 
     def write_stdin() -> None:
         assert alice.stdin is not None
@@ -150,7 +157,7 @@ def test_a_run_stopped_mid_input_reports_exactly_what_it_stored(
     try:
         for thread in threads:
             thread.start()
-        assert first_event.wait(TIMEOUT), "no event from alice"
+        assert first_queued.wait(TIMEOUT), "no queued event from alice"
         alice.send_signal(signal.SIGTERM)
         status = alice.wait(TIMEOUT)
         threads[0].join(TIMEOUT)

@@ -53,8 +53,9 @@ if TYPE_CHECKING:
 
 STORE_NAME = "hotline.db"
 _STDIN_CHUNK = 65536
-#: How long the events of lines read before a stop may take to write after the line closed.
-_REPORT_AFTER_CLOSE_TIMEOUT = 2.0
+#: How long the events of lines read may take to write once the run is stopping: the one being
+#: written when the stop came, and those written after the close.
+_EVENT_TIMEOUT = 2.0
 logger = logging.getLogger("hotline")
 
 
@@ -262,19 +263,25 @@ async def _run(
         nonlocal unsent
         while (item := await unreported.first()) is not None:
             if isinstance(item, str):
-                unreported.reported()
-                await out.emit("error", f"!! not sent: {item}", message=item)
-                continue
-            try:
-                await item.stored()
-            except HotlineError as exc:
-                unsent += 1
-                unreported.reported()
-                await out.emit("error", f"!! not sent: {exc}", message=str(exc))
-                continue
+                await emit_whole("error", f"!! not sent: {item}", message=item)
+            else:
+                try:
+                    await item.stored()
+                except HotlineError as exc:
+                    unsent += 1
+                    await emit_whole("error", f"!! not sent: {exc}", message=str(exc))
+                else:
+                    await emit_whole("queued", f"-> #{item.seq} queued", seq=item.seq)
             unreported.reported()
-            await out.emit("queued", f"-> #{item.seq} queued", seq=item.seq)
         stdin_done.set()
+
+    async def emit_whole(event: str, human: str, **fields: Any) -> None:
+        """Write the event of the oldest line, even if the run is stopping meanwhile: a stop
+        must not lose it (nor write it twice after the close, when a cancelled write may
+        already be under way). Bounded: a stopped terminal must not hold the exit."""
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + _EVENT_TIMEOUT
+            await out.emit(event, human, **fields)
 
     async def report_the_rest(line: Line) -> None:
         """After the close: the lines read whose event the run did not get to write. The
@@ -292,7 +299,7 @@ async def _run(
                 reason = "the line closed before the message was stored"
                 events.append(("error", f"!! not sent: {reason}", {"message": reason}))
         # Bounded like the close itself: a stopped terminal must not hold the exit.
-        with trio.move_on_after(_REPORT_AFTER_CLOSE_TIMEOUT):
+        with trio.move_on_after(_EVENT_TIMEOUT):
             for event, human, fields in events:
                 await out.emit(event, human, **fields)
 
