@@ -117,6 +117,13 @@ def test_thousands_of_piped_lines_are_all_delivered(keys: Path, tmp_path: Path) 
     assert [e["seq"] for e in sent if e["event"] == "queued"] == list(range(1, count + 1))
     assert not [e for e in sent if e["event"] == "error"]
     assert max(e["upto"] for e in sent if e["event"] == "delivered") == count
+    # A receipt is shown after the queued events of every message it covers.
+    last_queued = 0
+    for event in sent:
+        if event["event"] == "queued":
+            last_queued = event["seq"]
+        elif event["event"] in ("delivered", "acknowledged"):
+            assert event["upto"] <= last_queued, (event, last_queued)
     received = [e for e in events(bob_out) if e["event"] == "message"]
     assert [(e["seq"], e["body"]) for e in received] == list(
         zip(range(1, count + 1), lines, strict=True)

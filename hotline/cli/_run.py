@@ -151,6 +151,12 @@ class _Unreported:
         self._items.popleft()
         self._change()
 
+    async def wait_reported(self, upto: int) -> None:
+        """Wait until no line numbered up to ``upto`` is without its event (a refused line
+        at the head is waited for too: its event is written at once)."""
+        while self._items and (isinstance(self._items[0], str) or self._items[0].seq <= upto):
+            await self._changed.wait()
+
     def take_all(self) -> list[Outgoing | str]:
         items = list(self._items)
         self._items.clear()
@@ -315,6 +321,9 @@ async def _run(
             elif isinstance(event, ReceiptReceived):
                 receipt = event.receipt
                 kind = receipt.kind.value
+                # The peer receipts a commit while its lines' queued events may still be
+                # being written: shown after them, as the sender's events always were.
+                await unreported.wait_reported(receipt.upto)
                 await out.emit(kind, f"<- {kind} up to #{receipt.upto}", upto=receipt.upto)
                 if (
                     args.until_delivered
