@@ -30,7 +30,7 @@ from hotline import (
     StoreError,
     open_line,
 )
-from hotline.driver import Line
+from hotline.driver import Line, Outgoing
 from hotline.store import Batch
 
 A = Identity.from_seed(bytes([0x5A]) * 32, "a")
@@ -298,3 +298,29 @@ async def test_a_cancelled_stored_wait_unsends_nothing() -> None:
             await out.stored()
             assert line.state.sent_seq == 1
     assert store.sent_per_commit == [[1]]
+
+
+async def test_a_cancel_after_the_number_is_taken_still_returns_the_outgoing(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The cancel lands during queue()'s last checkpoint, after the message took its number:
+    the caller still gets its Outgoing, and is cancelled at its own next checkpoint."""
+    got: list[Outgoing] = []
+    with trio.fail_after(LIMIT):
+        async with (
+            open_line(A, B.public_key, store=MemoryStore()) as line,
+            trio.open_nursery() as nursery,
+        ):
+            with trio.CancelScope() as scope:
+
+                async def cancel_the_caller() -> None:
+                    scope.cancel()
+
+                nursery.start_soon(cancel_the_caller)  # Runs at the caller's first yield.
+                got.append(await line.queue(b"belongs to the line"))
+                await trio.sleep(1)
+                pytest.fail("not cancelled")
+            assert scope.cancelled_caught
+            assert [out.seq for out in got] == [1]
+            await got[0].stored()
+            assert line.state.sent_seq == 1
