@@ -61,8 +61,12 @@ class Outgoing:
     def __init__(self, outbox: Outbox, message: SignedMessage, commit: Commit) -> None:
         self._outbox = outbox
         self._commit = commit
-        self.seq = message.seq
+        self._seq = message.seq  # All the waits need: fixed once taken, unlike the envelope.
         self.message = message
+
+    @property
+    def seq(self) -> int:
+        return self._seq
 
     async def stored(self) -> None:
         """Return once this message is durable; at once if it is already.
