@@ -61,7 +61,7 @@ class Outgoing:
     def __init__(self, outbox: Outbox, message: SignedMessage, commit: Commit) -> None:
         self._outbox = outbox
         self._commit = commit
-        self._seq = message.seq  # All the waits need: fixed once taken, unlike the envelope.
+        self._seq = message.seq  # All that the waits below need of the message.
         self.message = message
 
     @property
