@@ -30,13 +30,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+import outcome
 import trio
 
 from ._errors import LineClosed
 
 if TYPE_CHECKING:
-    import outcome
-
     from ._config import Config
     from ._keys import Identity, PublicKey
     from .driver import Line, Message, Outgoing, Stats
@@ -162,7 +161,9 @@ class _GuestRun:
         self._open_line_call = open_line_call
         self._loop = asyncio.get_running_loop()
         self._opened: asyncio.Future[None] = self._loop.create_future()
-        self._done: asyncio.Future[outcome.Outcome[None]] = self._loop.create_future()
+        self._done: asyncio.Future[None] = self._loop.create_future()
+        self._failure: BaseException | None = None
+        """What ended the run with an error (open_line's, or the line's store failing)."""
         self._line: Line | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._nursery: trio.Nursery | None = None
@@ -184,27 +185,30 @@ class _GuestRun:
         )
         await self._opened  # resolved by the main task, or by the run's end if open_line failed
         if self._line is None:
-            self._done.result().unwrap()  # open_line's error
+            self._raise_failure()  # open_line's error
             raise LineClosed("the line ended before it opened")
 
     def _finished(self, result: outcome.Outcome[None]) -> None:
         # Called on the loop's thread through call_soon_threadsafe.
+        if isinstance(result, outcome.Error):
+            self._failure = result.error
         if not self._done.done():
-            self._done.set_result(result)
+            self._done.set_result(None)
         if not self._opened.done():
             self._opened.set_result(None)
 
     async def _trio_main(self) -> None:
         self._closing = trio.Event()
-        async with trio.open_nursery() as nursery:
-            async with self._open_line_call() as line:
-                self._line = line
-                self._token = trio.lowlevel.current_trio_token()
-                self._nursery = nursery
-                self._opened.set_result(None)
-                await self._closing.wait()
-            # Calls still waiting got LineClosed from the line; anything left is cancelled.
-            nursery.cancel_scope.cancel()
+        # The line outside the nursery, so that open_line's errors leave as themselves. The
+        # calls' tasks never raise (each hands its outcome to its future), so the nursery
+        # ends only by cancellation: at the close, or when the line stops (its store failed).
+        async with self._open_line_call() as line, trio.open_nursery() as nursery:
+            self._line = line
+            self._token = trio.lowlevel.current_trio_token()
+            self._nursery = nursery
+            self._opened.set_result(None)
+            await self._closing.wait()
+            nursery.cancel_scope.cancel()  # a call still waiting gets LineClosed
 
     async def call(self, function: Callable[[], Awaitable[T]]) -> T:
         token, nursery = self._token, self._nursery
@@ -246,16 +250,23 @@ class _GuestRun:
             raise
 
     def _raise_ended(self) -> NoReturn:
-        if self._done.done():
-            self._done.result().unwrap()
+        if self._failure is not None:
+            raise self._failure
         raise LineClosed("the line is closed")
+
+    def _raise_failure(self) -> None:
+        """Raise the run's error once: to the close, or to the open that it failed."""
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
 
     async def close(self) -> None:
         if self._token is not None and self._closing is not None and not self._done.done():
             closing = self._closing
             with contextlib.suppress(trio.RunFinishedError):
                 self._token.run_sync_soon(closing.set)
-        (await asyncio.shield(self._done)).unwrap()
+        await asyncio.shield(self._done)
+        self._raise_failure()
 
 
 class _AsyncioLineContext:
