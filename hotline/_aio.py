@@ -6,13 +6,12 @@ trio's guest mode (``trio.lowlevel.start_guest_run``) runs a trio run *inside* a
 event loop: trio hands its scheduling steps to the host through
 ``loop.call_soon_threadsafe`` and waits for I/O in a helper thread, so trio's tasks run on
 the asyncio loop's own thread, between asyncio's callbacks. :func:`open_asyncio_line` starts
-such a run, whose main task opens :func:`~hotline.open_line` and a nursery, then waits for
-the close.
+such a run, whose main task opens :func:`~hotline.open_line`, then waits for the close.
 
 The two loops share a thread but not a context: a trio primitive may only be touched while
 trio runs one of its steps, and an asyncio future only from asyncio's side (which the same
 thread is). So every call from asyncio goes through the run's token: ``run_sync_soon`` starts
-a trio task in the nursery, and that task resolves an asyncio future when the call returns
+a trio system task, and that task resolves an asyncio future when the call returns
 or raises. Cancelling the awaiting asyncio task cancels the trio task (its cancel scope, again
 through the token), so ``asyncio.wait_for`` and ``asyncio.timeout`` work on every call.
 
@@ -155,7 +154,7 @@ class AsyncioLine:
 
 
 class _GuestRun:
-    """The trio guest run: its main task holds the line and a nursery for the calls."""
+    """The trio guest run: its main task holds the line; each call is a system task."""
 
     def __init__(self, open_line_call: Callable[[], Any]) -> None:
         self._open_line_call = open_line_call
@@ -166,7 +165,6 @@ class _GuestRun:
         """What ended the run with an error (open_line's, or the line's store failing)."""
         self._line: Line | None = None
         self._token: trio.lowlevel.TrioToken | None = None
-        self._nursery: trio.Nursery | None = None
         self._closing: trio.Event | None = None
 
     @property
@@ -199,20 +197,15 @@ class _GuestRun:
 
     async def _trio_main(self) -> None:
         self._closing = trio.Event()
-        # The line outside the nursery, so that open_line's errors leave as themselves. The
-        # calls' tasks never raise (each hands its outcome to its future), so the nursery
-        # ends only by cancellation: at the close, or when the line stops (its store failed).
-        async with self._open_line_call() as line, trio.open_nursery() as nursery:
+        async with self._open_line_call() as line:
             self._line = line
             self._token = trio.lowlevel.current_trio_token()
-            self._nursery = nursery
             self._opened.set_result(None)
             await self._closing.wait()
-            nursery.cancel_scope.cancel()  # a call still waiting gets LineClosed
 
     async def call(self, function: Callable[[], Awaitable[T]]) -> T:
-        token, nursery = self._token, self._nursery
-        if self._done.done() or token is None or nursery is None:
+        token = self._token
+        if self._done.done() or token is None:
             self._raise_ended()
         result: asyncio.Future[T] = self._loop.create_future()
         scope = trio.CancelScope()
@@ -235,7 +228,11 @@ class _GuestRun:
                 result.cancel()
 
         def spawn() -> None:
-            nursery.start_soon(in_trio)
+            # A system task, as trio.from_thread.run uses: not in the line's body, so that
+            # when the line stops (its store failed) a call sees the line's own error, as
+            # it would on the trio line, rather than a cancellation. Calls left when the
+            # run ends are cancelled, and raise LineClosed.
+            trio.lowlevel.spawn_system_task(in_trio)
 
         try:
             token.run_sync_soon(spawn)

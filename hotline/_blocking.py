@@ -227,6 +227,9 @@ class _Run:
         self._thread.join()
 
     def ended_error(self) -> BaseException:
+        # The run may be finishing still (trio already refuses calls): its error is known
+        # only once trio.run has returned in the thread.
+        self._thread.join()
         return self._failure if self._failure is not None else LineClosed("the line is closed")
 
     def raise_failure(self) -> None:

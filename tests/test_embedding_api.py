@@ -263,3 +263,49 @@ def test_asyncio_line_body_errors_pass_through(tmp_path: Path) -> None:
             assert line.outbox_size == 1
 
     asyncio.run(main())
+
+
+# --- a line whose store fails while it runs ---------------------------------------------------
+
+
+class FailingStore(hotline.MemoryStore):
+    """A store whose commits fail once ``broken`` is set."""
+
+    broken = False
+
+    def commit(self, batch: hotline.Batch) -> None:
+        if self.broken:
+            raise StoreError("the disk is gone")
+        super().commit(batch)
+
+
+def test_blocking_line_raises_the_error_that_stopped_the_line() -> None:
+    store = FailingStore()
+    line = open_blocking_line(ALICE, BOB.public_key, store=store)
+    line.send(b"stored")
+    store.broken = True
+    with pytest.raises(StoreError, match="the disk is gone"):
+        line.send(b"not stored")
+    with pytest.raises(StoreError, match="the disk is gone"):
+        line.receive(timeout=WAIT)  # the line has stopped: every call says why
+    with pytest.raises(StoreError, match="the disk is gone"):
+        line.close()
+    line.close()  # once said, the close is quiet
+
+
+def test_asyncio_line_raises_the_error_that_stopped_the_line() -> None:
+    store = FailingStore()
+
+    async def main() -> None:
+        line_context = open_asyncio_line(ALICE, BOB.public_key, store=store)
+        line = await line_context.__aenter__()
+        await line.send(b"stored")
+        store.broken = True
+        with pytest.raises(StoreError, match="the disk is gone"):
+            await line.send(b"not stored")
+        with pytest.raises(StoreError, match="the disk is gone"):
+            await line.aclose()
+        with pytest.raises(LineClosed):
+            await line.receive()
+
+    asyncio.run(main())
