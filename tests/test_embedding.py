@@ -90,14 +90,35 @@ def test_example_exchanges_messages_with_a_hotline_run_node(
 
 QUIET_PROGRAM = r"""
 import logging, sys
+import trio
 import hotline
 
-# Load the driver (it owns every module of hotline that logs), configure no logging at all,
-# and log a warning the way the driver does.
-hotline.open_line
-logging.getLogger("hotline").warning("a stranger's handshake was refused")
-logging.getLogger("hotline.driver").error("the store failed")
-print("ran")
+warnings = []
+
+
+def seen(record):
+    # A filter, not a handler: it watches what reaches the logger and configures nothing.
+    warnings.append(record.getMessage())
+    return True
+
+
+async def main():
+    me, peer = hotline.Identity.generate(), hotline.Identity.generate()
+    async with hotline.open_line(me, peer.public_key, store=hotline.MemoryStore(),
+                                 listen=("127.0.0.1", 0)) as line:
+        logging.getLogger("hotline").addFilter(seen)
+        # A stranger that sends junk: the line refuses it, with a warning.
+        stream = await trio.open_tcp_stream(*line.listen_addresses[0])
+        await stream.send_all(bytes(200))
+        await stream.aclose()
+        with trio.fail_after(10):
+            while not any("refused" in text for text in warnings):
+                await trio.sleep(0.01)
+        logging.getLogger("hotline.driver").error("an error of a module of the driver")
+
+
+trio.run(main)
+print("warned:", any("refused" in text for text in warnings))
 """
 
 
@@ -107,34 +128,52 @@ def test_a_program_without_logging_configured_prints_nothing_of_hotline() -> Non
         timeout=TIMEOUT, env=_env(), check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "ran\n"
+    assert result.stdout == "warned: True\n"
     assert result.stderr == ""
 
 
 def test_without_the_null_handler_the_same_program_would_print() -> None:
     """The check above can fail: remove the handler and logging.lastResort prints."""
     program = QUIET_PROGRAM.replace(
-        "hotline.open_line\n",
-        "hotline.open_line\nlogging.getLogger('hotline').handlers.clear()\n",
+        "        logging.getLogger(\"hotline\").addFilter(seen)\n",
+        "        logging.getLogger(\"hotline\").addFilter(seen)\n"
+        "        logging.getLogger(\"hotline\").handlers.clear()\n",
     )
     result = subprocess.run(
         [sys.executable, "-c", program], capture_output=True, text=True,
         timeout=TIMEOUT, env=_env(), check=False,
     )
-    assert "a stranger's handshake was refused" in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert "incoming handshake refused" in result.stderr
+    assert "an error of a module of the driver" in result.stderr
 
 
 def test_an_application_logging_config_still_sees_hotline_warnings() -> None:
     program = QUIET_PROGRAM.replace(
-        "hotline.open_line\n",
-        "hotline.open_line\nlogging.basicConfig(level=logging.INFO, stream=sys.stderr)\n",
+        "warnings = []\n",
+        "warnings = []\nlogging.basicConfig(level=logging.INFO, stream=sys.stderr)\n",
     )
     result = subprocess.run(
         [sys.executable, "-c", program], capture_output=True, text=True,
         timeout=TIMEOUT, env=_env(), check=False,
     )
-    assert "WARNING:hotline:a stranger's handshake was refused" in result.stderr
-    assert "ERROR:hotline.driver:the store failed" in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert "WARNING:hotline:incoming handshake refused" in result.stderr
+    assert "ERROR:hotline.driver:an error of a module of the driver" in result.stderr
+
+
+def test_every_module_that_logs_loads_the_null_handler_first() -> None:
+    """The NullHandler is added where the driver package loads: every module that logs must
+    be in that package, or in the command line (which configures logging itself)."""
+    logging_modules = {
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / "hotline").rglob("*.py")
+        if "getLogger(" in path.read_text()
+    }
+    assert logging_modules, "no module logs: this check has nothing to check"
+    outside = {name for name in logging_modules
+               if not name.startswith(("hotline/driver/", "hotline/cli/"))}
+    assert outside == set()
 
 
 def _env_without_checkout() -> dict[str, str]:
