@@ -218,7 +218,7 @@ class _GuestRun:
                     if not result.done():
                         result.set_exception(LineClosed("the line is closed"))
                     raise
-                except BaseException as exc:
+                except Exception as exc:  # to the caller; KeyboardInterrupt stays trio's
                     if not result.done():
                         result.set_exception(exc)
                     return
