@@ -121,11 +121,9 @@ class Peer(Commands):
     async def cmd_throughput(self, n: int, size: int, window: int, repeats: int,
                              proof_timeout: float = 5.0, timeout: float = 120.0
                              ) -> dict[str, Any]:
-        results = []
-        for _ in range(repeats):
-            results.append(await trio.to_thread.run_sync(
-                self._throughput, n, size, window, proof_timeout, timeout,
-                abandon_on_cancel=True))
+        results = [await trio.to_thread.run_sync(
+            self._throughput, n, size, window, proof_timeout, timeout, abandon_on_cancel=True)
+            for _ in range(repeats)]
         return {"rates": [r["rate"] for r in results], "lost": sum(r["lost"] for r in results)}
 
     def _throughput(self, n: int, size: int, window: int, proof_timeout: float,

@@ -8,6 +8,9 @@ window: this process's CPU time (user + system, every thread) and its RSS, plus 
 lines are not UP and how many sessions started during the window (a session after the first
 means the line went down and came back).
 
+``fd_limit`` raises the soft limit on open files to the hard one (the 10,000-line run
+needs one descriptor per line end and more).
+
 ``open_plain_listen`` / ``open_plain_dial`` set up the same pattern without hotline, as the
 floor of an idle line in trio: ``n`` plain TCP connections whose ends each write one
 82-byte record (the size of a padded heartbeat frame) every interval, on a timer task with
@@ -51,6 +54,16 @@ class Scale(Commands):
         if soft != resource.RLIM_INFINITY and soft < needed:
             new = hard if hard == resource.RLIM_INFINITY else min(hard, needed)
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+    async def cmd_fd_limit(self) -> dict[str, int]:
+        """Raise the soft limit on open files to the hard one; return both (-1: unlimited)."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        unlimited = resource.RLIM_INFINITY
+        return {"soft": -1 if soft == unlimited else soft,
+                "hard": -1 if hard == unlimited else hard}
 
     async def cmd_base(self) -> dict[str, int]:
         gc.collect()
