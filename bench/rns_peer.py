@@ -11,9 +11,17 @@ Link (Ed25519 over the packet's hash): Reticulum's delivery receipt, the counter
 hotline's signed receipt. The *client* opens a Link to it and measures
 
 - ``throughput``: ``n`` packets of ``size`` bytes with at most ``window`` of them unproven
-  (as hotline's peer keeps its outbox busy with concurrent senders); the clock runs from the
-  first send to the last proof (``PacketReceipt`` delivered);
+  (as hotline's peer keeps its outbox busy with concurrent senders); packets proven per
+  second, the clock running from the first send to the last proof (``PacketReceipt``
+  delivered); a packet without a proof after 5 s is counted in ``lost``;
 - ``latency``: one packet at a time, send to its proof.
+
+Lost proofs: Reticulum (1.5.7) registers a packet's receipt only after its interface has
+written the packet (``Transport._outbound``'s ``packet_sent``), and drops a proof that matches
+no registered receipt. On an idle loopback Link the peer's proof can come back first: that
+packet then never counts as proven. It happens most to one-at-a-time sends (``latency``
+loses several percent; such a packet is skipped after 1 s and counted in ``lost``, so the
+median is of the packets Reticulum itself could prove) and rarely under a full window.
 
 Reticulum is threaded: its interfaces and callbacks run in threads of their own, so each
 blocking step here runs in a worker thread and every wait has a timeout. A child never hangs
@@ -135,6 +143,7 @@ class Peer(Commands):
         lock = threading.Lock()
         concluded: set[int] = set()
         counts = {"proven": 0, "lost": 0}
+        last_proof = [0.0]
         all_done = threading.Event()
 
         def conclude(receipt: Any, proven: bool) -> None:
@@ -144,6 +153,8 @@ class Peer(Commands):
                     return
                 concluded.add(id(receipt))
                 counts["proven" if proven else "lost"] += 1
+                if proven:
+                    last_proof[0] = time.perf_counter()
                 if counts["proven"] + counts["lost"] == n:
                     all_done.set()
             free.release()
@@ -168,11 +179,12 @@ class Peer(Commands):
         if not all_done.wait(max(0.0, deadline - time.monotonic())):
             raise TimeoutError(f"throughput: {n - counts['proven']} packets unproven "
                                f"after {timeout} s")
-        elapsed = time.perf_counter() - t0
+        # Up to the last proof: a lost packet's wait for its timeout is not Reticulum's pace.
+        elapsed = last_proof[0] - t0
         return {"rate": counts["proven"] / elapsed, "lost": counts["lost"]}
 
     async def cmd_latency(self, n: int, size: int, warmup: int = 5,
-                          proof_timeout: float = 5.0) -> dict[str, Any]:
+                          proof_timeout: float = 1.0) -> dict[str, Any]:
         return await trio.to_thread.run_sync(self._latency, n, size, warmup, proof_timeout,
                                              abandon_on_cancel=True)
 
@@ -192,9 +204,11 @@ class Peer(Commands):
             receipt.set_timeout(proof_timeout)
             receipt.set_delivery_callback(lambda _r, proven=proven: proven.set())
             if receipt.status != RNS.PacketReceipt.DELIVERED and not proven.wait(proof_timeout):
-                # Lost (see _throughput): a sample that would only measure the timeout.
+                # Lost: a sample that would only measure the timeout. On an idle Link this
+                # is mostly Reticulum's own race (see the module's header), so it is
+                # counted and reported; only a Link that proves nothing fails the command.
                 lost += 1
-                if lost > max(3, n // 10):
+                if lost > max(10, 2 * n):
                     raise TimeoutError(f"latency: {lost} packets without a proof")
                 continue
             elapsed = time.perf_counter() - t0

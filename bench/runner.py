@@ -501,13 +501,15 @@ async def _reticulum(run: Run) -> None:
             lost=result["lost"], **common,
             method="2 processes, 2 Reticulum instances joined by one loopback TCP interface; "
                    "packets on a Link to a PROVE_ALL destination, at most `window` unproven; "
-                   "clock from the first send to the last proof; a packet whose proof does "
-                   "not come within 5 s counts as lost, not as proven")
+                   "packets proven / time from the first send to the last proof; a packet "
+                   "whose proof does not come within 5 s counts in `lost`, not as proven")
         result = await client.request("latency", n=plan.peer_latency_n, size=size,
                                       timeout=600)
         run.figures["baseline.rns_proof_ms"] = summarize(
             result["samples"], "ms", scale=1e3, p99=True, lost=result["lost"], **common,
-            method="one packet at a time on the Link, send to its proof")
+            method="one packet at a time on the Link, send to its proof; a packet without "
+                   "a proof within 1 s is counted in `lost`, not sampled (bench/rns_peer.py "
+                   "says why Reticulum loses some on an idle Link)")
     finally:
         for proc in (client, server):
             await proc.aclose(timeout=10)
