@@ -709,8 +709,15 @@ async def section_idle(run: Run) -> None:
         await dial.request("base")
         opened = await listen.request("open_listen", n=n, config=config, timeout=1200)
         dialled = await dial.request("open_dial", n=n, address=opened["address"],
-                                     config=config, timeout=3600)
-        await listen.request("wait_all_up", timeout=600)
+                                     config=config, budget=plan.idle_many_budget,
+                                     timeout=plan.idle_many_budget + 120)
+        if dialled["out_of_budget"]:
+            # Measured anyway: what many lines cost is the question, and the figure says
+            # how many were up.
+            run.say(f"idle: {dialled['up']:,} of {n:,} lines up after "
+                    f"{plan.idle_many_budget:.0f} s of dialling; measuring those open")
+        else:
+            await listen.request("wait_all_up", timeout=600)
         await trio.sleep(min(5.0, plan.scale_window))  # Let the handshakes' garbage settle.
         windows = await _idle_windows(plan, listen, dial)
     finally:
@@ -723,6 +730,8 @@ async def section_idle(run: Run) -> None:
     rows = windows[worst]
     common = {"lines_per_process": n, "heartbeat_interval": plan.scale_heartbeat,
               "window_s": plan.scale_window, "dial_time_s": dialled["opened_in"],
+              "dialled": dialled["opened"], "up_after_dialling": dialled["up"],
+              "dial_budget_s": plan.idle_many_budget,
               "not_up_at_window_end": {k: max(w["not_up"] for w in v)
                                        for k, v in windows.items()},
               "new_sessions_during_windows": {k: sum(w["new_sessions"] for w in v)
@@ -916,8 +925,11 @@ def ratios_and_targets(run: Run) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     target(f"scale: CPU of {n} idle lines vs trio floor", idle_cpu, "<=", 1.2,
            "idle line CPU / plain trio connection's")
     many = plan.idle_many_lines or 10_000
-    target(f"scale: {many:,} idle lines in one process", m("hotline.idle_10k_rss_mib"), "<",
-           1024, "MiB RSS of the worse process", needs="full run")
+    idle_many = f.get("hotline.idle_10k_rss_mib") or {}
+    all_up = idle_many.get("up_after_dialling") == idle_many.get("lines_per_process")
+    target(f"scale: {many:,} idle lines in one process",
+           m("hotline.idle_10k_rss_mib") if all_up else None, "<", 1024,
+           "MiB RSS of the worse process, every line up", needs="full run")
     growth = m("hotline.away_rss_growth_mib")
     bound = plan.away_total * BODY / MIB * 0.25
     target(f"memory flat with {plan.away_total} queued", growth, "<", bound,

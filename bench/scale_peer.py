@@ -102,23 +102,30 @@ class Scale(Commands):
         return result
 
     async def cmd_open_dial(self, n: int, address: list[Any], config: dict[str, Any],
-                            batch: int = 50) -> dict[str, Any]:
+                            batch: int = 50, budget: float | None = None) -> dict[str, Any]:
+        """Dial ``n`` lines, ``batch`` at a time, each batch UP before the next.
+
+        With ``budget`` (seconds), dialling stops when it runs out: the lines opened so far
+        stay open (still dialling if not UP) and the answer says how many there are.
+        """
         self._raise_fd_limit(n + 256)
         line_config = Config(**config)
         me_peer = Identity.from_seed(LISTENER_SEED).public_key
         t0 = time.perf_counter()
-        for start in range(0, n, batch):
-            new = []
-            for index in range(start, min(n, start + batch)):
-                line = await self.nursery.start(self._hold_line, {
-                    "identity": Identity.from_seed(dialer_seed(index)), "peer": me_peer,
-                    "store": MemoryStore(), "connect": tuple(address), "config": line_config,
-                })
-                new.append(line)
-            for line in new:
-                await line.wait_liveness(Liveness.UP)
-            self.lines.extend(new)
-        return {"opened_in": time.perf_counter() - t0}
+        with trio.move_on_after(float("inf") if budget is None else budget) as scope:
+            for start in range(0, n, batch):
+                for index in range(start, min(n, start + batch)):
+                    line = await self.nursery.start(self._hold_line, {
+                        "identity": Identity.from_seed(dialer_seed(index)), "peer": me_peer,
+                        "store": MemoryStore(), "connect": tuple(address),
+                        "config": line_config,
+                    })
+                    self.lines.append(line)
+                for line in self.lines[start:]:
+                    await line.wait_liveness(Liveness.UP)
+        return {"opened_in": time.perf_counter() - t0, "opened": len(self.lines),
+                "up": sum(line.liveness is Liveness.UP for line in self.lines),
+                "out_of_budget": scope.cancelled_caught}
 
     async def _plain_end(self, stream: trio.SocketStream, interval: float) -> None:
         async def reader() -> None:
