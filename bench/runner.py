@@ -284,13 +284,14 @@ async def _sequential(run: Run, name: str) -> None:
     """One task sending one message after another, on the FULL line just measured."""
     plan = run.plan
     rates, api = [], ""
-    for _ in range(plan.hot_repeats):
-        result = await run.procs["A"].request("send_in_turn", name=name, n=plan.hot_n,
+    # Fewer messages than the concurrent run: with send() each waits for its own commit.
+    for _ in range(plan.sequential_repeats):
+        result = await run.procs["A"].request("send_in_turn", name=name, n=plan.sequential_n,
                                               size=BODY, timeout=600)
         rates.append(result["rate"])
         api = result["api"]
     run.figures["hotline.sequential_full"] = summarize(
-        rates, "msg/s", messages=plan.hot_n, size=BODY, api=api,
+        rates, "msg/s", messages=plan.sequential_n, size=BODY, api=api,
         method="one task, one message after another (Line.queue where the Line has it, "
                "else await Line.send); clock from the first call to the delivered receipt "
                "covering the last message")

@@ -188,3 +188,37 @@ def test_the_run_is_described(quick: tuple[dict, str]) -> None:
     assert away["send_wait_false_raises"] is True
     assert away["value"] == away["outbox_limit"]
     assert away["delivered_in_the_end"] == away["attempted"]
+
+
+class _Sent:
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+
+
+class _SendOnlyLine:
+    """The calls ``send_in_turn`` may make on a Line, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def send(self, body: bytes) -> _Sent:
+        self.calls.append("send")
+        return _Sent(len(self.calls))
+
+
+class _PipelinedLine(_SendOnlyLine):
+    def queue(self, body: bytes) -> _Sent:
+        self.calls.append("queue")
+        return _Sent(len(self.calls))
+
+
+@pytest.mark.parametrize(("line_class", "call"), [(_SendOnlyLine, "send"),
+                                                  (_PipelinedLine, "queue")])
+async def test_the_sequential_producer_queues_where_the_line_can(line_class: type, call: str
+                                                                 ) -> None:
+    from bench.hotline_peer import send_in_turn
+
+    line = line_class()
+    last = await send_in_turn(line, b"x", 5)
+    assert line.calls == [call] * 5
+    assert last.seq == 5
