@@ -50,6 +50,7 @@ class Plan:
     peer_n: int
     peer_repeats: int
     peer_latency_n: int
+    peer_timeout: float
     cli_lines: int
     cli_repeats: int
     idle_many_lines: int
@@ -72,7 +73,8 @@ FULL = Plan(
     sweep_wire_bytes=32 << 20, sweep_hot_bytes=8 << 20, sweep_min_n=100,
     sweep_latency_n=100, sweep_rtt_n=300,
     sequential_n=2000, sequential_repeats=3,
-    peer_n=5000, peer_repeats=3, peer_latency_n=300, cli_lines=5000, cli_repeats=3,
+    peer_n=5000, peer_repeats=3, peer_latency_n=300, peer_timeout=120.0,
+    cli_lines=5000, cli_repeats=3,
     idle_many_lines=10_000, idle_many_budget=300.0,
 )
 
@@ -89,7 +91,8 @@ QUICK = Plan(
     sweep_wire_bytes=1 << 20, sweep_hot_bytes=256 << 10, sweep_min_n=50,
     sweep_latency_n=10, sweep_rtt_n=30,
     sequential_n=300, sequential_repeats=1,
-    peer_n=300, peer_repeats=1, peer_latency_n=20, cli_lines=300, cli_repeats=1,
+    peer_n=300, peer_repeats=1, peer_latency_n=20, peer_timeout=20.0,
+    cli_lines=300, cli_repeats=1,
     idle_many_lines=0, idle_many_budget=0.0,
 )
 

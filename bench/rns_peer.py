@@ -71,6 +71,7 @@ class Peer(Commands):
     def __init__(self, role: str) -> None:
         self.role = role
         self.link: Any = None
+        self.destination: Any = None  # The server's, kept alive with its callbacks.
         self.established = threading.Event()
 
     async def cmd_start(self, config_dir: str, port: int, destination: str = "",
@@ -127,10 +128,12 @@ class Peer(Commands):
         self.established.set()
 
     async def cmd_throughput(self, n: int, size: int, window: int, repeats: int,
-                             proof_timeout: float = 5.0, timeout: float = 120.0
+                             proof_timeout: float = 5.0, deadline: float = 110.0
                              ) -> dict[str, Any]:
+        """``deadline``: seconds a repeat may take before it fails (the parent's own
+        timeout on the command is the other guard)."""
         results = [await trio.to_thread.run_sync(
-            self._throughput, n, size, window, proof_timeout, timeout, abandon_on_cancel=True)
+            self._throughput, n, size, window, proof_timeout, deadline, abandon_on_cancel=True)
             for _ in range(repeats)]
         return {"rates": [r["rate"] for r in results], "lost": sum(r["lost"] for r in results)}
 

@@ -483,19 +483,24 @@ async def _reticulum(run: Run) -> None:
     server = await Proc.start(run.nursery, "rns-server", "bench.rns_peer", ["server"], run.logs)
     client = await Proc.start(run.nursery, "rns-client", "bench.rns_peer", ["client"], run.logs)
     try:
+        # Reticulum is another project's threaded stack: every step has a deadline, in the
+        # child (`timeout=` of a command) and here, so a stalled Link cannot hang the run.
+        limit = plan.peer_timeout
         started = await server.request("start", config_dir=str(run.tmp / "rns-server"),
-                                        port=port, timeout=60)
+                                        port=port, timeout=limit)
         link = await client.request(
             "start", config_dir=str(run.tmp / "rns-client"), port=port,
-            destination=started["destination"], public_key=started["public_key"], timeout=60)
+            destination=started["destination"], public_key=started["public_key"],
+            timeout=limit)
         # Over TCP, Reticulum's Link MTU discovery gives a data unit well over 1 KiB; should
         # it not, the packet is as large as the Link carries, and the figure says so.
         size = min(BODY, link["mdu"])
         await client.request("throughput", n=min(200, plan.peer_n), size=size,
-                             window=plan.concurrency, repeats=1, timeout=300)  # Warm-up.
+                             window=plan.concurrency, repeats=1, deadline=limit * 0.9,
+                             timeout=limit)  # Warm-up.
         result = await client.request("throughput", n=plan.peer_n, size=size,
                                       window=plan.concurrency, repeats=plan.peer_repeats,
-                                      timeout=600)
+                                      deadline=limit * 0.9, timeout=limit * plan.peer_repeats)
         common = {"size": size, "link_mdu": link["mdu"], "link_mtu": link["mtu"]}
         run.figures["baseline.rns_throughput"] = summarize(
             result["rates"], "packets/s", packets=plan.peer_n, window=plan.concurrency,
@@ -505,7 +510,7 @@ async def _reticulum(run: Run) -> None:
                    "packets proven / time from the first send to the last proof; a packet "
                    "whose proof does not come within 5 s counts in `lost`, not as proven")
         result = await client.request("latency", n=plan.peer_latency_n, size=size,
-                                      timeout=600)
+                                      timeout=limit)
         run.figures["baseline.rns_proof_ms"] = summarize(
             result["samples"], "ms", scale=1e3, p99=True, lost=result["lost"], **common,
             method="one packet at a time on the Link, send to its proof; a packet without "

@@ -133,7 +133,7 @@ class Client(Commands):
                 samples.append(time.perf_counter() - t0)
         return {"samples": samples}
 
-    async def cmd_close(self) -> None:
+    def close(self) -> None:
         self.dealer.close(linger=0)
         self.context.term()
 
@@ -147,7 +147,11 @@ def main() -> None:
     if args.role == "server":
         run_child(Server().run)
     else:
-        run_child(serve, Client(args.endpoint, args.server_key))
+        client = Client(args.endpoint, args.server_key)
+        try:
+            run_child(serve, client)
+        finally:
+            client.close()
 
 
 if __name__ == "__main__":
