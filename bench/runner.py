@@ -469,7 +469,7 @@ async def section_peers(run: Run) -> None:
             # Another project's software failing (Reticulum does not resend a lost packet)
             # is not hotline's benchmark failing: say so, keep the traceback, go on.
             run.peer_failures.append({"section": f"peers ({package})",
-                                         "error": traceback.format_exc()})
+                                      "error": traceback.format_exc()})
             last = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             run.skip(f"{title} baseline: {package} failed in this run: {last}", figures)
             for name in figures:
@@ -747,7 +747,8 @@ async def section_idle(run: Run) -> None:
         per_line_kib=statistics.median((w["rss"] - w["base"]["rss"]) / w["lines"] / 1024
                                        for w in rows),
         other={k: statistics.median(v) for k, v in rss_total.items()},
-        method="whole-process RSS with every line up, the worse of the two processes "
+        method="whole-process RSS with the lines dialled (every one, unless the dialling "
+               "budget ran out: see up_after_dialling), the worse of the two processes "
                "(listener: 1 identity, n lines on one port; dialler: n identities)", **common)
     run.figures["hotline.idle_10k_cpu_percent_one_core"] = summarize(
         cpu[worst_cpu], "% of one core", process=worst_cpu,
@@ -1163,8 +1164,9 @@ async def run_all(args: argparse.Namespace, plan: Plan, tmp: Path) -> Run:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=(
-        "hotline's benchmark: ceilings, baselines (TLS 1.3, Noise IK) and hotline, measured "
-        "in the same run. Prints a table and writes the figures as JSON."))
+        "hotline's benchmark: ceilings, baselines (TLS 1.3, Noise IK; Reticulum and ZeroMQ "
+        "CURVE when installed) and hotline, measured in the same run. Prints a table and "
+        "writes the figures as JSON."))
     parser.add_argument("--quick", action="store_true",
                         help="small counts, finishes in under a minute: proves the benchmark "
                              "works, measures nothing worth quoting")
