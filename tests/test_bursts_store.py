@@ -28,6 +28,7 @@ from hotline import (
     check_message_proof,
     line_id,
     message_proof,
+    open_history,
     open_line,
     verify_store,
     verify_transcript,
@@ -212,3 +213,23 @@ async def test_every_commit_of_our_messages_ends_with_a_signed_one() -> None:
     assert sum(len(commit) for commit in spy.sent_signatures) == 300
     assert all(commit[-1] for commit in spy.sent_signatures)
     assert any(not all(commit) for commit in spy.sent_signatures), "no burst formed"
+
+
+def test_a_history_shows_bursts_in_order_and_refuses_an_uncovered_tail(stores: Path) -> None:
+    for name, direction in (("alice.db", Direction.OUT), ("bob.db", Direction.IN)):
+        with open_history(stores / name) as history:
+            shown = [m for m in history.messages() if m.direction is direction]
+        assert [m.seq for m in shown] == list(range(1, 201))
+        assert {m.body for m in shown} == {b"message %d" % index for index in range(200)}
+    # The same records with the last signature taken away: the run it closed is not shown.
+    records = entries(stores / "alice.db")
+    last = max(i for i, e in enumerate(records)
+               if e.kind == "message" and e.direction is Direction.OUT)
+    store = MemoryStore()
+    store.load(ALICE.public_key, BOB.public_key)
+    cut = [*records[:last], dataclasses.replace(records[last], signature=b"")]
+    store.transcript = lambda: iter(cut)  # type: ignore[method-assign]
+    with open_history(store) as history, pytest.raises(
+        TranscriptError, match=r"\(out message \d+\): no signed message after it covers it"
+    ):
+        list(history)
