@@ -70,6 +70,7 @@ _LAZY = {
     "Store": "store",
     "TranscriptEntry": "store",
     "SQLiteStore": "store",
+    "AckOverdue": "driver",
     "DialFailed": "driver",
     "Line": "driver",
     "Message": "driver",
@@ -79,6 +80,11 @@ _LAZY = {
     "open_line": "driver",
     "Listener": "driver",
     "open_listener": "driver",
+    "EvidenceError": "_errors",
+    "EvidenceReport": "_evidence",
+    "MessageEvidence": "_evidence",
+    "check_evidence": "_evidence",
+    "export_evidence": "_evidence",
     "VerifyReport": "_verify",
     "verify_store": "_verify",
     "verify_transcript": "_verify",
@@ -114,6 +120,7 @@ if TYPE_CHECKING:
         AuthenticationError,
         ConnectionBrokenError,
         ConnectionClosedError,
+        EvidenceError,
         HotlineError,
         KeyFileError,
         LineBroken,
@@ -129,6 +136,12 @@ if TYPE_CHECKING:
         StoreVersionError,
         TranscriptError,
     )
+    from ._evidence import (
+        EvidenceReport,
+        MessageEvidence,
+        check_evidence,
+        export_evidence,
+    )
     from ._keys import (
         Identity,
         PublicKey,
@@ -140,6 +153,7 @@ if TYPE_CHECKING:
         verify_transcript,
     )
     from .driver import (
+        AckOverdue,
         DialFailed,
         Line,
         Listener,
@@ -190,6 +204,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GENESIS_HEAD",
+    "AckOverdue",
+    "EvidenceError",
+    "EvidenceReport",
+    "MessageEvidence",
+    "check_evidence",
+    "export_evidence",
     "Batch",
     "Direction",
     "Line",

@@ -124,7 +124,7 @@ async def _run(
 ) -> int:
     import trio
 
-    from ..driver import DialFailed, Line, PeerState, open_line
+    from ..driver import AckOverdue, DialFailed, Line, PeerState, open_line
     from ..protocol import ReceiptKind, ReceiptReceived, RoundTrip
 
     done = trio.Event()  # --until-delivered: all is delivered
@@ -177,7 +177,7 @@ async def _run(
     async def send(line: Line, body: bytes) -> None:
         nonlocal unsent
         try:
-            outgoing = await line.send(body)
+            outgoing = await line.send(body, ack_within=args.ack_within)
         except HotlineError as exc:
             unsent += 1
             await out.emit("error", f"!! not sent: {exc}", message=str(exc))
@@ -206,6 +206,11 @@ async def _run(
                     done.set()
             elif isinstance(event, RoundTrip):
                 logger.debug("rtt %.3f ms", event.rtt * 1000)
+            elif isinstance(event, AckOverdue):
+                held = "held by the peer" if event.delivered else "not yet held by the peer"
+                await out.emit("overdue", f"!! #{event.seq} not acknowledged within "
+                               f"{event.ack_within:g} s ({held})", seq=event.seq,
+                               ack_within=event.ack_within, delivered=event.delivered)
             elif isinstance(event, DialFailed):
                 await out.emit("dial", f"!! cannot reach {event.address or 'the peer'} "
                          f"(attempt {event.attempt}, next in {event.next_retry_in:.1f} s): "

@@ -1,0 +1,290 @@
+"""Evidence for disputes: export from a real store, check with the two keys, refuse any edit.
+
+The stores are real: two lines talk over loopback TCP with SQLite stores and fixed clocks
+(each side's signed timestamps advance by exactly one second per reading), so the times the
+checker reports are known to the nanosecond. Alice sends three notices, bob holds and
+acknowledges them; bob sends one reply, alice acknowledges it; then bob goes away and alice
+sends a fourth notice that no receipt ever covers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from hotline import (
+    Config,
+    EvidenceError,
+    Identity,
+    LocalProtocolError,
+    SQLiteStore,
+    TranscriptError,
+    check_evidence,
+    export_evidence,
+    open_line,
+)
+from hotline.cli._run import STORE_NAME
+
+ALICE_EPOCH = 1_800_000_000_000_000_000
+BOB_EPOCH = 1_800_000_000_500_000_000
+SECOND = 1_000_000_000
+
+
+def _clock(start: int) -> Callable[[], int]:
+    ticks = itertools.count()
+    return lambda: start + next(ticks) * SECOND
+
+
+@dataclass(frozen=True)
+class World:
+    alice: Identity
+    bob: Identity
+    folder: Path
+
+    def store(self, who: str) -> Path:
+        return self.folder / who / STORE_NAME
+
+    def open(self, who: str) -> SQLiteStore:
+        return SQLiteStore.open_existing(self.store(who))
+
+
+async def _talk(world: World) -> None:
+    config = Config(reconnect_initial=0.05, reconnect_max=0.2)
+    alice, bob = world.alice, world.bob
+    with trio.fail_after(30):
+        async with open_line(alice, bob.public_key, store=world.store("alice"),
+                             listen=("127.0.0.1", 0), config=config, auto_ack=False,
+                             clock=_clock(ALICE_EPOCH)) as line_a:
+            port = line_a.listen_addresses[0][1]
+            async with open_line(bob, alice.public_key, store=world.store("bob"),
+                                 connect=("127.0.0.1", port), config=config, auto_ack=False,
+                                 clock=_clock(BOB_EPOCH)) as line_b:
+                first = await line_a.send(b"notice one")
+                message = await line_b.receive()
+                await first.delivered()
+                message.ack()
+                await first.acknowledged()
+                await line_a.send(b"notice two")
+                third = await line_a.send(b"notice three")
+                await line_b.receive()
+                message = await line_b.receive()
+                await third.delivered()
+                message.ack()
+                await third.acknowledged()
+                reply = await line_b.send(b"copied")
+                message = await line_a.receive()
+                await reply.delivered()
+                message.ack()
+                await reply.acknowledged()
+            await line_a.send(b"notice four, never received")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    folder = tmp_path_factory.mktemp("evidence")
+    made = World(Identity.generate("alice"), Identity.generate("bob"), folder)
+    for who in ("alice", "bob"):
+        (folder / who).mkdir()
+    trio.run(_talk, made)
+    return made
+
+
+def _export(world: World, who: str, first: int, last: int | None = None,
+            *, received: bool = False) -> bytes:
+    store = world.open(who)
+    try:
+        return export_evidence(store, first, last, received=received)
+    finally:
+        store.close()
+
+
+def _keys(world: World) -> list:  # type: ignore[type-arg]
+    return [world.alice.public_key, world.bob.public_key]
+
+
+# --- valid evidence, both directions ----------------------------------------------------
+
+
+def test_a_sent_message_checks_with_the_two_keys_in_either_order(world: World) -> None:
+    document = _export(world, "alice", 1)
+    for keys in (_keys(world), _keys(world)[::-1]):
+        report = check_evidence(document, keys)
+        assert report.sender == world.alice.public_key
+        assert report.receiver == world.bob.public_key
+        [message] = report.messages
+        assert (message.seq, message.body, message.sent_at) == (1, b"notice one", ALICE_EPOCH)
+        assert report.delivered is not None
+        assert report.acknowledged is not None
+        assert (report.delivered.upto, report.acknowledged.upto) == (1, 1)
+        # Bob's clock: its first reading dated its call (the handshake), the next two the
+        # delivered and the acknowledged receipt.
+        assert message.delivered_at == BOB_EPOCH + SECOND
+        assert message.acknowledged_at == BOB_EPOCH + 2 * SECOND
+
+
+def test_the_same_message_exported_by_its_receiver_is_the_same_evidence(world: World) -> None:
+    assert _export(world, "bob", 1, received=True) == _export(world, "alice", 1)
+
+
+def test_a_received_message_checks_valid(world: World) -> None:
+    document = _export(world, "alice", 1, received=True)
+    report = check_evidence(document, _keys(world))
+    assert report.sender == world.bob.public_key
+    assert [m.body for m in report.messages] == [b"copied"]
+    assert report.acknowledged is not None
+    assert report.acknowledged.upto == 1
+
+
+def test_a_range_carries_the_chain_to_the_receipts(world: World) -> None:
+    document = _export(world, "alice", 2, 3)
+    report = check_evidence(document, _keys(world))
+    assert [m.seq for m in report.messages] == [2, 3]
+    parsed = json.loads(document)
+    assert len(parsed["messages"]) == 2
+    assert parsed["after"] == []
+    # Message 2 alone: bob's first receipts past it cover up to 3, so 3 comes along in after.
+    single = json.loads(_export(world, "alice", 2))
+    assert len(single["messages"]) == 1
+    assert len(single["after"]) == 1
+
+
+def test_a_message_without_receipts_says_so(world: World) -> None:
+    document = _export(world, "alice", 4)
+    report = check_evidence(document, _keys(world))
+    assert report.delivered is None
+    assert report.acknowledged is None
+    assert report.messages[0].delivered_at is None
+    assert any("missing receipt proves nothing" in limit for limit in report.limits)
+
+
+# --- the wrong keys -------------------------------------------------------------------
+
+
+def test_a_third_key_is_refused(world: World) -> None:
+    document = _export(world, "alice", 1)
+    stranger = Identity.generate().public_key
+    for keys in ([world.alice.public_key, stranger], [stranger, world.bob.public_key]):
+        with pytest.raises(EvidenceError, match="not one of the trusted keys"):
+            check_evidence(document, keys)
+
+
+def test_one_key_is_not_enough(world: World) -> None:
+    document = _export(world, "alice", 1)
+    with pytest.raises(LocalProtocolError, match="two different trusted keys"):
+        check_evidence(document, [world.alice.public_key])
+    with pytest.raises(LocalProtocolError, match="two different trusted keys"):
+        check_evidence(document, [world.alice.public_key, world.alice.public_key])
+
+
+def test_swapped_sender_and_receiver_are_refused(world: World) -> None:
+    parsed = json.loads(_export(world, "alice", 1))
+    parsed["sender"], parsed["receiver"] = parsed["receiver"], parsed["sender"]
+    swapped = (json.dumps(parsed, indent=1, sort_keys=True) + "\n").encode()
+    with pytest.raises(EvidenceError, match="not a message envelope of the sender"):
+        check_evidence(swapped, _keys(world))
+
+
+# --- every byte matters ---------------------------------------------------------------
+
+
+def test_every_single_byte_change_is_refused(world: World) -> None:
+    """At every position of the document: each of the 8 one-bit flips, and every other hex
+    digit (the changes that keep the JSON well formed, which reach the signature checks).
+    All 255 values at every position take a minute and a half, no more informative."""
+    document = _export(world, "alice", 1)
+    keys = _keys(world)
+    check_evidence(document, keys)
+    accepted = []
+    for position in range(len(document)):
+        values = {document[position] ^ (1 << bit) for bit in range(8)} | set(b"0123456789abcdef")
+        for value in sorted(values):
+            if value == document[position]:
+                continue
+            changed = document[:position] + bytes([value]) + document[position + 1 :]
+            try:
+                check_evidence(changed, keys)
+            except EvidenceError:
+                continue
+            accepted.append((position, value))
+    assert accepted == []
+
+
+def test_duplicate_and_unknown_fields_are_refused(world: World) -> None:
+    document = _export(world, "alice", 1)
+    duplicated = document.replace(b'"format": ', b'"format": "x",\n "format": ', 1)
+    with pytest.raises(EvidenceError, match="appears twice"):
+        check_evidence(duplicated, _keys(world))
+    parsed = json.loads(document)
+    parsed["note"] = "trust me"
+    extra = (json.dumps(parsed, indent=1, sort_keys=True) + "\n").encode()
+    with pytest.raises(EvidenceError, match="unknown fields"):
+        check_evidence(extra, _keys(world))
+
+
+def test_a_receipt_moved_to_another_message_is_refused(world: World) -> None:
+    # Bob's receipts for message 1 put on the evidence for message 2.
+    for_one = json.loads(_export(world, "alice", 1))
+    for_two = json.loads(_export(world, "alice", 2))
+    for_two["receipts"] = for_one["receipts"]
+    forged = (json.dumps(for_two, indent=1, sort_keys=True) + "\n").encode()
+    with pytest.raises(EvidenceError, match="covers up to message 1, not message 2"):
+        check_evidence(forged, _keys(world))
+
+
+def test_a_chain_longer_than_needed_is_refused(world: World) -> None:
+    # Evidence for message 3 with message 4 tacked on: nothing needs it.
+    for_three = json.loads(_export(world, "alice", 3))
+    for_three["after"] = json.loads(_export(world, "alice", 4))["messages"]
+    padded = (json.dumps(for_three, indent=1, sort_keys=True) + "\n").encode()
+    with pytest.raises(EvidenceError, match="nothing needs more than message 3"):
+        check_evidence(padded, _keys(world))
+
+
+# --- deadlines, judged against the signed clocks ---------------------------------------
+
+
+def test_a_deadline_is_met_or_missed_by_the_signed_clocks(world: World) -> None:
+    document = _export(world, "alice", 1)
+    # Sent at ALICE_EPOCH, acknowledged at BOB_EPOCH + 2 s: 2.5 s later.
+    assert check_evidence(document, _keys(world), ack_within=2.5).messages[0].deadline_met
+    assert check_evidence(document, _keys(world), ack_within=2.49).messages[0].deadline_met \
+        is False
+    assert check_evidence(document, _keys(world)).messages[0].deadline_met is None
+    unreceipted = _export(world, "alice", 4)
+    assert check_evidence(unreceipted, _keys(world), ack_within=60).messages[0].deadline_met \
+        is None
+
+
+# --- what is not exported ----------------------------------------------------------------
+
+
+def test_no_evidence_from_a_store_verify_rejects(world: World, tmp_path: Path) -> None:
+    broken = tmp_path / STORE_NAME
+    shutil.copy(world.store("alice"), broken)
+    with sqlite3.connect(broken) as db:
+        # One byte of the first recorded signature, as a disk error would change it.
+        (ord_, signature) = db.execute(
+            "SELECT ord, signature FROM transcript ORDER BY ord LIMIT 1").fetchone()
+        flipped = bytes([signature[0] ^ 1]) + signature[1:]
+        db.execute("UPDATE transcript SET signature = ? WHERE ord = ?", (flipped, ord_))
+    store = SQLiteStore.open_existing(broken)
+    try:
+        with pytest.raises(TranscriptError, match="signature does not verify"):
+            export_evidence(store, 1)
+    finally:
+        store.close()
+
+
+def test_a_message_that_was_never_sent_has_no_evidence(world: World) -> None:
+    with pytest.raises(LocalProtocolError, match="never sent here"):
+        _export(world, "alice", 5)
+    with pytest.raises(LocalProtocolError, match="never received here"):
+        _export(world, "alice", 2, received=True)
