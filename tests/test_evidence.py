@@ -9,16 +9,21 @@ sends a fourth notice that no receipt ever covers.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
+import math
 import shutil
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from hotline import (
     Config,
@@ -288,3 +293,149 @@ def test_a_message_that_was_never_sent_has_no_evidence(world: World) -> None:
         _export(world, "alice", 5)
     with pytest.raises(LocalProtocolError, match="never received here"):
         _export(world, "alice", 2, received=True)
+
+
+# --- acknowledgement deadlines on a live line (virtual time) ---------------------------
+
+
+async def test_overdue_is_reported_once_at_the_deadline_and_not_after_an_ack(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Over in-memory streams under the autojump clock, so the instants are exact: message 1
+    is acknowledged in time, message 2 is held but never acknowledged, message 3 has no
+    deadline."""
+    from hotline import AckOverdue, MemoryStore
+    from hotline.driver import Line
+
+    a, b = Identity.from_seed(bytes([0xA1]) * 32), Identity.from_seed(bytes([0xB2]) * 32)
+    seen: list[tuple[float, AckOverdue]] = []
+
+    async def watch(line: Line) -> None:
+        async for event in line.watch():
+            if isinstance(event, AckOverdue):
+                seen.append((trio.current_time(), event))  # noqa: PERF401 -- the time of each
+
+    async with trio.open_nursery() as nursery:
+        async with open_line(a, b.public_key, store=MemoryStore()) as line_a, \
+                open_line(b, a.public_key, store=MemoryStore(), auto_ack=False) as line_b:
+            end_a, end_b = trio.testing.memory_stream_pair()
+            nursery.start_soon(functools.partial(line_a.run_stream, end_a, initiator=True))
+            nursery.start_soon(functools.partial(line_b.run_stream, end_b, initiator=False))
+            nursery.start_soon(watch, line_a)
+            await trio.sleep(1)
+            start = trio.current_time()
+            first = await line_a.send(b"one", ack_within=5)
+            (await line_b.receive()).ack()
+            await first.acknowledged()
+            await trio.sleep_until(start + 10)
+            assert seen == []
+            second_sent = trio.current_time()
+            second = await line_a.send(b"two", ack_within=3)
+            await line_b.receive()  # Held, never acknowledged.
+            await second.delivered()
+            await line_a.send(b"three")
+            await trio.sleep_until(second_sent + 100)
+        nursery.cancel_scope.cancel()
+    assert [event for _, event in seen] == [AckOverdue(seq=2, ack_within=3, delivered=True)]
+    assert seen[0][0] == second_sent + 3
+
+
+async def test_ack_within_must_be_a_finite_number_of_seconds() -> None:
+    from hotline import MemoryStore
+
+    a, b = Identity.generate(), Identity.generate()
+    async with open_line(a, b.public_key, store=MemoryStore()) as line:
+        for bad in (-1.0, math.inf, math.nan):
+            with pytest.raises(LocalProtocolError, match="ack_within"):
+                await line.send(b"x", ack_within=bad)
+        assert line.state.sent_seq == 0
+
+
+# --- the command line, as real processes ----------------------------------------------
+
+
+def _hotline(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hotline", *map(str, args)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def pubs(world: World, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("keys")
+    keys = {"alice": world.alice.public_key, "bob": world.bob.public_key,
+            "stranger": Identity.generate().public_key}
+    paths = {}
+    for name, key in keys.items():
+        paths[name] = folder / f"{name}.pub"
+        key.save(paths[name])
+    return paths
+
+
+def test_cli_exports_and_checks_in_both_directions(
+    world: World, pubs: dict[str, Path], tmp_path: Path
+) -> None:
+    for args, body in ((("1",), "notice one"), (("1", "--received"), "copied")):
+        exported = _hotline("evidence", world.folder / "alice", *args)
+        assert exported.returncode == 0, exported.stderr
+        evidence = tmp_path / "evidence.json"
+        evidence.write_text(exported.stdout)
+        checked = _hotline("check-evidence", evidence, "--key", pubs["bob"],
+                           "--key", pubs["alice"], "--ack-within", "60")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert checked.stdout.startswith("VALID")
+        assert f'"{body}"' in checked.stdout
+        assert "deadline of 60 s to acknowledge: met" in checked.stdout
+        assert "what this evidence cannot prove" in checked.stdout
+        as_json = _hotline("check-evidence", evidence, "--key", pubs["alice"],
+                           "--key", pubs["bob"], "--json")
+        report = json.loads(as_json.stdout)
+        assert as_json.returncode == 0
+        assert report["valid"] is True
+        assert report["messages"][0]["body"] == body
+
+
+def test_cli_refuses_wrong_or_missing_keys(
+    world: World, pubs: dict[str, Path], tmp_path: Path
+) -> None:
+    evidence = tmp_path / "evidence.json"
+    evidence.write_bytes(_export(world, "alice", 1))
+    stranger = _hotline("check-evidence", evidence, "--key", pubs["alice"],
+                        "--key", pubs["stranger"])
+    assert stranger.returncode == 1
+    assert "INVALID" in stranger.stdout
+    assert "not one of the trusted keys" in stranger.stdout
+    as_json = _hotline("check-evidence", evidence, "--key", pubs["alice"],
+                       "--key", pubs["stranger"], "--json")
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["valid"] is False
+    missing = _hotline("check-evidence", evidence, "--key", pubs["alice"])
+    assert missing.returncode == 1
+    assert "give the two keys you trust" in missing.stderr
+
+
+def test_cli_says_plainly_that_no_receipt_covers_it(
+    world: World, pubs: dict[str, Path], tmp_path: Path
+) -> None:
+    exported = _hotline("evidence", world.folder / "alice", "4")
+    assert exported.returncode == 0, exported.stderr
+    evidence = tmp_path / "evidence.json"
+    evidence.write_text(exported.stdout)
+    checked = _hotline("check-evidence", evidence, "--key", pubs["alice"],
+                       "--key", pubs["bob"])
+    assert checked.returncode == 0
+    assert "no receipt covers it" in checked.stdout
+
+
+def test_cli_exports_nothing_from_a_store_verify_rejects(world: World, tmp_path: Path) -> None:
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    shutil.copy(world.store("alice"), folder / STORE_NAME)
+    with sqlite3.connect(folder / STORE_NAME) as db:
+        db.execute("UPDATE state SET sent_seq = sent_seq + 1")
+    assert _hotline("verify", folder).returncode == 1
+    exported = _hotline("evidence", folder, "1")
+    assert exported.returncode == 1
+    assert exported.stdout == ""
+    assert "inconsistent store" in exported.stderr
