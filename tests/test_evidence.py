@@ -313,7 +313,7 @@ async def test_overdue_is_reported_once_at_the_deadline_and_not_after_an_ack(
     async def watch(line: Line) -> None:
         async for event in line.watch():
             if isinstance(event, AckOverdue):
-                seen.append((trio.current_time(), event))  # noqa: PERF401 -- the time of each
+                seen.append((trio.current_time(), event))  # noqa: PERF401 (each as it happens)
 
     async with trio.open_nursery() as nursery:
         async with open_line(a, b.public_key, store=MemoryStore()) as line_a, \
