@@ -139,6 +139,8 @@ class EvidenceReport:
                     "sent_at_ns": m.sent_at,
                     "delivered_at_ns": m.delivered_at,
                     "acknowledged_at_ns": m.acknowledged_at,
+                    "held_after_ns": _delay(m.sent_at, m.delivered_at),
+                    "acknowledged_after_ns": _delay(m.sent_at, m.acknowledged_at),
                     "deadline_met": m.deadline_met,
                 }
                 for m in self.messages
@@ -147,6 +149,10 @@ class EvidenceReport:
             "acknowledged_upto": None if self.acknowledged is None else self.acknowledged.upto,
             "cannot_prove": list(self.limits),
         }
+
+
+def _delay(start: int, end: int | None) -> int | None:
+    return None if end is None else end - start
 
 
 # --- the document's canonical form ----------------------------------------------------
@@ -251,8 +257,11 @@ class _Chain:
 
 
 def _decode_chain(
-    entries: list[Any], where: str, sender: PublicKey, lid: bytes, start: int, prev: bytes | None
+    entries: list[Any], where: str, sender: PublicKey, lid: bytes, start: int | None,
+    prev: bytes | None,
 ) -> _Chain:
+    """Decode ``entries`` as the sender's envelopes ``start, start + 1, ...`` (from whatever
+    the first says, if ``start`` is None), the first naming ``prev`` (unless None)."""
     chain = _Chain([], [])
     for index, entry in enumerate(entries):
         at = f"{where}[{index}]"
@@ -270,6 +279,8 @@ def _decode_chain(
             raise EvidenceError(
                 f"{at}: not a message envelope of the sender on this line: {exc}"
             ) from None
+        if start is None:
+            start = message.seq
         expected_seq = start + index
         if message.seq != expected_seq:
             raise EvidenceError(f"{at}: message {message.seq} where {expected_seq} belongs")
@@ -328,9 +339,8 @@ def check_evidence(
     listed = _list(parsed["messages"], "messages")
     if not listed:
         raise EvidenceError("messages is empty")
-    first_fields = _fields(listed[0], {"envelope", "signature"}, "messages[0]")
-    first_seq = _first_seq(first_fields, sender, lid)
-    messages = _decode_chain(listed, "messages", sender, lid, first_seq, None)
+    messages = _decode_chain(listed, "messages", sender, lid, None, None)
+    first_seq = messages.messages[0].seq
     last = messages.messages[-1]
     after = _decode_chain(
         _list(parsed["after"], "after"), "after", sender, lid, last.seq + 1, last.hash
@@ -363,18 +373,6 @@ def check_evidence(
         for m in messages.messages
     )
     return EvidenceReport(sender, receiver, lid, shown, delivered, acknowledged, ack_within)
-
-
-def _first_seq(fields: dict[str, Any], sender: PublicKey, lid: bytes) -> int:
-    envelope = _hex(fields["envelope"], "messages[0].envelope")
-    try:
-        return decode_message(
-            envelope, _NO_SIGNATURE, sender=sender, line_id=lid, max_body_size=_MAX_BODY
-        ).seq
-    except RemoteProtocolError as exc:
-        raise EvidenceError(
-            f"messages[0]: not a message envelope of the sender on this line: {exc}"
-        ) from None
 
 
 def _check_receipts(

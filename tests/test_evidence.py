@@ -14,6 +14,7 @@ import itertools
 import json
 import math
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -439,3 +440,70 @@ def test_cli_exports_nothing_from_a_store_verify_rejects(world: World, tmp_path:
     assert exported.returncode == 1
     assert exported.stdout == ""
     assert "inconsistent store" in exported.stderr
+
+
+def test_cli_run_reports_overdue_as_json(tmp_path: Path) -> None:
+    """``run --ack-within``: a message to a peer that never answers is overdue once."""
+    from test_cli import Node, free_port
+
+    alice, bob = Identity.generate("alice"), Identity.generate("bob")
+    alice.save(tmp_path / "alice")
+    bob.public_key.save(tmp_path / "bob.pub")
+    node = Node("alice", ["run", "--key", tmp_path / "alice", "--peer", tmp_path / "bob.pub",
+                          "--data", tmp_path / "data", "--connect", f"127.0.0.1:{free_port()}",
+                          "--json", "--ack-within", "0.5"], tmp_path)
+    try:
+        node.send("are you there?")
+        event = node.wait_event(event="overdue")
+        assert event == {"event": "overdue", "seq": 1, "ack_within": 0.5, "delivered": False}
+        node.proc.send_signal(signal.SIGTERM)
+        assert node.wait_exit() == 0, node.describe()
+        assert len(node.of("overdue")) == 1
+    finally:
+        node.kill()
+
+
+# --- the worked example of docs/evidence.md ---------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "evidence.md"
+
+
+def _worked_example() -> tuple[bytes, Identity, Identity]:
+    """The example of docs/evidence.md: protocol.md's check values, in a MemoryStore."""
+    from hotline import GENESIS_HEAD, MemoryStore, ReceiptKind, line_id, sign_message, sign_receipt
+    from hotline.store import Batch
+
+    a1 = Identity.from_seed(bytes.fromhex(
+        "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"))
+    a2 = Identity.from_seed(bytes.fromhex(
+        "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb"))
+    lid = line_id(a1.public_key, a2.public_key)
+    store = MemoryStore()
+    store.load(a1.public_key, a2.public_key)
+    message = sign_message(a1, lid, 1, 1_700_000_000_000_000_000, GENESIS_HEAD, b"hello")
+    store.commit(Batch(sent=[message]))
+    store.commit(Batch(peer_receipts=[
+        sign_receipt(a2, lid, ReceiptKind.DELIVERED, 1, message.hash, 1_700_000_000_500_000_000),
+        sign_receipt(a2, lid, ReceiptKind.ACKNOWLEDGED, 1, message.hash,
+                     1_700_000_002_000_000_000),
+    ]))
+    return export_evidence(store, 1), a1, a2
+
+
+def _fenced(text: str, opening: str) -> str:
+    start = text.index(opening) + len(opening)
+    return text[start : text.index("```", start)]
+
+
+def test_the_worked_example_is_what_export_writes_and_check_prints(tmp_path: Path) -> None:
+    document, a1, a2 = _worked_example()
+    text = DOCS.read_text()
+    assert _fenced(text, "```json\n") == document.decode()
+    evidence, pub1, pub2 = tmp_path / "notice-1.json", tmp_path / "a1.pub", tmp_path / "a2.pub"
+    evidence.write_bytes(document)
+    a1.public_key.save(pub1)
+    a2.public_key.save(pub2)
+    checked = _hotline("check-evidence", evidence, "--key", pub1, "--key", pub2,
+                       "--ack-within", "60")
+    assert checked.returncode == 0, checked.stderr
+    assert _fenced(text, "exits with status 0:\n\n```\n") == checked.stdout
