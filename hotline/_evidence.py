@@ -39,6 +39,7 @@ the claim of the clock of the key that signed it, and a missing receipt proves n
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,12 +53,12 @@ from ._errors import (
 )
 from ._keys import PublicKey, line_id
 from .protocol import (
-    DOMAIN_MESSAGE,
     Receipt,
     ReceiptKind,
     SignedMessage,
     decode_message,
     open_receipt,
+    verify_message,
 )
 from .store import Direction, Store
 
@@ -194,7 +195,7 @@ def _parse(data: bytes) -> dict[str, Any]:
     if _canonical(document) != data:
         raise EvidenceError(
             "not in the canonical form (sorted keys, one-space indent, a final newline): "
-            "the document was changed after it was made"
+            "the document was changed after it was written"
         )
     return document
 
@@ -288,8 +289,11 @@ def _decode_chain(
             raise EvidenceError(
                 f"{at}: prev is not the hash of message {expected_seq - 1}: the chain is broken"
             )
-        if signature and not sender.verify(DOMAIN_MESSAGE + envelope, signature):
-            raise EvidenceError(f"{at}: the sender's signature does not verify")
+        if signature:
+            try:
+                verify_message(message, sender)
+            except AuthenticationError:
+                raise EvidenceError(f"{at}: the sender's signature does not verify") from None
         prev = message.hash
         chain.messages.append(message)
         chain.signed.append(bool(signature))
@@ -314,8 +318,8 @@ def check_evidence(
     :class:`~hotline.LocalProtocolError` unless given exactly two different keys.
     """
     trusted = set(_trusted_pair(keys))
-    if ack_within is not None and not ack_within >= 0:
-        raise LocalProtocolError("ack_within is a number of seconds, at least 0")
+    if ack_within is not None and not 0 <= ack_within < math.inf:
+        raise LocalProtocolError("ack_within is a finite number of seconds, at least 0")
     if not isinstance(document, bytes | bytearray | memoryview):
         raise LocalProtocolError("an evidence document is bytes")
     parsed = _fields(

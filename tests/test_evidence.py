@@ -507,3 +507,47 @@ def test_the_worked_example_is_what_export_writes_and_check_prints(tmp_path: Pat
                        "--ack-within", "60")
     assert checked.returncode == 0, checked.stderr
     assert _fenced(text, "exits with status 0:\n\n```\n") == checked.stdout
+
+
+# --- one signature per burst: a message signed for by a later one -----------------------
+
+
+def _canonical(document: dict) -> bytes:  # type: ignore[type-arg]
+    return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
+
+
+def test_an_unsigned_message_is_covered_by_a_later_signed_one(world: World) -> None:
+    """The format of one signature per burst: message 2 without its own signature is
+    covered by message 3's, which chains back to it."""
+    parsed = json.loads(_export(world, "alice", 2))
+    parsed["messages"][0]["signature"] = ""
+    report = check_evidence(_canonical(parsed), _keys(world))
+    assert [m.body for m in report.messages] == [b"notice two"]
+    # Without a signed envelope after it, nothing covers it.
+    alone = json.loads(_export(world, "alice", 4))
+    alone["messages"][0]["signature"] = ""
+    with pytest.raises(EvidenceError, match="no signature covers the messages"):
+        check_evidence(_canonical(alone), _keys(world))
+
+
+def test_an_unsigned_message_must_chain_to_the_signature(world: World) -> None:
+    # Message 2 unsigned, then message 4 where message 3 belongs: the chain breaks.
+    parsed = json.loads(_export(world, "alice", 2))
+    parsed["messages"][0]["signature"] = ""
+    parsed["after"] = json.loads(_export(world, "alice", 4))["messages"]
+    with pytest.raises(EvidenceError, match="message 4 where 3 belongs"):
+        check_evidence(_canonical(parsed), _keys(world))
+    # A body changed in the unsigned message breaks the link to the signed one.
+    changed = json.loads(_export(world, "alice", 2))
+    envelope = changed["messages"][0]["envelope"]
+    changed["messages"][0] = {"signature": "",
+                              "envelope": envelope[:-2] + f"{int(envelope[-2:], 16) ^ 1:02x}"}
+    with pytest.raises(EvidenceError, match="prev is not the hash of message 2"):
+        check_evidence(_canonical(changed), _keys(world))
+
+
+def test_a_deadline_must_be_a_finite_number_of_seconds(world: World) -> None:
+    document = _export(world, "alice", 1)
+    for bad in (-1.0, math.inf, math.nan):
+        with pytest.raises(LocalProtocolError, match="ack_within"):
+            check_evidence(document, _keys(world), ack_within=bad)
