@@ -21,9 +21,10 @@ checker trusts. Every byte of the document must matter, so that no edit goes unn
 JSON is parsed strictly (no duplicate or unknown keys, no floats, no NaN) and must equal its
 own canonical re-serialization byte for byte; hex must be lower case; a key must be exactly
 what :meth:`PublicKey.to_openssh` writes and its fingerprint exactly the one it has. Each
-envelope is decoded by the protocol's own strict decoder (:func:`~hotline.protocol.
-decode_message`, :func:`~hotline.protocol.open_receipt`, which insist on the canonical
-msgpack), every signature present is checked under its domain, the sequence numbers run
+envelope is decoded by the protocol's own strict decoders
+(:func:`~hotline.protocol.decode_message`, :func:`~hotline.protocol.open_receipt`, which
+insist on the canonical msgpack), every signature present is checked under its domain
+(:func:`~hotline.protocol.verify_message`, ``open_receipt``), the sequence numbers run
 without a gap and each ``prev`` is the hash of the envelope before it. The line id in every
 envelope is the one derived from the two keys (:func:`~hotline.line_id`); the sender's key
 signed the messages and the other key the receipts.
@@ -449,13 +450,20 @@ def export_evidence(
     if last > count:
         side = "received" if received else "sent"
         raise LocalProtocolError(f"message {last} was never {side} here: {count} were")
+    # First pass: the receipts, and the signature that covers message `last` (its own today;
+    # a later one of its burst once bursts share one). Second pass: the chain they need.
     receipts: dict[str, tuple[bytes, bytes, int]] = {}
+    cover: int | None = None
     for entry in store.transcript():
-        if entry.direction is receipts_dir and entry.kind != "message" and entry.seq >= last:
+        if entry.kind == "message":
+            if (cover is None and entry.direction is messages_dir and entry.seq >= last
+                    and entry.signature):
+                cover = entry.seq
+        elif entry.direction is receipts_dir and entry.seq >= last:
             receipts.setdefault(entry.kind, (entry.envelope, entry.signature, entry.seq))
-    # Today every message is signed, so message `last` is its own cover; the receipts decide
-    # how much of the chain must follow it.
-    end = max([last, *[seq for _, _, seq in receipts.values()]])
+    if cover is None:
+        raise EvidenceError(f"no signed message at or after message {last} covers it yet")
+    end = max([cover, *[seq for _, _, seq in receipts.values()]])
     chain = [
         {"envelope": entry.envelope.hex(), "signature": entry.signature.hex()}
         for entry in _messages(store.transcript(), messages_dir, first, end)
