@@ -172,7 +172,8 @@ def cmd_check_evidence(args: argparse.Namespace) -> int:
             print(f"  deadline of {report.ack_within:g} s to acknowledge: "
                   f"{verdict[message.deadline_met]}")
     if report.delivered is None and report.acknowledged is None:
-        print("no receipt covers it: this evidence shows the message was sent, nothing more")
+        what = "it" if len(report.messages) == 1 else "them"
+        print(f"no receipt covers {what}: this evidence shows what was sent, nothing more")
     print("what this evidence cannot prove:")
     for limit in report.limits:
         print(f"  - {limit}")
