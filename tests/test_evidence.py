@@ -554,3 +554,21 @@ def test_a_deadline_must_be_a_finite_number_of_seconds(world: World) -> None:
     for bad in (-1.0, math.inf, math.nan):
         with pytest.raises(LocalProtocolError, match="ack_within"):
             check_evidence(document, _keys(world), ack_within=bad)
+
+
+def test_cli_range_and_standard_input(world: World, pubs: dict[str, Path]) -> None:
+    exported = _hotline("evidence", world.folder / "alice", "2..3")
+    assert exported.returncode == 0, exported.stderr
+    checked = subprocess.run(
+        [sys.executable, "-m", "hotline", "check-evidence", "-", "--key", str(pubs["alice"]),
+         "--key", str(pubs["bob"]), "--json"],
+        input=exported.stdout, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert [m["body"] for m in json.loads(checked.stdout)["messages"]] == [
+        "notice two", "notice three"]
+    for bad in ("3..2", "0", "two", "2..", "9"):
+        refused = _hotline("evidence", world.folder / "alice", bad)
+        assert refused.returncode == 1, (bad, refused.stderr)
+        assert refused.stdout == ""
+        assert refused.stderr.startswith("hotline: error: "), refused.stderr
