@@ -30,8 +30,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +39,7 @@ import trio
 from .._errors import HotlineError
 from ._config_file import PeerSpec, valid_peer_name
 from ._output import Output
-from ._run import STORE_NAME, _read_some, _run, _StopRequest
+from ._run import STORE_NAME, NodeLine, PeerOutput, _read_some, _run, _StopRequest
 from ._status import EXIT_INTERRUPTED, EXIT_NOT_SENT, EXIT_OK, CliError
 
 if TYPE_CHECKING:
@@ -55,33 +54,6 @@ PEERS_DIR = "peers"
 _STDIN_CHUNK = 65536
 # The longest "@NAME " prefix: "@", a name of at most 64 characters, and the space.
 _MAX_PREFIX = 66
-
-
-class PeerOutput:
-    """The node's one output, as one line sees it: every event names its peer."""
-
-    def __init__(self, shared: Output, name: str) -> None:
-        self._shared = shared
-        self.name = name
-
-    @property
-    def as_json(self) -> bool:
-        return self._shared.as_json
-
-    async def emit(self, event: str, human: str, **fields: Any) -> bool:
-        return await self._shared.emit(event, f"[{self.name}] {human}", peer=self.name,
-                                       **fields)
-
-
-@dataclass
-class NodeLine:
-    """What one line of a node gets from the node instead of owning it (see the module)."""
-
-    bodies: trio.MemoryReceiveChannel[bytes]
-    out: PeerOutput
-    stop: trio.Event
-    network: dict[str, Any]
-    report_done: Callable[[trio.Event], Awaitable[None]]
 
 
 def check_node_args(args: argparse.Namespace) -> None:

@@ -8,7 +8,7 @@ import importlib.metadata
 from .._errors import HotlineError
 from ._commands import cmd_check_evidence, cmd_demo, cmd_evidence, cmd_log, cmd_verify
 from ._keys import cmd_fingerprint, cmd_keygen
-from ._run import cmd_run
+from ._launch import cmd_run
 
 __all__ = ["build_parser"]
 

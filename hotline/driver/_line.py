@@ -212,16 +212,43 @@ class Line:
         Waits while the outbox is full, or raises :class:`OutboxFull` if ``wait`` is false.
         Once this call has assigned the message its sequence number, the message belongs to
         the line: cancelling the call then does not unsend it (it is stored and delivered).
-        With ``ack_within``, :meth:`watch` reports :class:`~hotline.AckOverdue` if no
-        acknowledged receipt covers the message that many seconds after this call (a local
-        deadline, counted from the call; it is not sent and does not survive a restart).
+        One ``send()`` at a time waits for its own commit: a producer that sends one message
+        after another uses :meth:`queue` instead, to share commits.
+
+        With ``ack_within`` (here and in :meth:`queue` and :meth:`send_nowait`),
+        :meth:`watch` reports :class:`~hotline.AckOverdue` if no acknowledged receipt covers
+        the message that many seconds after this call (a local deadline, counted from the
+        call; it is not sent and does not survive a restart).
         """
-        if ack_within is not None and not 0 <= ack_within < math.inf:
-            raise LocalProtocolError("ack_within is a finite number of seconds, at least 0")
-        since = trio.current_time()
+        since = _ack_deadline_start(ack_within)
         outgoing = await self._outbox.send(body, wait=wait)
+        self._expect_ack(outgoing, ack_within, since)
+        return outgoing
+
+    def _expect_ack(self, outgoing: Outgoing, ack_within: float | None, since: float) -> None:
         if ack_within is not None:
             self._deadlines.add(outgoing.seq, ack_within, since=since)
+
+    async def queue(self, body: bytes, *, ack_within: float | None = None) -> Outgoing:
+        """Queue ``body`` as our next message and return as soon as it has its number,
+        without waiting for it to be stored (:meth:`Outgoing.stored` waits for that).
+
+        Waits only while the outbox is full, like trio's ``MemorySendChannel.send``: cancelled
+        while it waits, nothing is queued; once it has returned (or been cancelled after the
+        message took its number, which it then still returns), the message belongs to the
+        line. Messages queued while a commit is in flight are stored together by the next one.
+        """
+        since = _ack_deadline_start(ack_within)
+        outgoing = await self._outbox.queue(body)
+        self._expect_ack(outgoing, ack_within, since)
+        return outgoing
+
+    def send_nowait(self, body: bytes, *, ack_within: float | None = None) -> Outgoing:
+        """Queue ``body`` as :meth:`queue` does, or raise :class:`OutboxFull` at once if the
+        outbox has no room."""
+        since = _ack_deadline_start(ack_within)
+        outgoing = self._outbox.send_nowait(body)
+        self._expect_ack(outgoing, ack_within, since)
         return outgoing
 
     def _committed(self, batch: Batch) -> None:
@@ -397,6 +424,13 @@ class Line:
             await trio.sleep_forever()
         finally:
             listener.remove(self)
+
+
+def _ack_deadline_start(ack_within: float | None) -> float:
+    """Check an ``ack_within`` argument; the instant its deadline counts from."""
+    if ack_within is not None and not 0 <= ack_within < math.inf:
+        raise LocalProtocolError("ack_within is a finite number of seconds, at least 0")
+    return trio.current_time()
 
 
 @asynccontextmanager
