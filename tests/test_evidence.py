@@ -572,3 +572,27 @@ def test_cli_range_and_standard_input(world: World, pubs: dict[str, Path]) -> No
         assert refused.returncode == 1, (bad, refused.stderr)
         assert refused.stdout == ""
         assert refused.stderr.startswith("hotline: error: "), refused.stderr
+
+
+async def test_queue_and_send_nowait_take_a_deadline_too(autojump_clock: trio.abc.Clock) -> None:
+    """No peer at all: each message is overdue exactly its own deadline after the call."""
+    from hotline import AckOverdue, MemoryStore
+
+    a, b = Identity.generate(), Identity.generate()
+    seen: list[tuple[float, int, bool]] = []
+    async with open_line(a, b.public_key, store=MemoryStore()) as line, \
+            trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            async for event in line.watch():
+                if isinstance(event, AckOverdue):
+                    seen.append((trio.current_time(), event.seq, event.delivered))  # noqa: PERF401
+
+        nursery.start_soon(watch)
+        start = trio.current_time()
+        await line.queue(b"queued", ack_within=2)
+        line.send_nowait(b"sent at once", ack_within=1)
+        await line.queue(b"no deadline")
+        await trio.sleep(10)
+        nursery.cancel_scope.cancel()
+    assert seen == [(start + 1, 2, False), (start + 2, 1, False)]
