@@ -171,27 +171,32 @@ def test_a_message_without_receipts_says_so(world: World) -> None:
     assert any("missing receipt proves nothing" in limit for limit in report.limits)
 
 
-# --- the wrong keys -------------------------------------------------------------------
+# --- the wrong keys, for evidence of each direction ----------------------------------
+
+BOTH_WAYS = pytest.mark.parametrize("received", [False, True], ids=["sent", "received"])
 
 
-def test_a_third_key_is_refused(world: World) -> None:
-    document = _export(world, "alice", 1)
+@BOTH_WAYS
+def test_a_third_key_is_refused(world: World, received: bool) -> None:
+    document = _export(world, "alice", 1, received=received)
     stranger = Identity.generate().public_key
     for keys in ([world.alice.public_key, stranger], [stranger, world.bob.public_key]):
         with pytest.raises(EvidenceError, match="not one of the trusted keys"):
             check_evidence(document, keys)
 
 
-def test_one_key_is_not_enough(world: World) -> None:
-    document = _export(world, "alice", 1)
+@BOTH_WAYS
+def test_one_key_is_not_enough(world: World, received: bool) -> None:
+    document = _export(world, "alice", 1, received=received)
     with pytest.raises(LocalProtocolError, match="two different trusted keys"):
         check_evidence(document, [world.alice.public_key])
     with pytest.raises(LocalProtocolError, match="two different trusted keys"):
         check_evidence(document, [world.alice.public_key, world.alice.public_key])
 
 
-def test_swapped_sender_and_receiver_are_refused(world: World) -> None:
-    parsed = json.loads(_export(world, "alice", 1))
+@BOTH_WAYS
+def test_swapped_sender_and_receiver_are_refused(world: World, received: bool) -> None:
+    parsed = json.loads(_export(world, "alice", 1, received=received))
     parsed["sender"], parsed["receiver"] = parsed["receiver"], parsed["sender"]
     swapped = (json.dumps(parsed, indent=1, sort_keys=True) + "\n").encode()
     with pytest.raises(EvidenceError, match="not a message envelope of the sender"):
