@@ -45,9 +45,6 @@ class AckDeadlines:
         heapq.heappush(self._due, (since + ack_within, seq, ack_within))
         self._changed.set()
 
-    def __len__(self) -> int:
-        return len(self._due)
-
     async def run(self) -> None:
         """Report each deadline that passes unacknowledged; runs until cancelled."""
         while True:
