@@ -1,4 +1,5 @@
-"""The ``hotline`` command line: keygen, fingerprint, run, log, verify, demo.
+"""The ``hotline`` command line: keygen, fingerprint, run, log, verify, evidence,
+check-evidence, demo.
 
 The interface is a contract (docs/cli.md): scripts drive ``hotline run --json`` and read one
 JSON object per line on standard output, so nothing else is ever printed there in that mode.
@@ -14,7 +15,7 @@ module imports nothing but :mod:`._signals` and the standard library's cheapest 
 grammar and help), :mod:`._keys` (``keygen``, ``fingerprint``, key loading), :mod:`._run`
 (``run``), :mod:`._config_file` (``run --config``) and :mod:`._node` (``run`` serving several
 peers), :mod:`._output` (what ``run`` and ``log`` print), :mod:`._commands` (``log``,
-``verify``, ``demo``).
+``verify``, ``evidence``, ``check-evidence``, ``demo``).
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ _IMPORTS = {
     "log": ("msgpack", "hotline.store"),
     "verify": ("hotline._verify", "hotline.store"),
     "demo": ("trio", "hotline._demo"),
+    "evidence": ("hotline._evidence", "hotline.store"),
+    "check-evidence": ("hotline._evidence",),
 }
 
 
