@@ -34,11 +34,14 @@ One message from ``send()`` to the peer's ``receive()``, and its receipt back:
    committer, which swaps in a state with the receipt applied and keeps the receipt to
    store (it waits up to 50 ms to ride along with a commit that stores something else).
 
+A line with several paths keeps a session per path (``_paths.py``): the committer hands
+what it stores to the active one, and every path's reader feeds the same inbox and outbox.
+
 Before all this, ``_network.py`` (the handshake over a stream, and the dialler) and
 ``_listener.py`` (one port for many lines) produce authenticated connections and hand them to
 :meth:`Line.accept`, which decides which one becomes the session. Neither imports the line:
 they see it as a :class:`~hotline.driver._network.LineEnd`. ``_events.py`` holds what the
-driver reports (:class:`PeerState`, :class:`DialFailed`, :class:`AckOverdue`,
+driver reports (:class:`PeerState`, :class:`PathState`, :class:`DialFailed`, :class:`AckOverdue`,
 :class:`Stats`); ``_deadlines.py`` the acknowledgement deadlines of ``send(ack_within=)``.
 
 The hard part: group commit and cancellation
@@ -56,7 +59,7 @@ for the commit in flight before it starts, because it resends from the stored st
 
 import logging
 
-from ._events import AckOverdue, DialFailed, LineEvent, PeerState, Stats
+from ._events import AckOverdue, DialFailed, LineEvent, PathState, PeerState, Stats
 from ._inbox import Message
 from ._line import Line, open_line
 from ._listener import PENDING_PER_SOURCE, Listener, open_listener
@@ -82,6 +85,7 @@ __all__ = [
     "Listener",
     "Message",
     "Outgoing",
+    "PathState",
     "PeerState",
     "Stats",
     "authenticate",

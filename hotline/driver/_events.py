@@ -16,7 +16,9 @@ import trio
 
 from ..protocol import Liveness, ReceiptReceived, RoundTrip
 
-__all__ = ["AckOverdue", "DialFailed", "LineEvent", "PeerState", "Stats", "Watchers"]
+__all__ = [
+    "AckOverdue", "DialFailed", "LineEvent", "PathState", "PeerState", "Stats", "Watchers",
+]
 
 #: Events queued per watcher; the oldest are dropped past this.
 WATCH_BACKLOG = 10_000
@@ -28,6 +30,28 @@ class PeerState:
 
     state: Liveness
     rtt: float | None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PathState:
+    """A change on one path of a line with several paths (docs/protocol.md, "Several
+    paths"): its liveness, or which path is active for our messages.
+
+    :meth:`Line.watch <hotline.Line.watch>` reports one when a path comes up, turns suspect,
+    goes down (its connection ended) or up again, and for both paths of a switch of the
+    active one. The line's own :class:`PeerState` stays up while any path is up.
+    """
+
+    path: int
+    """The path's number on this line (each new connection gets a new one)."""
+    label: str
+    """Where it goes: ``host:port`` dialled, ``in:host:port`` for a call accepted, or
+    ``dialled``/``accepted`` when that is unknown."""
+    state: Liveness
+    rtt: float | None
+    active: bool
+    """Whether this path carries our messages now."""
     reason: str = ""
 
 
@@ -66,7 +90,7 @@ class AckOverdue:
     application has not acknowledged it."""
 
 
-LineEvent = PeerState | ReceiptReceived | RoundTrip | DialFailed | AckOverdue
+LineEvent = PeerState | ReceiptReceived | RoundTrip | DialFailed | AckOverdue | PathState
 
 
 @dataclass
@@ -80,6 +104,8 @@ class Stats:
     """Sessions started after the first."""
     sessions: int = 0
     rejected_connections: int = 0
+    path_switches: int = 0
+    """Times the active path changed on a line with several paths."""
 
 
 class Watchers:

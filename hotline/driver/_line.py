@@ -9,6 +9,10 @@ one lives, and marks the peer down when it ends (a dialling line then calls agai
 When two sessions authenticate at once (both sides dialled), both sides keep the one
 initiated by the party with the smaller public key; a newer session from the same initiator
 replaces the older one (that side redialled because it gave the old one up).
+
+A line with several paths (``max_paths`` above 1, see :mod:`._paths`) keeps a session per
+path instead: none replaces another, one is active for our messages, and the peer is down
+only once every path is.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import math
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import trio
@@ -26,11 +30,19 @@ import trio
 from .._config import Config, check_address
 from .._errors import AuthenticationError, LineClosed, LocalProtocolError, StoreError
 from .._keys import Identity, PublicKey, line_id
-from ..protocol import REPLACED, Connection, LineState, Liveness, PeerAuthenticated
+from ..protocol import (
+    REPLACED,
+    Connection,
+    LineState,
+    Liveness,
+    PeerAuthenticated,
+    Role,
+    RoundTrip,
+)
 from ..store import Batch, Store
 from ._committer import Committer
 from ._deadlines import AckDeadlines
-from ._events import LineEvent, PeerState, Stats, Watchers
+from ._events import LineEvent, PathState, PeerState, Stats, Watchers
 from ._inbox import Inbox, Message
 from ._listener import Listener
 from ._network import (
@@ -43,11 +55,15 @@ from ._network import (
     unwrap_single_exception,
 )
 from ._outbox import Outbox, Outgoing
+from ._paths import Paths
 from ._session import CLOSE_TIMEOUT, Session
 
-__all__ = ["Line", "open_line"]
+__all__ = ["MAX_PATHS", "Line", "open_line"]
 
 logger = logging.getLogger("hotline")
+
+#: The most paths one line keeps (each costs a connection and its heartbeats).
+MAX_PATHS = 8
 
 
 class Line:
@@ -63,9 +79,12 @@ class Line:
         auto_ack: bool = True,
         rng: random.Random | None = None,
         clock: Callable[[], int] = time.time_ns,
+        max_paths: int = 1,
     ) -> None:
         if identity.public_key == peer:
             raise LocalProtocolError("a line needs two different keys")
+        if not 1 <= max_paths <= MAX_PATHS:
+            raise LocalProtocolError(f"max_paths is from 1 to {MAX_PATHS}, not {max_paths!r}")
         self.identity = identity
         self.peer = peer
         self.config = config or Config()
@@ -81,6 +100,10 @@ class Line:
         self._no_session.set()
         self.listen_addresses: list[Address] = []
         self._watchers = Watchers(lambda: self._closed)
+        self._paths = (
+            Paths(max_paths, self.config.heartbeat_interval, self._watchers.notify)
+            if max_paths > 1 else None
+        )
         # The wall clock, in nanoseconds since the epoch, for the timestamps we sign (trio's
         # clock is for deadlines only): passed in so that tests can fix it.
         self._committer = Committer(
@@ -121,10 +144,14 @@ class Line:
         with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
             if self._committer.failure is None:
                 await self._committer.flush()
+            if self._paths is not None:
+                for path in list(self._paths.paths):
+                    if path.session is not None:
+                        path.session.close("the line was closed")
             session = self._active
             if session is not None:
                 session.close("the line was closed")
-                await self._no_session.wait()
+            await self._no_session.wait()
         self._wake_everyone()
 
     def _committer_stopped(self) -> None:
@@ -163,6 +190,19 @@ class Line:
     @property
     def smoothed_rtt(self) -> float | None:
         return self._active.smoothed_rtt if self._active is not None else None
+
+    @property
+    def paths(self) -> list[PathState]:
+        """Each path of a line with several paths, as :class:`PathState` (empty for a line
+        with one path)."""
+        if self._paths is None:
+            return []
+        return [
+            PathState(path.id, path.label, path.liveness,
+                      path.session.rtt if path.session is not None else None,
+                      path is self._paths.active)
+            for path in self._paths.paths
+        ]
 
     @property
     def outbox_size(self) -> int:
@@ -298,6 +338,8 @@ class Line:
         The network side (dialler, listener, :meth:`run_stream`) calls this with the
         ``hello`` of ``conn``'s handshake. The line closes ``stream`` in every case.
         """
+        if self._paths is not None:
+            return await self._accept_path(self._paths, stream, conn)
         session = Session(
             stream, conn, config=self.config, inbox=self._inbox, outbox=self._outbox,
             notify=self._watchers.notify, set_liveness=self._set_liveness,
@@ -340,6 +382,85 @@ class Line:
         finally:
             await session.finish()
             self._session_ended(session)
+
+    async def _accept_path(
+        self, paths: Paths, stream: trio.abc.Stream, conn: Connection
+    ) -> bool:
+        """:meth:`accept` on a line with several paths: every connection is a path."""
+        path = paths.new_path(_path_label(stream, conn))
+
+        def liveness_changed(state: Liveness, reason: str) -> None:
+            paths.liveness_changed(path, state, reason)
+            self._paths_moved(reason)
+
+        def notify(event: LineEvent) -> None:
+            self._watchers.notify(event)
+            if isinstance(event, RoundTrip):
+                paths.round_trip(event)
+
+        session = Session(
+            stream, conn, config=self.config, inbox=self._inbox, outbox=self._outbox,
+            notify=notify, set_liveness=liveness_changed,
+        )
+        path.session = session
+        started = False
+        try:
+            if self._closed:
+                return False
+            await self._committer.flush()
+            if self._closed or self._committer.failure is not None:
+                self.stats.rejected_connections += 1
+                return False
+            state = self._committer.state
+            try:
+                session.start(state, paths.group_for_new_path())
+            except AuthenticationError as exc:
+                logger.warning("session %d: refused: %s", session.id, exc.reason)
+                return False
+            started = True
+            victim = paths.room_for()
+            if victim is not None and victim.session is not None:
+                victim.session.close(f"path {path.id} takes its place")
+                paths.remove(victim, f"path {path.id} takes its place")
+            if self._no_session.is_set():
+                self._no_session = trio.Event()
+            self.stats.sessions += 1
+            if self.stats.sessions > 1:
+                self.stats.reconnects += 1
+            self._committer.session_started(
+                responder=not session.initiated_by_us, timestamp=conn.initiation_timestamp
+            )
+            logger.info("session %d: path %d (%s) up with %s as %s", session.id, path.id,
+                        path.label, self.peer.fingerprint(), conn.role.value)
+            paths.add(path)
+            self._paths_moved(f"path {path.id} is up")
+            await session.run()
+            return True
+        finally:
+            await session.finish()
+            if started:
+                paths.remove(path, session.end_reason or "the connection ended")
+                logger.info("session %d: path %d ended: %s", session.id, path.id,
+                            session.end_reason or "the connection ended")
+                self._paths_moved(f"path {path.id} is down")
+
+    def _paths_moved(self, reason: str) -> None:
+        """Follow the paths: the active session, the peer's liveness over all of them."""
+        paths = self._paths
+        assert paths is not None
+        active = paths.active.session if paths.active is not None else None
+        if active is not self._active:
+            if active is not None:
+                self.stats.retransmitted += self._outbox.resending(self._committer.state)
+            if self._active is not None and active is not None:
+                self.stats.path_switches += 1
+            self._active = active
+        if not paths.paths:
+            self._active = None
+            self._no_session.set()
+        if self._closed:
+            return
+        self._set_liveness(paths.liveness(), reason)
 
     def _admit(self, session: Session) -> bool:
         """Decide whether ``session`` may replace the live one (the same rule on both sides)."""
@@ -409,10 +530,17 @@ class Line:
         return delay * (1 - config.reconnect_jitter * self._rng.random())
 
     async def _dial(self, connect: Address | Connector) -> None:
+        if self._paths is not None:
+            # Each address is a path of its own: call again whenever this one's session
+            # ends, whatever the other paths do.
+            always = trio.Event()
+            always.set()
+            no_session = lambda: always  # noqa: E731
+        else:
+            no_session = lambda: self._no_session  # noqa: E731
         await dial(
             self, as_connector(connect), address_text(connect), initiate=self._initiate,
-            no_session=lambda: self._no_session, backoff=self._backoff,
-            report=self._watchers.notify,
+            no_session=no_session, backoff=self._backoff, report=self._watchers.notify,
         )
 
     async def _serve(
@@ -424,6 +552,20 @@ class Line:
             await trio.sleep_forever()
         finally:
             listener.remove(self)
+
+
+def _path_label(stream: trio.abc.Stream, conn: Connection) -> str:
+    """Where a path goes, for watchers: the address at the other end of its socket."""
+    dialled = conn.role is Role.INITIATOR
+    if isinstance(stream, trio.SocketStream):
+        try:
+            host, port = stream.socket.getpeername()[:2]
+        except OSError:
+            pass
+        else:
+            text = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+            return text if dialled else f"in:{text}"
+    return "dialled" if dialled else "accepted"
 
 
 def _ack_deadline_start(ack_within: float | None) -> float:
@@ -439,14 +581,15 @@ async def open_line(
     peer: PublicKey,
     *,
     store: Store | str | os.PathLike[str],
-    listen: Address | None = None,
-    connect: Address | Connector | None = None,
+    listen: Address | Sequence[Address] | None = None,
+    connect: Address | Connector | Sequence[Address | Connector] | None = None,
     listener: Listener | None = None,
     config: Config | None = None,
     durability: str = "FULL",
     auto_ack: bool = True,
     rng: random.Random | None = None,
     clock: Callable[[], int] = time.time_ns,
+    max_paths: int | None = None,
 ) -> AsyncIterator[Line]:
     """Open this node's end of the line to ``peer``.
 
@@ -458,11 +601,22 @@ async def open_line(
     streams itself with :meth:`Line.run_stream`. ``rng`` draws the reconnection jitter;
     ``clock`` gives the wall-clock timestamps this side signs, in nanoseconds since the Unix
     epoch.
+
+    Several paths (docs/protocol.md, "Several paths"): ``connect`` may be a list of
+    addresses or connectors and ``listen`` a list of addresses; each call is then a path of
+    its own, one of them carries the messages, and the line survives the loss of any path
+    while another is up. ``max_paths`` (1 to :data:`MAX_PATHS`) is how many paths the line
+    keeps at once: by default 1 when it was given at most one address of each kind, else
+    :data:`MAX_PATHS`. A side that listens on one port for a peer that dials several paths
+    must set it above 1 (with 1, a new connection replaces the old one).
     """
-    if listen is not None:
-        listen = check_address(listen, "listen", listening=True)
-    if connect is not None and not callable(connect):
-        connect = check_address(connect, "connect", listening=False)
+    listens = [check_address(address, "listen", listening=True)
+               for address in _addresses(listen)]
+    connects = [connect_to if callable(connect_to)
+                else check_address(connect_to, "connect", listening=False)
+                for connect_to in _connectors(connect)]
+    if max_paths is None:
+        max_paths = MAX_PATHS if len(listens) > 1 or len(connects) > 1 else 1
     owned_store: Store | None = None
     if isinstance(store, str | os.PathLike):
         from ..store import SQLiteStore
@@ -471,20 +625,24 @@ async def open_line(
     try:
         with unwrap_single_exception():
             line = Line(identity, peer, store, config=config, auto_ack=auto_ack, rng=rng,
-                        clock=clock)
+                        clock=clock, max_paths=max_paths)
             await line._load()
             async with trio.open_nursery() as nursery:
                 line._nursery = nursery
                 nursery.start_soon(line._committer.run)
                 nursery.start_soon(line._deadlines.run)
-                if listen is not None:
+                if listens:
+                    # One listener for all the addresses: its rate limits and its pending
+                    # table are the line's, however many ports it has.
                     own = Listener(identity, config=config)
-                    line.listen_addresses = await nursery.start(own.serve, *listen)
+                    for address in listens:
+                        line.listen_addresses += await nursery.start(own.serve, *address)
+                    own.addresses = list(line.listen_addresses)
                     await nursery.start(line._serve, own)
                 if listener is not None:
                     await nursery.start(line._serve, listener)
-                if connect is not None:
-                    nursery.start_soon(line._dial, connect)
+                for connect_to in connects:
+                    nursery.start_soon(line._dial, connect_to)
                 try:
                     yield line
                 finally:
@@ -496,3 +654,23 @@ async def open_line(
     finally:
         if owned_store is not None:
             owned_store.close()
+
+
+def _addresses(listen: Address | Sequence[Address] | None) -> list[Address]:
+    if listen is None:
+        return []
+    if len(listen) == 2 and isinstance(listen[0], str):
+        return [listen]  # type: ignore[list-item]
+    return list(listen)  # type: ignore[arg-type]
+
+
+def _connectors(
+    connect: Address | Connector | Sequence[Address | Connector] | None,
+) -> list[Address | Connector]:
+    if connect is None:
+        return []
+    if callable(connect):
+        return [connect]
+    if len(connect) == 2 and isinstance(connect[0], str):
+        return [connect]  # type: ignore[list-item]
+    return list(connect)  # type: ignore[arg-type]

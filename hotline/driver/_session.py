@@ -46,6 +46,7 @@ from ..protocol import (
     Liveness,
     LivenessChanged,
     MessageReceived,
+    PathGroup,
     PeerClosed,
     Receipt,
     ReceiptKind,
@@ -153,11 +154,16 @@ class Session:
     def smoothed_rtt(self) -> float | None:
         return self.conn.smoothed_rtt
 
-    def start(self, state: LineState) -> None:
+    def start(self, state: LineState, paths: PathGroup | None = None) -> None:
         """Start the transport phase from the line's ``state`` (which the connection resends
-        from). Raises :class:`AuthenticationError` for an initiation older than the state's."""
-        self.conn.start(state, trio.current_time(), config=self._config)
-        if self._config.signature_batch:
+        from), or as a standby in ``paths`` (a line with several paths). Raises
+        :class:`AuthenticationError` for an initiation older than the state's."""
+        self.conn.start(state, trio.current_time(), config=self._config, paths=paths)
+        # Checking a burst in a thread records its messages as received before their
+        # signatures are checked: with marks shared by several paths, a bad signature would
+        # leave the other paths believing them received. A line with several paths checks
+        # every signature at once.
+        if self._config.signature_batch and paths is None:
             self.conn.check_signatures_in_batches(self._config.signature_batch)
         self.started = True
 

@@ -51,7 +51,15 @@ from ._records import (
     unsigned_message,
     verify_message,
 )
-from ._transport import MAX_RECORD_FIELDS, REPLACED, T_GOODBYE, T_MESSAGE, T_PING, T_RECEIPT
+from ._transport import (
+    MAX_RECORD_FIELDS,
+    REPLACED,
+    T_GOODBYE,
+    T_MESSAGE,
+    T_PING,
+    T_RECEIPT,
+    PathGroup,
+)
 
 __all__ = [
     "DOMAIN_MESSAGE",
@@ -92,6 +100,7 @@ __all__ = [
     "MessageProof",
     "MessageReceived",
     "NeedData",
+    "PathGroup",
     "PeerAuthenticated",
     "PeerClosed",
     "Receipt",

@@ -58,7 +58,7 @@ from ._handshake import Handshake, known_peer_table
 from ._linestate import LineState
 from ._machines import ConnectionInput, ConnectionMachine, ConnectionState, Role
 from ._records import Receipt, SignatureBatch, SignedMessage
-from ._transport import Transport
+from ._transport import PathGroup, Transport
 
 __all__ = ["Connection"]
 
@@ -326,14 +326,23 @@ class Connection:
 
     # --- actions --------------------------------------------------------------------
 
-    def start(self, line: LineState, now: float, *, config: Config | None = None) -> None:
+    def start(
+        self,
+        line: LineState,
+        now: float,
+        *,
+        config: Config | None = None,
+        paths: PathGroup | None = None,
+    ) -> None:
         """Open the authenticated connection, resuming ``line``.
 
         The connection reads ``line`` here and never writes it: it keeps its own marks
         from then on, and reports what the driver records (:class:`ReceiptReceived`, the
         accepted :attr:`initiation_timestamp`). On the responder side this is where a
         replayed initiation is refused (:class:`AuthenticationError`), before any answer is
-        sent. ``config`` replaces the
+        sent. With ``paths`` (a line with several paths, docs/protocol.md "Several paths")
+        the connection shares that group's marks and starts on standby: it transmits our
+        messages only once :meth:`activate` is called. ``config`` replaces the
         connection's settings from here on (a listener shared by several lines handshakes
         with its own settings, then each line runs with its own).
         """
@@ -351,9 +360,29 @@ class Connection:
             )
         except AuthenticationError as error:
             raise self._machine.fail(error) from None
+        if paths is not None:
+            transport.join(paths)
         self._phase = transport
         self._machine.apply(_I.STARTED)
         transport.open()
+
+    @property
+    def active(self) -> bool:
+        """Whether this connection transmits our messages (always, unless it is one of
+        several paths on standby)."""
+        phase = self._phase
+        return isinstance(phase, Transport) and phase.active
+
+    def activate(self) -> None:
+        """Make this path the one that carries our messages: it resends, from the peer's
+        delivered mark, what no receipt covers yet, after our newest receipts."""
+        self._require_open().activate()
+
+    def deactivate(self) -> None:
+        """Put this path on standby: pings and receipts only."""
+        phase = self._phase
+        if isinstance(phase, Transport):
+            phase.deactivate()
 
     def send_message(self, message: SignedMessage) -> None:
         """Transmit our next message (from :meth:`LineState.next_message`), each in order.

@@ -26,6 +26,15 @@ the first message of a connection may repeat what we already hold, because after
 the sender replays everything it has no delivered receipt for; such duplicates are dropped
 and answered with our latest delivered receipt again.
 
+A connection of a line with several paths (docs/protocol.md, "Several paths") shares its
+marks with the line's other connections through a :class:`PathGroup`: what one path receives
+or learns from a receipt, every path knows at once. Only the *active* connection transmits our
+messages; on :meth:`Transport.activate` it resends everything the peer has not receipted, on
+whichever path that went before. Sequencing is then line-wide rather than per connection: a
+message at or below the newest one received (on any path) is a duplicate and dropped wherever
+it falls in its connection, a new one must be the line's next, and a receipt no newer than the
+line's mark is ignored (each connection's own receipts must still never go back).
+
 A new message without a signature of its own (docs/protocol.md, "Bursts") passes the same
 sequencing and chain checks and is then held here, not released: its event comes out only
 with the signed message that covers it, once that signature is verified, so the driver never
@@ -67,7 +76,7 @@ from ._records import (
 )
 
 __all__ = [
-    "MAX_RECORD_FIELDS", "REPLACED", "T_GOODBYE", "T_MESSAGE", "T_PING", "T_RECEIPT",
+    "MAX_RECORD_FIELDS", "REPLACED", "PathGroup", "T_GOODBYE", "T_MESSAGE", "T_PING", "T_RECEIPT",
     "Transport",
 ]
 
@@ -85,6 +94,18 @@ MAX_RECORD_FIELDS = 5
 _MAX_REASON = 200
 
 _PACKER_ERRORS = (ValueError, OverflowError, TypeError)
+
+
+class PathGroup:
+    """The marks shared by the connections of one line's several paths.
+
+    The driver makes one when a line with several paths has no open connection, and starts
+    every further connection of that line in it while any is open (``Connection.start``):
+    the first one copies the line state into :attr:`marks`, the others share those marks.
+    """
+
+    def __init__(self) -> None:
+        self.marks: LineState | None = None
 
 
 class Transport:
@@ -133,6 +154,39 @@ class Transport:
         self._owed_receipts: dict[ReceiptKind, Receipt] = {}
         self._ping_owed = False
         self._signatures = signatures
+        # Several paths: the group whose marks this connection shares (None: the only
+        # connection of its line, which always transmits).
+        self.group: PathGroup | None = None
+        self.active = True
+        # The newest receipt of each kind this connection carried: a path's own receipts
+        # never go back, even where the line's mark is already further on.
+        self._peer_marks_here: dict[ReceiptKind, int] = {}
+
+    def join(self, group: PathGroup) -> None:
+        """Share ``group``'s marks (or give it ours, if first) and stand by: before
+        :meth:`open`, and before any frame is handled."""
+        if group.marks is None:
+            group.marks = self.marks
+        self.marks = group.marks
+        self.group = group
+        self.active = False
+        self._transmitted_high = self.marks.peer_delivered
+
+    def activate(self) -> None:
+        """Carry our messages from now on: everything the peer has not receipted goes again
+        (it may have gone on a path that failed), after our newest receipts."""
+        if self.active:
+            return
+        self.active = True
+        self._transmitted_high = self.marks.peer_delivered
+        for receipt in (self.marks.delivered_receipt, self.marks.acknowledged_receipt):
+            if receipt is not None:
+                self._owe(receipt)
+
+    def deactivate(self) -> None:
+        """Stop carrying our messages (another path does): only pings and receipts go here."""
+        if self.group is not None:
+            self.active = False
 
     def copy(
         self, frames: Frames, events: deque[Event], signatures: SignatureBatches
@@ -239,6 +293,15 @@ class Transport:
         seq = message.seq
         received = marks.received_seq  # The newest message handed to the driver.
         unsigned = self._unsigned_run
+        if self.group is not None:
+            if unsigned and unsigned[0].seq != received + 1:
+                # Another path brought and released these meanwhile: the run is stale.
+                unsigned.clear()
+                self._unsigned_bytes = 0
+            # Line-wide sequencing: a message at or below what any path received is a
+            # duplicate wherever it falls (the sender resends on the path it moves to), and a
+            # new one must be the line's next (checked below).
+            self._last_seq_here = None
         if self._last_seq_here is not None and seq != self._last_seq_here + 1:
             raise RemoteProtocolError(
                 f"message {seq} follows message {self._last_seq_here} in one connection"
@@ -300,6 +363,17 @@ class Transport:
             mark = line.peer_acknowledged
             if upto > line.peer_delivered:
                 raise RemoteProtocolError(f"message {upto} acknowledged before it was delivered")
+        if self.group is not None:
+            # Several paths: only this connection's own receipts must not go back; one
+            # another path already brought is nothing new.
+            here = self._peer_marks_here.get(receipt.kind, 0)
+            if upto < here:
+                raise RemoteProtocolError(
+                    f"{receipt.kind.value} receipt went back from {here} to {upto}"
+                )
+            self._peer_marks_here[receipt.kind] = upto
+            if upto <= mark:
+                return
         if upto < mark:
             raise RemoteProtocolError(
                 f"{receipt.kind.value} receipt went back from {mark} to {upto}"
@@ -336,7 +410,7 @@ class Transport:
             self.codec.unsent
             or self._owed_receipts
             or self._ping_owed
-            or self._transmitted_high < self.marks.sent_seq
+            or (self.active and self._transmitted_high < self.marks.sent_seq)
         )
 
     def flush(self) -> None:
@@ -403,6 +477,8 @@ class Transport:
         The rest wait in the marks' ``pending`` (held there anyway until the peer's
         delivered receipt), not as a second, encrypted copy here.
         """
+        if not self.active:
+            return
         line = self.marks
         # A delivered receipt may cover messages a former connection transmitted.
         self._transmitted_high = max(self._transmitted_high, line.peer_delivered)
