@@ -11,6 +11,7 @@ round trip, not the scheduler, dominates what follows the suspect time).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ class Run:
 
     def longest_gap(self) -> float:
         times = self.delivered_at
-        return max(later - earlier for earlier, later in zip(times, times[1:], strict=False))
+        return max(later - earlier for earlier, later in itertools.pairwise(times))
 
     def check_exactly_once_in_order(self) -> None:
         assert len(self.delivered) == len(set(self.delivered)), "duplicated"
@@ -211,4 +212,5 @@ async def test_one_path_down_keeps_the_peer_up() -> None:
                 nursery.cancel_scope.cancel()
             assert set(states) == {Liveness.UP}
             down = [event for event in run.a_events if event.state is Liveness.DOWN]
-            assert down and not down[0].active
+            assert down
+            assert not down[0].active

@@ -78,7 +78,7 @@ def test_hysteresis_a_slightly_faster_path_does_not_take_over() -> None:
 def test_hysteresis_differences_below_the_floor_are_noise() -> None:
     active = FakePath(1, "a", srtt=0.004)
     other = FakePath(2, "b", srtt=0.0001)
-    assert 0.004 - 0.0001 < RTT_MARGIN_FLOOR
+    assert RTT_MARGIN_FLOOR > 0.004 - 0.0001
     assert choose([active, other], active) is active
 
 

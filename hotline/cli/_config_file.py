@@ -62,8 +62,8 @@ _TOP_KEYS = {
     "key": "this node's private key file",
     "passphrase_file": "the passphrase file of an encrypted key",
     "data": "the data directory",
-    "listen": "HOST:PORT to accept calls on",
-    "connect": "HOST:PORT of the peer (one peer only)",
+    "listen": "HOST:PORT to accept calls on, or a list of them (one path each)",
+    "connect": "HOST:PORT of the peer, or a list of them (one path each; one peer only)",
     "peer": "the peer's public key file or text (one peer only)",
     "peers": "a table per peer: [peers.NAME]",
     "known_peers": "an authorized_keys-style file of named peer keys",
@@ -155,6 +155,22 @@ class _Reader:
         if port == 0 and not listening:
             self.fail(key, "the port of an address to call cannot be 0")
         return host, port
+
+    def addresses(self, key: str, *, listening: bool) -> list[Address] | None:
+        """An address, or a list of them (each a path of the line)."""
+        value = self.table.get(key)
+        if not isinstance(value, list):
+            single = self.address(key, listening=listening)
+            return None if single is None else [single]
+        if not value:
+            self.fail(key, "must hold at least one address")
+        found: list[Address] = []
+        for item in value:
+            if not isinstance(item, str):
+                self.fail(key, f"must be \"HOST:PORT\" strings, not {_type_name(item)}")
+            found.append(_Reader(self.path, {key: item}, self.prefix).address(
+                key, listening=listening) or ("", 0))
+        return found
 
     def table_value(self, key: str) -> dict[str, Any] | None:
         value = self.table.get(key)
@@ -317,8 +333,8 @@ def _load(path: Path, args: argparse.Namespace) -> None:
         "key": reader.path_value("key"),
         "passphrase_file": reader.path_value("passphrase_file"),
         "data": reader.path_value("data"),
-        "listen": reader.address("listen", listening=True),
-        "connect": reader.address("connect", listening=False),
+        "listen": reader.addresses("listen", listening=True),
+        "connect": reader.addresses("connect", listening=False),
         "peer": reader.key_value("peer"),
         "heartbeat": heartbeat,
         "durability": durability,

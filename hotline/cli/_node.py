@@ -58,6 +58,9 @@ _MAX_PREFIX = 66
 
 def check_node_args(args: argparse.Namespace) -> None:
     """Every peer must be reachable: by the node's listen address or by its own connect."""
+    if args.listen is not None and len(args.listen) > 1:
+        args.usage_error(f"{args.config}: a node serving several peers listens on one "
+                         "address; several paths are for a line to one peer")
     if args.listen is None:
         unreachable = [spec.name for spec in args.peers if spec.connect is None]
         if unreachable:
@@ -218,7 +221,7 @@ async def _node(
     if args.listen is None:
         await run_lines(None)
     else:
-        host, port = args.listen
+        ((host, port),) = args.listen  # One address: check_node_args() saw to it.
         try:
             async with open_listener(identity, host, port, config=config) as listener:
                 for bound_host, bound_port in listener.addresses:

@@ -13,6 +13,16 @@ from ._launch import cmd_run
 __all__ = ["build_parser"]
 
 
+def _path_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= count <= 8:
+        raise argparse.ArgumentTypeError(f"from 1 to 8, not {count}")
+    return count
+
+
 def _address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -133,13 +143,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the peer's public key file, or the 'ssh-ed25519 AAAA...' text")
     run.add_argument("--data", metavar="DIR",
                      help="the line's data directory (created if absent)")
-    run.add_argument("--listen", type=_address, metavar="HOST:PORT",
+    run.add_argument("--listen", type=_address, metavar="HOST:PORT", action="append",
                      help="accept the peer's calls on this address (0.0.0.0:PORT for every "
-                     "IPv4 interface, [::]:PORT for IPv6)")
-    run.add_argument("--connect", type=_address, metavar="HOST:PORT",
+                     "IPv4 interface, [::]:PORT for IPv6); given more than once, each "
+                     "address is a path of its own")
+    run.add_argument("--connect", type=_address, metavar="HOST:PORT", action="append",
                      help="call the peer at this address, and again whenever the "
-                     "connection ends")
+                     "connection ends; given more than once, each address is a path of its "
+                     "own (the line survives the loss of any path while another is up)")
     run.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    run.add_argument("--paths", type=_path_count, metavar="N",
+                     help="keep up to N paths to the peer at once (default: 1, or 8 when "
+                     "--listen or --connect is given more than once); a side listening on "
+                     "one port for a peer that dials several paths needs it")
     run.add_argument("--heartbeat", type=_positive, metavar="SECONDS",
                      help="heartbeat interval (default 1)")
     run.add_argument("--ack-within", type=_seconds, metavar="SECONDS",

@@ -209,7 +209,7 @@ async def _run(
     lines, ``node`` gives it its input, its output, its network and the node's stop."""
     import trio
 
-    from ..driver import AckOverdue, DialFailed, Line, PeerState, open_line
+    from ..driver import AckOverdue, DialFailed, Line, PathState, PeerState, open_line
     from ..protocol import ReceiptKind, ReceiptReceived, RoundTrip
 
     done = trio.Event()  # --until-delivered: all is delivered
@@ -360,6 +360,15 @@ async def _run(
                 await out.emit("overdue", f"!! #{event.seq} not acknowledged within "
                                f"{event.ack_within:g} s ({held})", seq=event.seq,
                                ack_within=event.ack_within, delivered=event.delivered)
+            elif isinstance(event, PathState):
+                rtt_ms = None if event.rtt is None else round(event.rtt * 1000, 3)
+                shown = "" if rtt_ms is None else f", rtt {rtt_ms:.1f} ms"
+                active = ", active" if event.active else ""
+                reason = f" ({printable(event.reason)})" if event.reason else ""
+                await out.emit("path", f"path {event.path} {printable(event.label)} "
+                               f"{event.state.value}{active}{shown}{reason}",
+                               path=event.path, address=event.label, state=event.state.value,
+                               active=event.active, rtt_ms=rtt_ms, reason=event.reason)
             elif isinstance(event, DialFailed):
                 await out.emit("dial", f"!! cannot reach {event.address or 'the peer'} "
                          f"(attempt {event.attempt}, next in {event.next_retry_in:.1f} s): "
@@ -394,6 +403,8 @@ async def _run(
         out = Output(args.json, output_failed)
         stop_request.attach(stop)
         network: dict[str, Any] = {"listen": args.listen, "connect": args.connect}
+        if getattr(args, "paths", None) is not None:
+            network["max_paths"] = args.paths
     else:
         out, stop, network = node.out, node.stop, node.network
     try:
@@ -427,8 +438,8 @@ async def _run(
         await report_the_rest(line)
     except OSError as exc:
         if node is None and args.listen is not None and exc.errno is not None:
-            host, port = args.listen
-            raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            where = ", ".join(f"{host}:{port}" for host, port in args.listen)
+            raise CliError(f"cannot listen on {where}: {exc.strerror}") from None
         raise CliError(str(exc)) from None
     if stop_request is not None and stop_request.signum is not None:
         logger.info("%s: closed", signal.Signals(stop_request.signum).name)
