@@ -358,12 +358,24 @@ def apply_config_file(args: argparse.Namespace) -> None:
         _load(Path(args.config), args)
     if args.durability is None:
         args.durability = "FULL"
+    _split_paths(args)
     required = ["key", "data"] if args.peers is not None else ["key", "peer", "data"]
     missing = [f"--{name}" for name in required if getattr(args, name) is None]
     if missing:
         where = f" (neither given nor in {args.config})" if args.config else ""
         raise ConfigFileError(f"the following arguments are required: {', '.join(missing)}"
                               + where)
+
+
+def _split_paths(args: argparse.Namespace) -> None:
+    """``--listen``/``--connect`` (repeatable) and their keys (a string or a list) as every
+    address (``listens``, ``connects``: one path each) and the first (``listen``, ``connect``,
+    what a run with one path and a node serving several peers read)."""
+    for name in ("listen", "connect"):
+        value = getattr(args, name)
+        every = [] if value is None else list(value) if isinstance(value, list) else [value]
+        setattr(args, f"{name}s", every)
+        setattr(args, name, every[0] if every else None)
 
 
 def run_config(args: argparse.Namespace) -> Config:

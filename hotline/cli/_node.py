@@ -58,7 +58,7 @@ _MAX_PREFIX = 66
 
 def check_node_args(args: argparse.Namespace) -> None:
     """Every peer must be reachable: by the node's listen address or by its own connect."""
-    if args.listen is not None and len(args.listen) > 1:
+    if len(args.listens) > 1:
         args.usage_error(f"{args.config}: a node serving several peers listens on one "
                          "address; several paths are for a line to one peer")
     if args.listen is None:
@@ -221,7 +221,7 @@ async def _node(
     if args.listen is None:
         await run_lines(None)
     else:
-        ((host, port),) = args.listen  # One address: check_node_args() saw to it.
+        host, port = args.listen  # The only one: check_node_args() saw to it.
         try:
             async with open_listener(identity, host, port, config=config) as listener:
                 for bound_host, bound_port in listener.addresses:

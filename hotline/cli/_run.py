@@ -368,7 +368,7 @@ async def _run(
                 await out.emit("path", f"path {event.path} {printable(event.label)} "
                                f"{event.state.value}{active}{shown}{reason}",
                                path=event.path, address=event.label, state=event.state.value,
-                               active=event.active, rtt_ms=rtt_ms, reason=event.reason)
+                               active=event.active, rtt_ms=rtt_ms)
             elif isinstance(event, DialFailed):
                 await out.emit("dial", f"!! cannot reach {event.address or 'the peer'} "
                          f"(attempt {event.attempt}, next in {event.next_retry_in:.1f} s): "
@@ -402,7 +402,8 @@ async def _run(
         assert stop_request is not None
         out = Output(args.json, output_failed)
         stop_request.attach(stop)
-        network: dict[str, Any] = {"listen": args.listen, "connect": args.connect}
+        network: dict[str, Any] = {"listen": args.listens or None,
+                                   "connect": args.connects or None}
         if getattr(args, "paths", None) is not None:
             network["max_paths"] = args.paths
     else:
@@ -438,7 +439,7 @@ async def _run(
         await report_the_rest(line)
     except OSError as exc:
         if node is None and args.listen is not None and exc.errno is not None:
-            where = ", ".join(f"{host}:{port}" for host, port in args.listen)
+            where = ", ".join(f"{host}:{port}" for host, port in args.listens)
             raise CliError(f"cannot listen on {where}: {exc.strerror}") from None
         raise CliError(str(exc)) from None
     if stop_request is not None and stop_request.signum is not None:
