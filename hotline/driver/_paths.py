@@ -146,7 +146,8 @@ class Paths:
     def add(self, path: Path) -> None:
         path.since = trio.current_time()
         self.paths.append(path)
-        self.reselect(f"path {path.id} is up")
+        if not self.reselect(f"path {path.id} is up"):
+            self._report(path, path.liveness, "a standby path")
 
     def remove(self, path: Path, reason: str) -> None:
         if path not in self.paths:

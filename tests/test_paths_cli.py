@@ -1,0 +1,177 @@
+"""Several paths from the command line: repeated ``--listen``/``--connect``, address lists in
+the configuration file, and ``path`` events in ``--json`` between two real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hotline.cli._config_file import ConfigFileError, apply_config_file
+from hotline.cli._parser import build_parser
+
+REPO = Path(__file__).resolve().parent.parent
+TIMEOUT = 20.0
+
+
+def parsed(*argv: str) -> Any:
+    args = build_parser().parse_args(["run", "--key", "k", "--peer", "p", "--data", "d", *argv])
+    apply_config_file(args)
+    return args
+
+
+def test_repeated_flags_give_every_address_and_the_first() -> None:
+    args = parsed("--connect", "10.0.0.2:7400", "--connect", "10.1.0.2:7400",
+                  "--listen", "0.0.0.0:7401")
+    assert args.connects == [("10.0.0.2", 7400), ("10.1.0.2", 7400)]
+    assert args.connect == ("10.0.0.2", 7400)
+    assert args.listens == [("0.0.0.0", 7401)]
+    assert args.listen == ("0.0.0.0", 7401)
+    assert args.paths is None
+
+
+def test_paths_flag_is_checked() -> None:
+    assert parsed("--listen", "0.0.0.0:7400", "--paths", "2").paths == 2
+    with pytest.raises(SystemExit):
+        parsed("--listen", "0.0.0.0:7400", "--paths", "9")
+
+
+def test_the_file_takes_a_list_of_addresses(tmp_path: Path) -> None:
+    config = tmp_path / "line.toml"
+    config.write_text('listen = ["127.0.0.1:7400", "[::1]:7400"]\n'
+                      'connect = "example.org:7401"\n')
+    args = parsed("--config", str(config))
+    assert args.listens == [("127.0.0.1", 7400), ("::1", 7400)]
+    assert args.connects == [("example.org", 7401)]
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("[]", "at least one address"),
+    ('["127.0.0.1:7400", 7]', "HOST:PORT"),
+    ('["127.0.0.1:0"]', "cannot be 0"),
+])
+def test_a_bad_address_list_is_named(tmp_path: Path, value: str, problem: str) -> None:
+    config = tmp_path / "line.toml"
+    config.write_text(f"connect = {value}\n")
+    with pytest.raises(ConfigFileError, match=problem):
+        parsed("--config", str(config))
+
+
+class Child:
+    """A ``hotline`` process whose standard output and error are collected by threads."""
+
+    def __init__(self, args: list[object], cwd: Path) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hotline", *map(str, args)], cwd=cwd, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._changed = threading.Condition()
+        for stream, sink in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
+            threading.Thread(target=self._pump, args=(stream, sink), daemon=True).start()
+
+    def _pump(self, stream: Any, sink: list[str]) -> None:
+        for line in stream:
+            with self._changed:
+                sink.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def wait_for(self, found: Callable[[], Any], what: str) -> Any:
+        deadline = time.monotonic() + TIMEOUT
+        with self._changed:
+            while not (result := found()):
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    raise AssertionError(f"no {what} (exit {self.proc.poll()})\nstdout:\n"
+                                         + "\n".join(self.stdout) + "\nstderr:\n"
+                                         + "\n".join(self.stderr))
+                self._changed.wait(min(left, 0.1))
+            return result
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        found = [json.loads(line) for line in list(self.stdout)]
+        return [event for event in found if event["event"] == kind]
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(TIMEOUT)
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    for name in ("alice", "bob"):
+        made = subprocess.run([sys.executable, "-m", "hotline", "keygen", str(tmp_path / name)],
+                              capture_output=True, text=True, timeout=TIMEOUT, check=False,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert made.returncode == 0, made.stderr
+    return tmp_path
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., Child]]:
+    children: list[Child] = []
+
+    def start(*args: object) -> Child:
+        child = Child(list(args), tmp_path)
+        children.append(child)
+        return child
+
+    try:
+        yield start
+    finally:
+        for child in children:
+            if child.proc.poll() is None:
+                child.proc.kill()
+                child.proc.wait(5)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signals are POSIX")
+def test_two_paths_between_two_processes(spawn: Callable[..., Child], keys: Path) -> None:
+    bob = spawn("run", "--key", keys / "bob", "--peer", keys / "alice.pub", "--data", "bob-data",
+                "--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--json")
+
+    def ports() -> list[int]:
+        bound = [re.search(r"listening on 127\.0\.0\.1:(\d+)", line) for line in bob.stderr]
+        found = [int(match.group(1)) for match in bound if match]
+        return found if len(found) == 2 else []
+
+    first, second = bob.wait_for(ports, "two listening ports")
+    alice = spawn("run", "--key", keys / "alice", "--peer", keys / "bob.pub", "--data", "alice-data",
+                  "--connect", f"127.0.0.1:{first}", "--connect", f"127.0.0.1:{second}",
+                  "--json")
+
+    def both_up(child: Child) -> Callable[[], bool]:
+        def check() -> bool:
+            up = {event["path"] for event in child.events("path") if event["state"] == "up"}
+            return len(up) >= 2
+        return check
+
+    alice.wait_for(both_up(alice), "two paths up at alice")
+    bob.wait_for(both_up(bob), "two paths up at bob")
+    paths = alice.events("path")
+    assert {event["address"] for event in paths} == {f"127.0.0.1:{first}",
+                                                      f"127.0.0.1:{second}"}
+    assert any(event["active"] for event in paths)
+    assert set(paths[0]) == {"event", "path", "address", "state", "active", "rtt_ms"}
+    assert all(event["address"].startswith("in:127.0.0.1:") for event in bob.events("path"))
+    assert alice.events("peer")[0]["state"] == "up"
+    assert alice.proc.stdin is not None
+    alice.proc.stdin.write("over two paths\n")
+    alice.proc.stdin.flush()
+    bob.wait_for(lambda: bob.events("message"), "the message")
+    assert bob.events("message")[0]["body"] == "over two paths"
+    assert alice.stop() == 0
+    assert bob.stop() == 0
