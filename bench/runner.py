@@ -42,7 +42,7 @@ B_SEED = "b2" * 32
 BODY = 1024
 MIB = 1 << 20
 
-SECTIONS = ("ceilings", "wire", "hotline", "peers", "cli", "sweep", "scale", "idle")
+SECTIONS = ("ceilings", "wire", "hotline", "peers", "cli", "sweep", "scale", "idle", "paths")
 
 
 @dataclass
@@ -569,6 +569,37 @@ async def section_cli(run: Run) -> None:
                "standard input (once it printed `peer up`) to its exit")
 
 
+async def section_paths(run: Run) -> None:
+    """Several paths (bench/failover.py, in a process of its own): the failover gap beside
+    the single-path recovery gap of the same run, and what a standby path costs in CPU."""
+    plan = run.plan
+    run.say("hotline: failover to a standby path vs single-path recovery (black hole)")
+    command = [sys.executable, "-m", "bench.failover"] + (["--quick"] if plan.quick else [])
+    done = await trio.run_process(command, capture_stdout=True, cwd=str(ROOT))
+    result = json.loads(done.stdout)
+    timing = {"heartbeat_interval": result["heartbeat_interval"],
+              "suspect_s": result["suspect_s"], "down_s": result["down_s"]}
+    failover, single = result["failover_gap_s"], result["single_path_gap_s"]
+    run.figures["hotline.failover_gap_s"] = summarize(
+        failover, "s", **timing, single_path_median_s=statistics.median(single),
+        method="two paths, each through a FaultProxy; a message every 5 ms; the active path "
+               "black-holed (bytes dropped, connections open); the longest gap between two "
+               "deliveries at the receiver (every message checked exactly once, in order)")
+    run.figures["hotline.single_path_recovery_s"] = summarize(
+        single, "s", **timing,
+        method="the same with one path: black-holed until the sender finds the peer down, "
+               "then let through; the gap is down + redial backoff + handshake")
+    run.figures["hotline.standby_cpu_us_per_s"] = summarize(
+        [two - one for one, two in zip(result["idle_cpu_us_per_s"]["1"],
+                                       result["idle_cpu_us_per_s"]["2"], strict=True)],
+        "us/s", heartbeat_interval=result["idle_heartbeat_s"],
+        path_heartbeats_cpu_us_per_s=result["path_heartbeats_cpu_us_per_s"],
+        standby_per_heartbeats=result["standby/heartbeats"],
+        method="process CPU (both ends of one line in one process) over idle windows with "
+               "two paths minus one path; beside it, one path minus no connection (what a "
+               "path's heartbeats cost); target: a standby costs no more than its heartbeats")
+
+
 async def section_sweep(run: Run) -> None:
     plan = run.plan
     client = await _start_wire(run)
@@ -941,6 +972,17 @@ def ratios_and_targets(run: Run) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     bound = plan.away_total * BODY / MIB * 0.25
     target(f"memory flat with {plan.away_total} queued", growth, "<", bound,
            f"peak RSS growth MiB, < 25% of unbounded queueing ({bound * 4:.0f} MiB)")
+    # Several paths: beside the figures, not among the targets (their list is a contract).
+    failover = f.get("hotline.failover_gap_s") or {}
+    ratio("failover/single_path", m("hotline.failover_gap_s"),
+          m("hotline.single_path_recovery_s"),
+          "failover gap with two paths / single-path recovery gap (down+redial+handshake)")
+    ratio("failover/suspect", m("hotline.failover_gap_s"), failover.get("suspect_s"),
+          "failover gap / the path's suspect time")
+    standby = f.get("hotline.standby_cpu_us_per_s") or {}
+    ratio("standby/heartbeats", m("hotline.standby_cpu_us_per_s"),
+          standby.get("path_heartbeats_cpu_us_per_s"),
+          "a standby path's idle CPU / one path's heartbeats' (target: at most about 1)")
     return ratios, targets
 
 
@@ -1005,6 +1047,9 @@ LABELS = {
     "hotline.big_body_peak_mib_receiver": "1 MiB body peak, receiver",
     "hotline.away_queued_at_block": "queued when send() blocks",
     "hotline.away_rss_growth_mib": "peak RSS growth, peer away",
+    "hotline.failover_gap_s": "failover gap, 2 paths (black hole)",
+    "hotline.single_path_recovery_s": "recovery gap, 1 path (down+redial)",
+    "hotline.standby_cpu_us_per_s": "standby path CPU (idle, both ends)",
 }
 #: Every figure a complete run produces, in table order (tests/test_bench_quick.py keeps its
 #: own list on purpose).
@@ -1027,6 +1072,8 @@ BESIDE = {
     "hotline.scale_cpu_us_per_line_per_s": ["scale_cpu/trio_floor"],
     "hotline.detection_s": ["detection/(interval*multiplier)",
                             "detection_max/(interval*multiplier)"],
+    "hotline.failover_gap_s": ["failover/single_path", "failover/suspect"],
+    "hotline.standby_cpu_us_per_s": ["standby/heartbeats"],
 }
 
 SHORT = {
@@ -1043,6 +1090,8 @@ SHORT = {
     "floor w/o fsync", "latency_memory/rns_proof": "Reticulum proof",
     "latency_memory/zmq_ack": "ZeroMQ ack",
     "detection/(interval*multiplier)": "IxM", "detection_max/(interval*multiplier)": "IxM worst",
+    "failover/single_path": "1-path recovery", "failover/suspect": "suspect time",
+    "standby/heartbeats": "a path's heartbeats",
 }
 
 
@@ -1140,7 +1189,7 @@ async def run_all(args: argparse.Namespace, plan: Plan, tmp: Path) -> Run:
         steps: dict[str, Callable[[Run], Awaitable[None]]] = {
             "ceilings": section_ceilings, "wire": section_wire, "hotline": section_hotline,
             "sweep": section_sweep, "scale": section_scale, "peers": section_peers,
-            "cli": section_cli, "idle": section_idle,
+            "cli": section_cli, "idle": section_idle, "paths": section_paths,
         }
         try:
             for section in sections:
