@@ -3,9 +3,11 @@
 Every line the demo prints comes from an event of a real line: a message queued (stored),
 received, receipted; a liveness change; a measured round trip. Alice reaches bob through a
 relay in this process (:class:`hotline.testing.FaultProxy`), so that the demo can hold and
-then cut the link while messages are in flight, exactly as a network would. It ends as a
-dispute would: alice exports the evidence of her first message and it is checked offline
-with the two public keys alone.
+then cut the link while messages are in flight, exactly as a network would. Then the same
+line runs over two circuits, each through its own relay, and the one carrying the traffic
+goes silent mid-stream: the traffic moves to the other at once. It ends as a dispute would:
+alice exports the evidence of her first message and it is checked offline with the two public
+keys alone.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ._config import Config
 from ._evidence import check_evidence, export_evidence
 from ._keys import Identity
 from ._verify import verify_store
-from .driver import Line, PeerState, open_line
+from .driver import Line, PathState, PeerState, open_line
 from .protocol import Liveness, ReceiptReceived, RoundTrip
 from .store import SQLiteStore
 from .testing import FaultProxy
@@ -64,6 +66,12 @@ async def _watch(
             mark = "✓ " if receipt.kind.value == "delivered" else "✓✓"
             show.say(who, f"{mark} {receipt.kind.value} up to #{receipt.upto} "
                      f"(signed by the peer)", event=receipt.kind.value, upto=receipt.upto)
+        elif isinstance(event, PathState):
+            rtt = "" if event.rtt is None else f" (rtt {event.rtt * 1000:.2f} ms)"
+            role = ", carries the traffic" if event.active else ""
+            show.say(who, f"circuit {event.path} via {event.label} is {event.state.value}"
+                     f"{role}{rtt}", event="path", path=event.path, state=event.state.value,
+                     active=event.active)
         elif isinstance(event, RoundTrip):
             rtts.append(event.rtt)
             if live_rtt["on"]:
@@ -149,10 +157,11 @@ async def _demo(show: _Show, workdir: Path) -> bool:
             await sent[-1].acknowledged()
             await trio.sleep(0.05)  # Let the watchers print the last receipts first.
 
-            show.header("summary")
             stats_a, stats_b = alice_line.stats, bob_line.stats
             smoothed = alice_line.smoothed_rtt
         nursery.cancel_scope.cancel()
+    reports = await _two_circuits(show, alice, bob, stores, config, inbox)
+    show.header("summary")
     for name in ("alice", "bob"):
         report = verify_store(stores[name])
         show.say(name, f"transcript verified: {report.messages_out} sent, "
@@ -173,11 +182,66 @@ async def _demo(show: _Show, workdir: Path) -> bool:
         show.say("alice", f"round trip: smoothed {smoothed * 1000:.3f} ms over {len(rtts)} "
                  "heartbeats", event="rtt_summary", smoothed_rtt_ms=round(smoothed * 1000, 3),
                  samples=len(rtts))
-    lost = [t for t in (f"Position report {n}." for n in range(1, 5)) if t not in inbox["bob"]]
+    expected = [f"Position report {n}." for n in range(1, 5)] + reports
+    lost = [text for text in expected if text not in inbox["bob"]]
     duplicated = len(inbox["bob"]) - len(set(inbox["bob"]))
     show.say("bob", f"nothing lost ({len(lost)} missing), nothing duplicated "
              f"({duplicated} repeats)", event="check", lost=len(lost), duplicated=duplicated)
     return not lost and not duplicated
+
+
+async def _two_circuits(
+    show: _Show, alice: Identity, bob: Identity, stores: dict[str, SQLiteStore], config: Config,
+    inbox: dict[str, list[str]],
+) -> list[str]:
+    """The same line reopened over two circuits; the active one goes silent mid-stream."""
+    show.header("5. two circuits: the one carrying the traffic goes silent mid-stream")
+    texts: list[str] = []
+    async with (
+        open_line(bob, alice.public_key, store=stores["bob"], config=config,
+                  listen=[("127.0.0.1", 0), ("127.0.0.1", 0)]) as bob_line,
+        trio.open_nursery() as nursery,
+    ):
+        relays = []
+        for _, port in bob_line.listen_addresses:
+            relay = FaultProxy("127.0.0.1", port)
+            await nursery.start(relay.serve)
+            relays.append(relay)
+        show.say("bob", "listens on two ports; alice dials each through a relay of its own, "
+                 f"on 127.0.0.1:{relays[0].port} and 127.0.0.1:{relays[1].port}",
+                 event="listen")
+        nursery.start_soon(_listen_to, bob_line, "bob", show, inbox["bob"])
+        async with open_line(alice, bob.public_key, store=stores["alice"], config=config,
+                             connect=[relay.address for relay in relays]) as alice_line:
+            nursery.start_soon(_watch, alice_line, "alice", show, [], {"on": False})
+            while len(alice_line.paths) < 2 or not all(
+                path.state is Liveness.UP and path.rtt is not None for path in alice_line.paths
+            ):
+                await trio.sleep(0.05)
+            last = None
+            for number in range(1, 9):
+                if number == 4:
+                    (active,) = [path for path in alice_line.paths if path.active]
+                    silent = next(relay for relay in relays
+                                  if active.label.endswith(f":{relay.port}"))
+                    silent.hold()
+                    show.say("relay", f"circuit {active.path} silently drops everything from "
+                             "now on (its connections stay open)", event="hold",
+                             path=active.path)
+                text = f"Grid report {number}."
+                last = await alice_line.send(text.encode())
+                texts.append(text)
+                show.say("alice", f"-> #{last.seq} queued and stored", event="queued",
+                         seq=last.seq)
+                await trio.sleep(0.2)
+            assert last is not None
+            await last.acknowledged()
+            await trio.sleep(0.05)  # Let the watchers print the last receipts first.
+            switches = alice_line.stats.path_switches
+            show.say("alice", f"the peer stayed up; the traffic moved {switches} time(s)",
+                     event="paths", switches=switches)
+        nursery.cancel_scope.cancel()
+    return texts
 
 
 def _evidence(show: _Show, store: SQLiteStore, alice: Identity, bob: Identity) -> None:

@@ -112,8 +112,6 @@ def _rtt_key(path: Path) -> float:
 class Paths:
     """The paths of one line and which of them is active."""
 
-    _ids = itertools.count(1)
-
     def __init__(
         self, max_paths: int, interval: float, notify: Callable[[LineEvent], None]
     ) -> None:
@@ -125,6 +123,7 @@ class Paths:
         self.group = PathGroup()
         self.switches = 0
         self._switched_at = -math.inf
+        self._ids = itertools.count(1)
 
     def new_path(self, label: str) -> Path:
         return Path(next(self._ids), label)
@@ -146,7 +145,7 @@ class Paths:
     def add(self, path: Path) -> None:
         path.since = trio.current_time()
         self.paths.append(path)
-        if not self.reselect(f"path {path.id} is up"):
+        if path not in self.reselect(f"path {path.id} is up"):
             self._report(path, path.liveness, "a standby path")
 
     def remove(self, path: Path, reason: str) -> None:
@@ -168,31 +167,33 @@ class Paths:
             return Liveness.DOWN
         return min((path.liveness for path in self.paths), key=_RANK.__getitem__)
 
-    def reselect(self, reason: str) -> bool:
-        """Make the best path active (see :func:`choose_active`); returns whether it changed."""
+    def reselect(self, reason: str) -> tuple[Path, ...]:
+        """Make the best path active (see :func:`choose_active`); returns the paths whose
+        change it reported (none if the active path stays)."""
         now = trio.current_time()
         chosen = choose_active(self.paths, self.active, now=now,
                                switched_at=self._switched_at, interval=self._interval)
         old = self.active
         if chosen is None or chosen is old:
-            return False
+            return ()
         assert chosen.session is not None
         if old is not None and old.session is not None:
             old.session.conn.deactivate()
         chosen.session.conn.activate()
         chosen.session.kick()
         self.active = chosen
-        if old is not None:
-            self.switches += 1
-            self._switched_at = now
-            logger.info("path %d is active instead of path %d (%s)", chosen.id, old.id, reason)
-            self._report(old, old.liveness, reason)
         self._report(chosen, chosen.liveness, reason)
-        return True
+        if old is None:
+            return (chosen,)
+        self.switches += 1
+        self._switched_at = now
+        logger.info("path %d is active instead of path %d (%s)", chosen.id, old.id, reason)
+        self._report(old, old.liveness, reason)
+        return (chosen, old)
 
     def liveness_changed(self, path: Path, state: Liveness, reason: str) -> None:
-        self._report(path, state, reason)
-        self.reselect(f"path {path.id} is {state.value}")
+        if path not in self.reselect(f"path {path.id} is {state.value}"):
+            self._report(path, state, reason)
 
     def round_trip(self, event: RoundTrip) -> None:
         self.reselect("a shorter round trip")
