@@ -214,3 +214,50 @@ async def test_one_path_down_keeps_the_peer_up() -> None:
             down = [event for event in run.a_events if event.state is Liveness.DOWN]
             assert down
             assert not down[0].active
+
+
+async def test_the_line_moves_to_the_faster_path_and_stays() -> None:
+    """Hysteresis over real round trips: one path 60 ms slower than the other."""
+    config = Config(heartbeat_interval=0.1, reconnect_jitter=0)
+    slow = Faults(latency=0.03)
+    with trio.fail_after(LIMIT):
+        async with open_line(B, A.public_key, store=MemoryStore(), config=config,
+                             listen=[("127.0.0.1", 0), ("127.0.0.1", 0)]) as b:
+            ports = [port for _, port in b.listen_addresses]
+            async with (
+                open_fault_proxy("127.0.0.1", ports[0], upstream=slow,
+                                 downstream=slow) as slow_proxy,
+                open_fault_proxy("127.0.0.1", ports[1]) as fast_proxy,
+            ):
+                # The slow path comes up first and carries the line until the fast one has
+                # shown its round trips for the dwell time.
+                fast_proxy.refusing = True
+                async with open_line(A, B.public_key, store=MemoryStore(), config=config,
+                                     connect=[slow_proxy.address, fast_proxy.address]) as a:
+                    await _faster_path_taken(a, slow_proxy, fast_proxy)
+
+
+async def _faster_path_taken(a: Line, slow_proxy: FaultProxy, fast_proxy: FaultProxy) -> None:
+    def active_port() -> int | None:
+        active = [path for path in a.paths if path.active]
+        return int(active[0].label.rsplit(":", 1)[1]) if active else None
+
+    while active_port() is None:
+        await trio.sleep(0.01)
+    assert active_port() == slow_proxy.port
+    fast_proxy.refusing = False
+    while len(a.paths) < 2:
+        await trio.sleep(0.01)
+    up_at = trio.current_time()
+    while active_port() != fast_proxy.port:
+        await trio.sleep(0.01)
+    # Not before the dwell time since the first path became active (10 heartbeats).
+    assert trio.current_time() - up_at > 0.5
+    switches = a.stats.path_switches
+    assert switches == 1
+    # Twice the dwell time more: no flapping.
+    await trio.sleep(2.0)
+    assert active_port() == fast_proxy.port
+    assert a.stats.path_switches == switches
+    sent = await a.send(b"fast")
+    await sent.delivered()

@@ -395,8 +395,8 @@ class Line:
 
         def notify(event: LineEvent) -> None:
             self._watchers.notify(event)
-            if isinstance(event, RoundTrip):
-                paths.round_trip(event)
+            if isinstance(event, RoundTrip) and paths.round_trip(event):
+                self._paths_moved("a shorter round trip")
 
         session = Session(
             stream, conn, config=self.config, inbox=self._inbox, outbox=self._outbox,

@@ -14,7 +14,8 @@ others carry pings and the receipts their duplicates call for. :func:`choose_act
 a path that is up beats one that is suspect; among paths that are up the active one stays
 unless another has a round-trip time shorter by :data:`RTT_MARGIN` of it (and by at least
 :data:`RTT_MARGIN_FLOOR`), and not within :data:`DWELL` heartbeat intervals of the last
-switch, so two paths of about the same delay do not take turns. The moment the active path
+change of the active path (the first choice included), so two paths of about the same delay
+do not take turns. The moment the active path
 turns suspect, an up path takes over and resends everything the peer has not receipted; a
 late copy on the old path is a duplicate, dropped by the receiver's line-wide sequencing.
 
@@ -182,11 +183,11 @@ class Paths:
         chosen.session.conn.activate()
         chosen.session.kick()
         self.active = chosen
+        self._switched_at = now
         self._report(chosen, chosen.liveness, reason)
         if old is None:
             return (chosen,)
         self.switches += 1
-        self._switched_at = now
         logger.info("path %d is active instead of path %d (%s)", chosen.id, old.id, reason)
         self._report(old, old.liveness, reason)
         return (chosen, old)
@@ -195,8 +196,9 @@ class Paths:
         if path not in self.reselect(f"path {path.id} is {state.value}"):
             self._report(path, state, reason)
 
-    def round_trip(self, event: RoundTrip) -> None:
-        self.reselect("a shorter round trip")
+    def round_trip(self, event: RoundTrip) -> bool:
+        """A new round trip may make another path the better one: whether it did."""
+        return bool(self.reselect("a shorter round trip"))
 
     def _report(self, path: Path, state: Liveness, reason: str) -> None:
         rtt = path.session.rtt if path.session is not None else None
