@@ -5,7 +5,7 @@ sends a steady stream (one message every 20 ms) while a test breaks the path tha
 it: black-holed (the proxy drops every byte, both connections stay open), reset, or both
 paths one after the other and then back. B's application must take every message exactly
 once and in order; for the loss of one path, the longest gap between two deliveries must be
-within the path's suspect time plus two round trips (the proxies add 20 ms each way, so the
+within the path's suspect time plus two round trips (the proxies add 40 ms each way, so the
 round trip, not the scheduler, dominates what follows the suspect time).
 """
 
@@ -28,7 +28,7 @@ B = Identity.from_seed(bytes([0x6B]) * 32, "b")
 INTERVAL = 0.2
 CONFIG = Config(heartbeat_interval=INTERVAL, reconnect_jitter=0, reconnect_max=0.5)
 SUSPECT_TIME = CONFIG.suspect_after * INTERVAL
-ONE_WAY = 0.02
+ONE_WAY = 0.04
 SEND_EVERY = 0.02
 #: Real seconds any one scenario may take (each needs a few).
 LIMIT = 30
