@@ -149,9 +149,9 @@ def test_two_paths_between_two_processes(spawn: Callable[..., Child], keys: Path
         return found if len(found) == 2 else []
 
     first, second = bob.wait_for(ports, "two listening ports")
-    alice = spawn("run", "--key", keys / "alice", "--peer", keys / "bob.pub", "--data", "alice-data",
-                  "--connect", f"127.0.0.1:{first}", "--connect", f"127.0.0.1:{second}",
-                  "--json")
+    alice = spawn("run", "--key", keys / "alice", "--peer", keys / "bob.pub",
+                  "--data", "alice-data", "--connect", f"127.0.0.1:{first}",
+                  "--connect", f"127.0.0.1:{second}", "--json")
 
     def both_up(child: Child) -> Callable[[], bool]:
         def check() -> bool:

@@ -122,7 +122,6 @@ class Paths:
         self.paths: list[Path] = []
         self.active: Path | None = None
         self.group = PathGroup()
-        self.switches = 0
         self._switched_at = -math.inf
         self._ids = itertools.count(1)
 
@@ -158,10 +157,6 @@ class Paths:
         self._report(path, Liveness.DOWN, reason)
         self.reselect(f"path {path.id} is down")
 
-    @property
-    def any_up(self) -> bool:
-        return any(path.live and path.liveness is Liveness.UP for path in self.paths)
-
     def liveness(self) -> Liveness:
         """The peer's liveness over all paths: up while any path is up."""
         if not self.paths:
@@ -187,7 +182,6 @@ class Paths:
         self._report(chosen, chosen.liveness, reason)
         if old is None:
             return (chosen,)
-        self.switches += 1
         logger.info("path %d is active instead of path %d (%s)", chosen.id, old.id, reason)
         self._report(old, old.liveness, reason)
         return (chosen, old)
