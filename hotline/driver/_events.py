@@ -63,6 +63,13 @@ class Stats:
     """Sessions started after the first."""
     sessions: int = 0
     rejected_connections: int = 0
+    bytes_sent: int = 0
+    """Bytes written to the peer on sessions (after their handshakes: frames of the line)."""
+    bytes_received: int = 0
+    """Bytes read from the peer on sessions (after their handshakes)."""
+    last_handshake_ns: int | None = None
+    """When the last session came up, in nanoseconds since the Unix epoch (the line's clock),
+    or None before the first."""
 
 
 class Watchers:

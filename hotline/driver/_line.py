@@ -70,6 +70,7 @@ class Line:
         self.auto_ack = auto_ack
         self.line_id = line_id(identity.public_key, peer)
         self.stats = Stats()
+        self._clock = clock
         self._rng = rng or random.Random()
         self._liveness = Liveness.CONNECTING
         self._active: Session | None = None
@@ -254,7 +255,7 @@ class Line:
         """
         session = Session(
             stream, conn, config=self.config, inbox=self._inbox, outbox=self._outbox,
-            notify=self._watchers.notify, set_liveness=self._set_liveness,
+            notify=self._watchers.notify, set_liveness=self._set_liveness, stats=self.stats,
         )
         try:
             if self._closed:
@@ -278,6 +279,7 @@ class Line:
             self._active = session
             self._no_session = trio.Event()
             self.stats.sessions += 1
+            self.stats.last_handshake_ns = self._clock()
             if self.stats.sessions > 1:
                 self.stats.reconnects += 1
             self.stats.retransmitted += self._outbox.resending(state)
