@@ -13,7 +13,8 @@ module imports nothing but :mod:`._signals` and the standard library's cheapest 
 :mod:`._signals`). The modules, in the order a reader needs them: :mod:`._parser` (the
 grammar and help), :mod:`._keys` (``keygen``, ``fingerprint``, key loading), :mod:`._run`
 (``run``), :mod:`._output` (what ``run`` and ``log`` print), :mod:`._commands` (``log``,
-``verify``, ``demo``).
+``verify``, ``demo``), :mod:`._status_cmd` (``status``), :mod:`._control` (the control socket
+``status`` reads) and :mod:`._metrics` (``run --metrics``).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ _IMPORTS = {
     "run": ("trio", "hotline._config", "hotline._keys", "hotline.driver", "hotline.protocol"),
     "log": ("msgpack", "hotline.store"),
     "verify": ("hotline._verify", "hotline.store"),
+    "status": ("hotline.store", "hotline.cli._control"),
     "demo": ("trio", "hotline._demo"),
 }
 

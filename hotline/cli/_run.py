@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import HotlineError
 from ._keys import load_identity, load_peer
-from ._output import Output, iso_utc, printable
+from ._output import JSON_SCHEMA, Output, body_fields, iso_utc, package_version, printable
 from ._signals import in_main_thread
 from ._status import EXIT_INTERRUPTED, EXIT_NOT_SENT, EXIT_OK, CliError
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import trio
 
     from .._keys import Identity, PublicKey
+    from ._control import LiveState
 
 STORE_NAME = "hotline.db"
 _STDIN_CHUNK = 65536
@@ -85,6 +86,25 @@ class _StopRequest:
             event.set()
 
 
+async def _start_monitoring(
+    nursery: trio.Nursery,
+    data_dir: Path,
+    metrics: list[trio.SocketListener] | None,
+    live_state: LiveState,
+) -> None:
+    """The control socket in ``data_dir`` (for ``hotline status``), and the metrics endpoint
+    on the ``metrics`` listeners if any, serving ``live_state`` until the nursery is
+    cancelled."""
+    from ._control import CONTROL_SOCKET, serve_control
+
+    await nursery.start(serve_control, data_dir / CONTROL_SOCKET, live_state)
+    if metrics is not None:
+        from ._metrics import bound_address, serve_metrics
+
+        host, port = bound_address(metrics)
+        nursery.start_soon(serve_metrics, metrics, live_state)
+        print(f"hotline: metrics on http://{host}:{port}/metrics", file=sys.stderr, flush=True)
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     import trio
@@ -126,6 +146,7 @@ async def _run(
 
     from ..driver import DialFailed, Line, PeerState, open_line
     from ..protocol import ReceiptKind, ReceiptReceived, RoundTrip
+    from ._control import line_live_state
 
     done = trio.Event()  # --until-delivered: all is delivered
     stop = trio.Event()  # a signal, or standard output failed
@@ -142,6 +163,7 @@ async def _run(
         limit = config.max_body_size
         pending = bytearray()
         skipped = 0  # bytes of a line over the limit, counted but not kept
+        number = 0  # of the input line being read, for error events
         while True:
             try:
                 chunk = await trio.to_thread.run_sync(_read_some, fd, abandon_on_cancel=True)
@@ -154,33 +176,34 @@ async def _run(
             while (end := pending.find(b"\n")) >= 0:
                 text = bytes(pending[:end])
                 del pending[: end + 1]
+                number += 1
                 if skipped:
-                    await too_large(skipped + len(text.rstrip(b"\r")))
+                    await too_large(skipped + len(text.rstrip(b"\r")), number)
                     skipped = 0
                 else:
-                    await send(line, text.rstrip(b"\r"))
+                    await send(line, text.rstrip(b"\r"), number)
             if len(pending) > limit + 1:  # + 1: room for the "\r" of a line at the limit
                 skipped += len(pending) - 1
                 del pending[:-1]  # the last byte may be the "\r" before the "\n"
         if skipped:
-            await too_large(skipped + len(pending))
+            await too_large(skipped + len(pending), number + 1)
         elif pending:
-            await send(line, bytes(pending))
+            await send(line, bytes(pending), number + 1)
         stdin_done.set()
 
-    async def too_large(size: int) -> None:
+    async def too_large(size: int, number: int) -> None:
         nonlocal unsent
         unsent += 1
         reason = f"body of {size} bytes is over the limit of {config.max_body_size}"
-        await out.emit("error", f"!! not sent: {reason}", message=reason)
+        await out.emit("error", f"!! not sent: {reason}", message=reason, line=number)
 
-    async def send(line: Line, body: bytes) -> None:
+    async def send(line: Line, body: bytes, number: int) -> None:
         nonlocal unsent
         try:
             outgoing = await line.send(body)
         except HotlineError as exc:
             unsent += 1
-            await out.emit("error", f"!! not sent: {exc}", message=str(exc))
+            await out.emit("error", f"!! not sent: {exc}", message=str(exc), line=number)
             return
         await out.emit("queued", f"-> #{outgoing.seq} queued", seq=outgoing.seq)
 
@@ -192,7 +215,7 @@ async def _run(
                 reason = f" ({printable(event.reason)})" if event.reason else ""
                 if event.state.value in ("up", "suspect", "down"):
                     await out.emit("peer", f"peer {event.state.value}{shown}{reason}",
-                                   state=event.state.value, rtt_ms=rtt_ms)
+                                   state=event.state.value, rtt_ms=rtt_ms, reason=event.reason)
             elif isinstance(event, ReceiptReceived):
                 receipt = event.receipt
                 kind = receipt.kind.value
@@ -219,7 +242,7 @@ async def _run(
             shown = f"<- #{message.seq} [{iso_utc(message.timestamp)}] {printable(text)}"
             # The peer's "acknowledged" means it was shown: only once the line is written.
             if not await out.emit("message", shown, seq=message.seq,
-                                  sent_at=iso_utc(message.timestamp), body=text):
+                                  sent_at=iso_utc(message.timestamp), **body_fields(message.body)):
                 return
             message.ack()
 
@@ -236,6 +259,11 @@ async def _run(
 
     out = Output(args.json, output_failed)
     stop_request.attach(stop)
+    metrics = None
+    if args.metrics is not None:
+        from ._metrics import open_metrics_listeners
+
+        metrics = await open_metrics_listeners(args.metrics)
     try:
         async with open_line(
             identity, peer, store=store_path, listen=args.listen, connect=args.connect,
@@ -245,6 +273,12 @@ async def _run(
                 # On stderr: standard output belongs to the events (and with --json to
                 # the JSON stream alone); this tells a person which port :0 picked.
                 print(f"hotline: listening on {host}:{port}", file=sys.stderr, flush=True)
+            await out.emit("start", None, schema=JSON_SCHEMA, version=package_version(),
+                           identity=identity.public_key.fingerprint(),
+                           peer=peer.fingerprint(),
+                           listen=[f"{host}:{port}" for host, port in line.listen_addresses])
+            await _start_monitoring(nursery, store_path.parent, metrics,
+                                    lambda: [line_live_state(line)])
             nursery.start_soon(read_stdin, line)
             nursery.start_soon(watch, line)
             nursery.start_soon(receive, line)
