@@ -125,6 +125,10 @@ class Output:
 
     Each line is written whole by a worker thread, one at a time and in order, so a slow or
     paused terminal never stops the heartbeats. If standard output fails, the run stops.
+
+    The ``start`` event comes first: other events wait until it is written. So the tasks
+    that report the line may start (and subscribe to its events) before it is written,
+    and miss nothing of what happens meanwhile.
     """
 
     def __init__(self, as_json: bool, on_failure: Callable[[str], None]) -> None:
@@ -136,15 +140,26 @@ class Output:
         self.failed = False
         self._encoding = (sys.stdout.encoding if sys.stdout is not None else None) or "utf-8"
         self._direct = not os.isatty(1)
+        self._started = trio.Event()
 
     async def emit(self, event: str, human: str | None, **fields: Any) -> bool:
         """Write one event; True once it is written and flushed (it is never buffered).
 
         ``human`` None: an event for programs only, which people do not see."""
+
+        if event == "start":
+            try:
+                return await self._write(event, human, fields)
+            finally:
+                self._started.set()
+        await self._started.wait()
+        return await self._write(event, human, fields)
+
+    async def _write(self, event: str, human: str | None, fields: dict[str, Any]) -> bool:
         import trio
 
         if self.as_json:
-            record = {"event": event, "time": iso_utc(time.time_ns()), **fields}
+            record = {"event": event, **fields, "time": iso_utc(time.time_ns())}
             data = json.dumps(record, ensure_ascii=False).encode("utf-8")
         elif human is None:
             return True

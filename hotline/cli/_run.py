@@ -273,17 +273,17 @@ async def _run(
                 # On stderr: standard output belongs to the events (and with --json to
                 # the JSON stream alone); this tells a person which port :0 picked.
                 print(f"hotline: listening on {host}:{port}", file=sys.stderr, flush=True)
+            nursery.start_soon(read_stdin, line)
+            nursery.start_soon(watch, line)
+            nursery.start_soon(receive, line)
+            if args.until_delivered:
+                nursery.start_soon(until_delivered, line)
             await out.emit("start", None, schema=JSON_SCHEMA, version=package_version(),
                            identity=identity.public_key.fingerprint(),
                            peer=peer.fingerprint(),
                            listen=[f"{host}:{port}" for host, port in line.listen_addresses])
             await _start_monitoring(nursery, store_path.parent, metrics,
                                     lambda: [line_live_state(line)])
-            nursery.start_soon(read_stdin, line)
-            nursery.start_soon(watch, line)
-            nursery.start_soon(receive, line)
-            if args.until_delivered:
-                nursery.start_soon(until_delivered, line)
 
             async def wait_for(event: trio.Event) -> None:
                 await event.wait()
