@@ -8,6 +8,7 @@ leaves with a goodbye, so that bob's last ``peer`` event has a reason.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_cli import TIMEOUT, Keys, Node, check_event, free_port, is_iso_utc, keys
+from test_cli import TIMEOUT, Keys, Node, check_event, cli, free_port, is_iso_utc, keys
 
 from hotline.cli._output import JSON_SCHEMA, body_fields
 
@@ -30,6 +31,7 @@ TOO_LONG = b"x" * ((1 << 20) + 1)
 
 @dataclass
 class Talk:
+    dir: Path
     bob: Node
     alice: Node
 
@@ -55,7 +57,7 @@ def talk(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Talk]
         bob.wait_event(event="peer", state="down")
         bob.proc.send_signal(signal.SIGTERM)
         bob.wait_exit(TIMEOUT)
-        yield Talk(bob, alice)
+        yield Talk(folder, bob, alice)
     finally:
         bob.kill()
         alice.kill()
@@ -108,6 +110,15 @@ def test_a_body_that_is_not_utf8_is_carried_exactly(talk: Talk) -> None:
     for seq, text in ((1, "plain"), (3, "last")):
         assert messages[seq]["body"] == text
         assert "body_base64" not in messages[seq]
+
+
+def test_log_json_carries_the_same_body_exactly(talk: Talk) -> None:
+    result = cli("log", "alice-data", "--json", cwd=talk.dir)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    received = {r["seq"]: r for r in records if r["kind"] == "message" and r["direction"] == "in"}
+    assert base64.b64decode(received[2]["body_base64"]) == NOT_UTF8
+    assert "body_base64" not in received[1]
 
 
 @pytest.mark.parametrize("body", [b"", b"ascii", "ünïcödé ✓".encode(), b"\xed\xa0\x80"])
