@@ -64,9 +64,13 @@ class Stats:
     sessions: int = 0
     rejected_connections: int = 0
     bytes_sent: int = 0
-    """Bytes written to the peer on sessions (after their handshakes: frames of the line)."""
+    """Bytes the line's sessions wrote to the peer. Counted from the moment a session is
+    authenticated, so a responder's handshake answer (written by its session) counts and an
+    initiator's handshake message does not."""
     bytes_received: int = 0
-    """Bytes read from the peer on sessions (after their handshakes)."""
+    """Bytes the line's sessions read from the peer, from the moment each is authenticated:
+    what arrived with the handshake (an initiator reads the answer, and what came with it,
+    before its session starts) is not counted."""
     last_handshake_ns: int | None = None
     """When the last session came up, in nanoseconds since the Unix epoch (the line's clock),
     or None before the first."""
