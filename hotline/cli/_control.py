@@ -5,7 +5,8 @@ Theory of operation
 The store says what is durable; only the running process knows whether the peer answers,
 the round-trip time, when the last handshake was and how many bytes went each way. A node
 publishes that on the Unix socket ``DIR/hotline.sock``: a client connects, sends nothing or
-the one line ``status\\n``, and reads one JSON document until the node closes.
+the one line ``status\\n``, and reads one JSON document until the node closes: ``schema``,
+``pid``, ``time`` and ``lines``, or ``error`` instead of ``lines`` if they cannot be read.
 
 The document is written before anything is read, and the node then shuts its side for
 writing and drains what the client sent (a little, briefly) before it closes: a socket
@@ -93,12 +94,17 @@ def line_live_state(line: Line, name: str | None = None) -> dict[str, Any]:
 
 
 def _document(live_state: LiveState) -> bytes:
-    document = {
+    document: dict[str, Any] = {
         "schema": CONTROL_SCHEMA,
         "pid": os.getpid(),
         "time": iso_utc(time.time_ns()),
-        "lines": live_state(),
     }
+    try:
+        document["lines"] = live_state()
+    except Exception as exc:
+        # A side channel must never end the line it reports on: the client is told instead.
+        logger.exception("control socket: cannot read the live state")
+        document["error"] = f"cannot read the live state: {exc!r}"
     return json.dumps(document, ensure_ascii=False).encode("utf-8") + b"\n"
 
 

@@ -11,8 +11,8 @@ The text format (version 0.0.4) is a few lines of text, and the server is a few 
 trio: ``prometheus-client`` would bring a registry, a thread-based HTTP server and a second
 copy of every counter to keep in step with :class:`~hotline.Stats`, for no gain here (see
 docs/operations.md). The server reads one request head (bounded in size and time), answers
-it and closes the connection; it serves nothing else and has no authentication, so bind it
-to a loopback or otherwise private address.
+it and closes the connection, serving a few connections at a time; it serves nothing else and
+has no authentication, so bind it to a loopback or otherwise private address.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ logger = logging.getLogger("hotline")
 MAX_REQUEST_HEAD = 8192
 #: How long a client has to send its request head.
 REQUEST_TIMEOUT = 5.0
+#: Connections served at once; more are closed unanswered (a scraper needs one at a time).
+MAX_CLIENTS = 8
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: (metric, type, help, key of the live state, what to divide it by for the metric's unit)
@@ -116,7 +118,12 @@ async def _answer(stream: trio.SocketStream, live_state: LiveState) -> None:
         elif request[1].split(b"?", 1)[0] not in (b"/metrics", b"/"):
             answer = _response("404 Not Found", b"see /metrics\n", "text/plain")
         else:
-            body = render_metrics(live_state()).encode("utf-8")
+            try:
+                body = render_metrics(live_state()).encode("utf-8")
+            except Exception:
+                # A side channel must never end the line it reports on.
+                logger.exception("metrics: cannot read the live state")
+                return
             answer = _response("200 OK", body, CONTENT_TYPE)
             if request[0] == b"HEAD":
                 answer = answer[: len(answer) - len(body)]
@@ -147,7 +154,17 @@ def bound_address(listeners: list[trio.SocketListener]) -> tuple[str, int]:
 async def serve_metrics(listeners: list[trio.SocketListener], live_state: LiveState) -> None:
     """Serve ``/metrics`` on ``listeners`` until cancelled."""
 
+    limiter = trio.CapacityLimiter(MAX_CLIENTS)
+
     async def handler(stream: trio.SocketStream) -> None:
-        await _answer(stream, live_state)
+        try:
+            limiter.acquire_nowait()
+        except trio.WouldBlock:
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            await _answer(stream, live_state)
+        finally:
+            limiter.release()
 
     await trio.serve_listeners(handler, listeners)

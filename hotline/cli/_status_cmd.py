@@ -87,7 +87,7 @@ def store_state(path: Path) -> dict[str, Any]:
 
 
 def _live_lines(directory: Path) -> tuple[dict[str, Any] | None, str]:
-    """The running node's document, or None and why there is none."""
+    """The running node's document (or None) and why it has no live state (or "")."""
     from ._control import CONTROL_SOCKET, query_control
 
     path = directory / CONTROL_SOCKET
@@ -98,7 +98,7 @@ def _live_lines(directory: Path) -> tuple[dict[str, Any] | None, str]:
         return None, f"the control socket {str(path)!r} does not answer: {reason}"
     if document is None:
         return None, "no node is running"
-    return document, ""
+    return document, str(document.get("error", ""))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -143,7 +143,7 @@ def _row(label: str, value: str) -> str:
 def _human(report: dict[str, Any], not_live: str) -> str:
     out = []
     if report["running"]:
-        out.append(f"node running (pid {report['pid']})")
+        out.append(f"node running (pid {report['pid']})" + (f": {not_live}" if not_live else ""))
     else:
         out.append(f"node not running: {not_live}")
     for line in report["lines"]:
