@@ -145,7 +145,9 @@ async def serve_control(
     Call it only while holding the store lock of ``path``'s directory: a socket already at
     ``path`` is taken for a crashed node's and replaced.
     """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    # No longer than "hotline.sock" (a pid is at most 0x400000): if the socket's path fits
+    # in the 107 bytes a Unix socket allows, so does this one.
+    temporary = path.with_name(f".{os.getpid():x}.sock")
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         with contextlib.suppress(FileNotFoundError):
