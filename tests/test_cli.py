@@ -53,7 +53,7 @@ TIMEOUT = 15.0
 FINGERPRINT = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
 EVENT_FIELDS: dict[str, set[str]] = {
-    "start": {"event", "time", "schema", "version", "identity", "peer", "listen"},
+    "start": {"event", "time", "schema", "version", "identity", "peer_key", "listen"},
     "queued": {"event", "time", "seq"},
     "delivered": {"event", "time", "upto"},
     "acknowledged": {"event", "time", "upto"},

@@ -77,7 +77,7 @@ def test_the_first_event_is_start_with_the_schema(talk: Talk, keys: Keys) -> Non
     assert first["event"] == "start"
     assert first["schema"] == JSON_SCHEMA == 2
     assert first["identity"] == keys.fingerprints["bob"]
-    assert first["peer"] == keys.fingerprints["alice"]
+    assert first["peer_key"] == keys.fingerprints["alice"]
     assert len(first["listen"]) == 1
     assert first["listen"][0].startswith("127.0.0.1:")
     assert talk.alice.events[0]["event"] == "start"

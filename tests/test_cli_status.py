@@ -286,3 +286,40 @@ def test_metrics_on_a_port_in_use_fail_before_the_line_opens(
                      "--listen", f"127.0.0.1:{free_port()}", "--metrics", f"127.0.0.1:{port}",
                      cwd=tmp_path)
     assert f"cannot serve metrics on 127.0.0.1:{port}" in one_error_line(result)
+
+
+def test_status_and_metrics_of_a_running_node_serving_two_peers(
+    tmp_path: Path, keys: Keys
+) -> None:
+    port, metrics_port = free_port(), free_port()
+    (tmp_path / "bob.toml").write_text(
+        f'key = "{keys.bob}"\ndata = "bob-data"\nlisten = "127.0.0.1:{port}"\n'
+        f'[peers.alice]\nkey = "{Keys.pub(keys.alice)}"\n'
+        f'[peers.carol]\nkey = "{Keys.pub(keys.carol)}"\n'
+    )
+    nodes = [Node("bob", ["run", "--config", "bob.toml", "--json", "--metrics",
+                          f"127.0.0.1:{metrics_port}"], tmp_path)]
+    try:
+        bob = nodes[0]
+        bob.send("@carol for carol")
+        nodes.append(Node("carol", ["run", "--key", keys.carol, "--peer", Keys.pub(keys.bob),
+                                    "--data", "carol-data", "--connect", f"127.0.0.1:{port}",
+                                    "--json"], tmp_path))
+        bob.wait_event(event="acknowledged", peer="carol", upto=1)
+        report = _status(tmp_path, "bob-data", "--json")
+        metrics, _ = _scrape(metrics_port)
+    finally:
+        for node in nodes:
+            node.kill()
+    assert report["running"] is True
+    assert report["pid"] == bob.proc.pid
+    alice, carol = report["lines"]
+    assert (alice["name"], carol["name"]) == ("alice", "carol")
+    assert alice["store"].endswith("peers/alice/hotline.db")
+    assert alice["live"]["liveness"] == "connecting"  # alice never called
+    assert alice["live"]["name"] == "alice"
+    assert carol["live"]["liveness"] == "up"
+    assert carol["live"]["messages_sent"] == 1
+    assert (carol["sent_seq"], carol["outbox"]) == (1, 0)
+    assert f'hotline_peer_up{{peer="{keys.fingerprints["carol"]}",name="carol"}} 1' in metrics
+    assert f'hotline_peer_up{{peer="{keys.fingerprints["alice"]}",name="alice"}} 0' in metrics

@@ -1703,3 +1703,31 @@ def test_receipt_received_event_and_line_state_update() -> None:
     assert receipt.head == m1.hash
     assert pair.a.state.peer_delivered == 1
     assert [m.body for m in pair.a.state.pending] == [b"2"]
+
+
+def test_has_output_says_whether_data_to_send_would_write_anything() -> None:
+    """The driver wakes its writer only when this is true, so it must never be false while
+    output waits: after a timer's ping, and while a returned chunk is still being written."""
+    a, b = Identity.from_seed(corepair.SEED_A), Identity.from_seed(corepair.SEED_B)
+    ca, cb, _, _ = handshake(a, b)
+    cb.receive_data(ca.data_to_send(), 0.0)
+    drain(cb)
+    assert ca.has_output  # What it returned counts as being written until asked again.
+    assert ca.data_to_send() == b""
+    assert not ca.has_output
+    # The peer's ping needs no answer: nothing to write.
+    cb.data_to_send()
+    cb.advance(1.0)
+    ping = cb.data_to_send()
+    assert ping
+    ca.receive_data(ping, 1.0)
+    assert kinds(drain(ca)) == ["RoundTrip"]
+    assert not ca.has_output
+    # Our own ping falls due: output, until it is taken and written.
+    ca.advance(1.0)
+    assert ca.has_output
+    chunk = ca.data_to_send()
+    assert chunk
+    assert ca.has_output  # Being written.
+    assert ca.data_to_send() == b""
+    assert not ca.has_output

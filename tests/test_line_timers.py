@@ -665,3 +665,46 @@ async def test_timestamps_come_from_the_clock_the_line_is_given(
         for entry in store_b.transcript()
     ]
     assert stored_by_b == [clock_a, clock_b, clock_b]
+
+
+class SessionSteps(trio.abc.Instrument):
+    """Counts the task steps of the sessions' own tasks, by the task's function."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, int] = {}
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if ".Session." in task.name:
+            function = task.name.rsplit(".", 1)[-1]
+            self.steps[function] = self.steps.get(function, 0) + 1
+
+
+async def test_an_idle_line_wakes_only_its_writer_and_reader_once_a_heartbeat(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """What an idle line costs is mostly wake-ups. Per heartbeat, each side's writer wakes
+    at its deadline and writes the ping, and its reader wakes for the peer's ping; nothing
+    else runs: no separate timer task that then wakes the writer, no writer woken by a ping
+    that needs no answer, no wake-up at a deadline that the peer's ping had put off.
+
+    Over this in-memory link a write is three further steps (the tap's lock and the memory
+    stream's checkpoints) and a read two, so the writer takes 4 steps a heartbeat and the
+    reader 3 (with a timer task beside the writer, 11 in all).
+    """
+    steps = SessionSteps()
+
+    async def scenario(
+        line_a: Line, line_b: Line, tap_a: Tap, tap_b: Tap, rec_a: Recorder, rec_b: Recorder
+    ) -> None:
+        await trio.sleep_until(10.5)  # Past the opening burst and the first pings.
+        trio.lowlevel.add_instrument(steps)
+        try:
+            await trio.sleep_until(110.5)  # 100 heartbeats.
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        assert line_a.liveness is Liveness.UP
+        assert line_b.liveness is Liveness.UP
+
+    await _run_pair(Config(), Config(), scenario)
+    # Two sides, 100 heartbeats each.
+    assert steps.steps == {"_writer": 2 * 100 * 4, "_reader": 2 * 100 * 3}

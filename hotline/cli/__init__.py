@@ -12,7 +12,8 @@ module imports nothing but :mod:`._signals` and the standard library's cheapest 
 :func:`main` puts the signal handling in place before anything else is loaded (see
 :mod:`._signals`). The modules, in the order a reader needs them: :mod:`._parser` (the
 grammar and help), :mod:`._keys` (``keygen``, ``fingerprint``, key loading), :mod:`._run`
-(``run``), :mod:`._output` (what ``run`` and ``log`` print), :mod:`._commands` (``log``,
+(``run``), :mod:`._config_file` (``run --config``) and :mod:`._node` (``run`` serving several
+peers), :mod:`._output` (what ``run`` and ``log`` print), :mod:`._commands` (``log``,
 ``verify``, ``demo``), :mod:`._status_cmd` (``status``), :mod:`._control` (the control socket
 ``status`` reads) and :mod:`._metrics` (``run --metrics``).
 """
@@ -59,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 _IMPORTS = {
     "keygen": ("hotline._keys",),
     "fingerprint": ("hotline._keys",),
-    "run": ("trio", "hotline._config", "hotline._keys", "hotline.driver", "hotline.protocol"),
+    "run": ("trio", "hotline._config", "hotline._keys", "hotline.driver", "hotline.protocol",
+            "tomllib", "hotline.cli._node"),
     "log": ("msgpack", "hotline.store"),
     "verify": ("hotline._verify", "hotline.store"),
     "status": ("hotline.store", "hotline.cli._control"),

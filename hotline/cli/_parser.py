@@ -107,13 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
         "are printed on standard output.",
         epilog=_RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--key", required=True, metavar="FILE",
+    run.add_argument("--key", metavar="FILE",
                      help="this node's private key (asked for its passphrase when it is "
                      "encrypted, standard input is a terminal and --passphrase-file is not "
                      "given)")
-    run.add_argument("--peer", required=True, metavar="PUBFILE",
+    run.add_argument("--peer", metavar="PUBFILE",
                      help="the peer's public key file, or the 'ssh-ed25519 AAAA...' text")
-    run.add_argument("--data", required=True, metavar="DIR",
+    run.add_argument("--data", metavar="DIR",
                      help="the line's data directory (created if absent)")
     run.add_argument("--listen", type=_address, metavar="HOST:PORT",
                      help="accept the peer's calls on this address (0.0.0.0:PORT for every "
@@ -128,13 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="exit once standard input is done and every message is delivered")
     run.add_argument("--passphrase-file", metavar="F",
                      help="the passphrase of an encrypted --key (file mode 0600)")
-    run.add_argument("--durability", choices=("FULL", "NORMAL"), default="FULL",
+    run.add_argument("--durability", choices=("FULL", "NORMAL"),
                      help="FULL (default): a receipted message survives power loss; NORMAL: "
                      "it survives a crash of the process")
     run.add_argument("--metrics", type=_address, metavar="HOST:PORT",
                      help="serve the live state in the Prometheus text format at "
                      "http://HOST:PORT/metrics (no authentication: use a loopback address)")
-    run.set_defaults(handler=cmd_run)
+    # The configuration file (docs/cli.md, "Configuration file"): --key, --peer and --data
+    # may come from it, so cmd_run checks that they are given once the file is read, and
+    # reports what is wrong in the file as a usage error through this parser.
+    run.add_argument("--config", metavar="FILE",
+                     help="read the settings, and the peers of a node serving several, from "
+                     "this TOML file; a flag given overrides the file")
+    run.set_defaults(handler=cmd_run, usage_error=run.error)
 
     log = commands.add_parser("log", help="print the transcript held in a store",
                               description="Print every signed message and receipt held in "

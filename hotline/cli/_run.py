@@ -12,6 +12,10 @@ inside trio, so the close runs whole and the status follows the rules of :mod:`.
 a signal is how a plain ``run`` ends (0); with ``--until-delivered`` the status says whether
 every line was stored and delivered (0), some line was not sent (3, which takes precedence),
 or the wait was cut short (4).
+
+A node serving several peers (:mod:`._node`) runs this same flow once per line, handing each
+its input, output, network and stop (:class:`._node.NodeLine`); the settings may come from a
+configuration file (:mod:`._config_file`), read before anything else.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .._errors import HotlineError
+from ._config_file import ConfigFileError, apply_config_file, run_config
 from ._keys import load_identity, load_peer
 from ._output import JSON_SCHEMA, Output, body_fields, iso_utc, package_version, printable
 from ._signals import in_main_thread
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
 
     from .._keys import Identity, PublicKey
     from ._control import LiveState
+    from ._node import NodeLine, PeerOutput
 
 STORE_NAME = "hotline.db"
 _STDIN_CHUNK = 65536
@@ -86,7 +92,7 @@ class _StopRequest:
             event.set()
 
 
-async def _start_monitoring(
+async def start_monitoring(
     nursery: trio.Nursery,
     data_dir: Path,
     metrics: list[trio.SocketListener] | None,
@@ -109,11 +115,19 @@ async def _start_monitoring(
 def cmd_run(args: argparse.Namespace) -> int:
     import trio
 
-    from .._config import Config
+    try:
+        apply_config_file(args)
+    except ConfigFileError as exc:
+        args.usage_error(str(exc))
+    if args.peers is not None:  # a node serving several peers (see _node)
+        from ._node import check_node_args, run_node
 
-    if args.listen is None and args.connect is None:
+        check_node_args(args)
+    elif args.listen is None and args.connect is None:
         raise CliError("give --listen HOST:PORT, --connect HOST:PORT, or both")
     identity = load_identity(args.key, args.passphrase_file)
+    if args.peers is not None:
+        return run_node(args, identity, run_config(args), _install_stop_request())
     peer = load_peer(args.peer)
     if peer == identity.public_key:
         raise CliError("--peer is this node's own key: a line needs the other party's key")
@@ -122,7 +136,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise CliError(f"cannot create data directory {str(data_dir)!r}: {exc.strerror}") from None
-    config = Config(heartbeat_interval=args.heartbeat) if args.heartbeat else Config()
+    config = run_config(args)
+    stop_request = _install_stop_request()
+    return trio.run(_run, identity, peer, data_dir / STORE_NAME, args, config, stop_request)
+
+
+def _install_stop_request() -> _StopRequest:
     stop_request = _StopRequest()
     if in_main_thread():
         # Left in place until the process ends (main restores them for in-process callers),
@@ -131,7 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, stop_request.handle)
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, stop_request.handle)
-    return trio.run(_run, identity, peer, data_dir / STORE_NAME, args, config, stop_request)
+    return stop_request
 
 
 async def _run(
@@ -140,8 +159,12 @@ async def _run(
     store_path: Path,
     args: argparse.Namespace,
     config: Any,
-    stop_request: _StopRequest,
+    stop_request: _StopRequest | None,
+    node: NodeLine | None = None,
 ) -> int:
+    """One line, from its opening to its exit status. Alone in the process (``node`` is
+    None) it reads standard input and owns the output and the signals; as one of a node's
+    lines, ``node`` gives it its input, its output, its network and the node's stop."""
     import trio
 
     from ..driver import DialFailed, Line, PeerState, open_line
@@ -156,6 +179,11 @@ async def _run(
     delivered = False
 
     async def read_stdin(line: Line) -> None:
+        if node is not None:  # The node reads standard input and hands this line its own.
+            async for number, body in node.bodies:
+                await send(line, body, number)
+            stdin_done.set()
+            return
         if sys.stdin is None:  # Started with standard input closed: nothing to send.
             stdin_done.set()
             return
@@ -257,16 +285,22 @@ async def _run(
         failure = reason
         stop.set()
 
-    out = Output(args.json, output_failed)
-    stop_request.attach(stop)
+    out: Output | PeerOutput
+    if node is None:
+        assert stop_request is not None
+        out = Output(args.json, output_failed)
+        stop_request.attach(stop)
+        network: dict[str, Any] = {"listen": args.listen, "connect": args.connect}
+    else:
+        out, stop, network = node.out, node.stop, node.network
     metrics = None
-    if args.metrics is not None:
+    if node is None and args.metrics is not None:
         from ._metrics import open_metrics_listeners
 
         metrics = await open_metrics_listeners(args.metrics)
     try:
         async with open_line(
-            identity, peer, store=store_path, listen=args.listen, connect=args.connect,
+            identity, peer, store=store_path, **network,
             config=config, auto_ack=False, durability=args.durability,
         ) as line, trio.open_nursery() as nursery:
             for host, port in line.listen_addresses:
@@ -278,28 +312,34 @@ async def _run(
             nursery.start_soon(receive, line)
             if args.until_delivered:
                 nursery.start_soon(until_delivered, line)
-            await out.emit("start", None, schema=JSON_SCHEMA, version=package_version(),
-                           identity=identity.public_key.fingerprint(),
-                           peer=peer.fingerprint(),
-                           listen=[f"{host}:{port}" for host, port in line.listen_addresses])
-            await _start_monitoring(nursery, store_path.parent, metrics,
-                                    lambda: [line_live_state(line)])
+            if node is None:
+                await out.emit("start", None, schema=JSON_SCHEMA, version=package_version(),
+                               identity=identity.public_key.fingerprint(),
+                               peer_key=peer.fingerprint(),
+                               listen=[f"{h}:{p}" for h, p in line.listen_addresses])
+                await start_monitoring(nursery, store_path.parent, metrics,
+                                       lambda: [line_live_state(line)])
+            else:  # The node says start, and serves every line's state (see _node).
+                node.opened(line)
 
             async def wait_for(event: trio.Event) -> None:
                 await event.wait()
                 nursery.cancel_scope.cancel()
 
-            nursery.start_soon(wait_for, done)
+            if node is None:
+                nursery.start_soon(wait_for, done)
+            else:  # The node stops once every one of its lines is done.
+                nursery.start_soon(node.report_done, done)
             nursery.start_soon(wait_for, stop)
             await trio.sleep_forever()
         # Decided after the close: its last receipts count, as they would have a moment later.
         delivered = stdin_done.is_set() and line.outbox_size == 0
     except OSError as exc:
-        if args.listen is not None and exc.errno is not None:
+        if node is None and args.listen is not None and exc.errno is not None:
             host, port = args.listen
             raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         raise CliError(str(exc)) from None
-    if stop_request.signum is not None:
+    if stop_request is not None and stop_request.signum is not None:
         logger.info("%s: closed", signal.Signals(stop_request.signum).name)
     if failure:
         raise CliError(f"{failure}: stopped (messages not shown are shown by the next run)")

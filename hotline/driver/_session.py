@@ -1,9 +1,14 @@
 """A session: one authenticated connection while it is (about to be) the line's live one.
 
 The session is the only caller of its :class:`~hotline.Connection`. It runs three tasks: a
-writer (the only task that writes to the stream; others *kick* it), a reader (bytes -> core
--> events, each handed on through a dispatch table), and a timer (wakes the core at its next
-deadline). What the committer has stored comes in through :meth:`Session.transmit`.
+writer (the only task that writes to the stream; others *kick* it), which is also the timer
+while it is idle (it waits for a kick or the core's next deadline, whichever comes first); a
+reader (bytes -> core -> events, each handed on through a dispatch table), which kicks the
+writer only when there is output; and a backup timer, which runs the core's timers only while
+a write is in progress (a peer that stops reading must still be declared suspect and down on
+time). So an idle line wakes its writer once a heartbeat to write the ping and its reader
+once to read the peer's, and nothing else. What the committer has stored comes in
+through :meth:`Session.transmit`.
 
 Output owed to the peer is bounded: the core holds back receipts, pings and messages while
 earlier output is unwritten, the writer writes in pieces, and a peer that takes no piece and
@@ -112,7 +117,11 @@ class Session:
         self._stats = stats
         self.wake = trio.Event()
         self.scope = trio.CancelScope()
-        self.alarm = trio.CancelScope()  # The timer's sleep, until the core's next deadline.
+        self.alarm = trio.CancelScope()  # The idle writer's wait, until the core's next deadline.
+        # The backup timer's sleep: runs only while a write is in progress (see _write()).
+        self.backup = trio.CancelScope()
+        self._backup_deadline = math.inf
+        self.in_write = False
         self.end_reason = ""
         self.started = False
         self.replaced_by_peer = False
@@ -186,7 +195,7 @@ class Session:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._reader)
                 nursery.start_soon(self._writer)
-                nursery.start_soon(self._timer)
+                nursery.start_soon(self._backup_timer)
 
     # --- out: what the committer stored, to the writer, to the stream --------------------
 
@@ -215,14 +224,12 @@ class Session:
                     # what it owes the peer until then (see Connection.data_to_send).
                     data = conn.data_to_send()
                     if data:
-                        # An owed ping went out with it: the timer's next deadline moved.
-                        self._rearm()
                         await self._write(data)
                         continue
                     if conn.state is ConnectionState.CLOSED:
                         self.end(self.end_reason or "closed")
                         return
-                    await self.wake.wait()
+                    await self._idle()
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self.end(f"the connection failed: {exc!r}")
                 return
@@ -231,23 +238,77 @@ class Session:
             self.stalled = True
             self.end(f"the peer read nothing for {patience:.3f} s")
 
+    async def _idle(self) -> None:
+        """Wait until kicked or until the core's next deadline, and then run its timers.
+
+        The writer is also the session's timer: what a timer mostly produces is a ping to
+        write, so an idle line wakes one task per heartbeat, not a timer task that then
+        wakes the writer. The reader moves the deadline when input moves it (:meth:`_rearm`).
+        """
+        conn = self.conn
+        deadline = conn.next_deadline()
+        if deadline is None:
+            await self.wake.wait()
+            return
+        with trio.CancelScope(deadline=deadline) as self.alarm:
+            await self.wake.wait()
+        if self.alarm.cancelled_caught or trio.current_time() >= self.alarm.deadline:
+            self._tick()
+
+    def _tick(self) -> None:
+        """Run the core's timers that are due now, and what they produce."""
+        conn = self.conn
+        conn.advance(trio.current_time())
+        while (batch := self._process()) is not None:
+            # Frames are buffered only while the reader checks a batch, so this is rare and
+            # small: check it here.
+            batch.run()
+            conn.signatures_checked(batch)
+
     async def _write(self, data: bytes) -> None:
         """Write ``data`` in pieces, each with ``down_after`` to go out: when one does not
-        and no new receipt shows that the peer reads, the writer's scope is cancelled."""
+        and no new receipt shows that the peer reads, the writer's scope is cancelled.
+
+        Meanwhile the writer cannot run the core's timers: the backup timer does, so that a
+        peer that stops reading is still declared suspect and down on time.
+        """
         patience = self._config.down_after
         writing = self.writing
-        if len(data) <= WRITE_PIECE:
-            writing.deadline = trio.current_time() + patience
-            await self.stream.send_all(data)
-            self._stats.bytes_sent += len(data)
-        else:
-            view = memoryview(data)
-            for start in range(0, len(view), WRITE_PIECE):
+        deadline = self.conn.next_deadline()
+        if deadline is not None:
+            self._backup_deadline = self.backup.deadline = deadline
+        self.in_write = True
+        try:
+            if len(data) <= WRITE_PIECE:
                 writing.deadline = trio.current_time() + patience
-                piece = view[start : start + WRITE_PIECE]
-                await self.stream.send_all(piece)
-                self._stats.bytes_sent += len(piece)
-        writing.deadline = math.inf
+                await self.stream.send_all(data)
+                self._stats.bytes_sent += len(data)
+            else:
+                view = memoryview(data)
+                for start in range(0, len(view), WRITE_PIECE):
+                    writing.deadline = trio.current_time() + patience
+                    piece = view[start : start + WRITE_PIECE]
+                    await self.stream.send_all(piece)
+                    self._stats.bytes_sent += len(piece)
+        finally:
+            self.in_write = False
+            writing.deadline = math.inf
+            self._backup_deadline = self.backup.deadline = math.inf
+
+    async def _backup_timer(self) -> None:
+        """Run the core's timers while the writer is busy writing (an idle writer runs them
+        itself, see :meth:`_idle`): armed by :meth:`_write` for the duration of a write."""
+        while True:
+            with trio.CancelScope(deadline=self._backup_deadline) as self.backup:
+                await trio.sleep_forever()
+            # Armed, and the deadline passed during a write: run the timers, and stay
+            # armed for the next deadline while the write goes on.
+            self._tick()
+            deadline = self.conn.next_deadline()
+            if self.in_write and deadline is not None:
+                self._backup_deadline = deadline
+            else:
+                self._backup_deadline = math.inf
 
     # --- in: from the stream, through the core, to the inbox and the outbox --------------
 
@@ -309,7 +370,9 @@ class Session:
             self.end(f"protocol error: {exc}")
         except (ConnectionClosedError, ConnectionBrokenError) as exc:
             self.end(str(exc))
-        self.kick()
+        # The writer needs waking only for output: a ping from the peer mostly brings none.
+        if conn.has_output or conn.state is not ConnectionState.OPEN:
+            self.kick()
         self._rearm()
         return None
 
@@ -344,28 +407,16 @@ class Session:
 
     # --- time ----------------------------------------------------------------------------
 
-    async def _timer(self) -> None:
-        conn = self.conn
-        while True:
-            with trio.CancelScope() as self.alarm:
-                self._rearm()
-                await trio.sleep_forever()
-            conn.advance(trio.current_time())
-            while (batch := self._process()) is not None:
-                # Frames are buffered only while the reader checks a batch, so this is rare
-                # and small: check it here.
-                batch.run()
-                conn.signatures_checked(batch)
-
     def _rearm(self) -> None:
-        """Wake the timer by the core's next deadline, which input may have brought closer
-        (a peer that asks for a shorter heartbeat interval).
+        """Wake the idle writer by the core's next deadline, which input moves: closer (a
+        peer that asks for a shorter heartbeat interval) or later (what we hear from the
+        peer puts off suspecting it).
 
-        Only ever earlier: a deadline that moved later costs the timer one early wake-up,
-        cheaper than moving trio's deadline on every read.
+        Moving a trio deadline costs a heap entry; a wake-up at a deadline that had moved
+        later costs a task step and a pass through the core, many times more.
         """
         deadline = self.conn.next_deadline()
-        if deadline is not None and deadline < self.alarm.deadline:
+        if deadline is not None and deadline != self.alarm.deadline:
             self.alarm.deadline = deadline
 
     # --- the end -------------------------------------------------------------------------

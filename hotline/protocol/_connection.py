@@ -399,6 +399,17 @@ class Connection:
         return self._frames.take_output()
 
     @property
+    def has_output(self) -> bool:
+        """Whether :meth:`data_to_send` has (or, once the last output is written, would have)
+        something to write: a driver whose writer is idle need not wake it otherwise."""
+        if self._frames.unsent:
+            return True
+        phase = self._phase
+        return (
+            self._machine.state is _S.OPEN and isinstance(phase, Transport) and phase.has_output
+        )
+
+    @property
     def unsent(self) -> int:
         """Bytes of output not known to be written: buffered here, or returned by the last
         :meth:`data_to_send` (the driver is still writing them)."""

@@ -292,6 +292,16 @@ class Transport:
         self._emit_owed_receipts()
         self.emit_record([T_GOODBYE, reason[:_MAX_REASON]])
 
+    @property
+    def has_output(self) -> bool:
+        """Whether :meth:`flush` would produce anything, or output is already waiting."""
+        return bool(
+            self.codec.unsent
+            or self._owed_receipts
+            or self._ping_owed
+            or self._transmitted_high < self.marks.sent_seq
+        )
+
     def flush(self) -> None:
         """The driver asks for output: add what waited for it."""
         self._emit_owed_receipts()
