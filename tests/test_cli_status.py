@@ -294,11 +294,11 @@ def test_status_and_metrics_of_a_running_node_serving_two_peers(
     port, metrics_port = free_port(), free_port()
     (tmp_path / "bob.toml").write_text(
         f'key = "{keys.bob}"\ndata = "bob-data"\nlisten = "127.0.0.1:{port}"\n'
+        f'metrics = "127.0.0.1:{metrics_port}"\n'
         f'[peers.alice]\nkey = "{Keys.pub(keys.alice)}"\n'
         f'[peers.carol]\nkey = "{Keys.pub(keys.carol)}"\n'
     )
-    nodes = [Node("bob", ["run", "--config", "bob.toml", "--json", "--metrics",
-                          f"127.0.0.1:{metrics_port}"], tmp_path)]
+    nodes = [Node("bob", ["run", "--config", "bob.toml", "--json"], tmp_path)]
     try:
         bob = nodes[0]
         bob.send("@carol for carol")
