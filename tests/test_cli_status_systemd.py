@@ -73,10 +73,11 @@ def test_the_unit_has_its_sections_and_hardening() -> None:
 def test_exec_start_is_a_run_the_command_line_accepts() -> None:
     service = read_unit(UNIT.read_text())["Service"]
     (command,) = values(service, "ExecStart")
-    # What systemd would run for hotline@alice with HOTLINE_OPTIONS="--listen 0.0.0.0:7400".
+    # What systemd would run for hotline@alice with HOTLINE_OPTIONS as docs/operations.md
+    # shows it.
     expanded = (command.replace("%d", "/run/credentials/hotline@alice.service")
                 .replace("%S", "/var/lib").replace("%i", "alice")
-                .replace("$HOTLINE_OPTIONS", "--listen 0.0.0.0:7400"))
+                .replace("$HOTLINE_OPTIONS", "--peer /etc/hotline/alice.pub --listen 0.0.0.0:7400"))
     executable, *argv = shlex.split(expanded)
     assert executable.endswith("/hotline")
     args = build_parser().parse_args(argv)
