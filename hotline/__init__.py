@@ -82,6 +82,17 @@ _LAZY = {
     "VerifyReport": "_verify",
     "verify_store": "_verify",
     "verify_transcript": "_verify",
+    "History": "_history",
+    "HistoryEntry": "_history",
+    "HistoryMessage": "_history",
+    "HistoryReceipt": "_history",
+    "open_history": "_history",
+    "AsyncioLine": "_aio",
+    "AsyncioOutgoing": "_aio",
+    "open_asyncio_line": "_aio",
+    "BlockingLine": "_blocking",
+    "BlockingOutgoing": "_blocking",
+    "open_blocking_line": "_blocking",
 }
 
 
@@ -107,6 +118,16 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from ._aio import (
+        AsyncioLine,
+        AsyncioOutgoing,
+        open_asyncio_line,
+    )
+    from ._blocking import (
+        BlockingLine,
+        BlockingOutgoing,
+        open_blocking_line,
+    )
     from ._config import (
         Config,
     )
@@ -128,6 +149,13 @@ if TYPE_CHECKING:
         StoreMismatch,
         StoreVersionError,
         TranscriptError,
+    )
+    from ._history import (
+        History,
+        HistoryEntry,
+        HistoryMessage,
+        HistoryReceipt,
+        open_history,
     )
     from ._keys import (
         Identity,
@@ -190,6 +218,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GENESIS_HEAD",
+    "AsyncioLine",
+    "AsyncioOutgoing",
+    "BlockingLine",
+    "BlockingOutgoing",
+    "History",
+    "HistoryEntry",
+    "HistoryMessage",
+    "HistoryReceipt",
+    "open_asyncio_line",
+    "open_blocking_line",
+    "open_history",
     "Batch",
     "Direction",
     "Line",

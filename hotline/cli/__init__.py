@@ -61,7 +61,7 @@ _IMPORTS = {
     "keygen": ("hotline._keys",),
     "fingerprint": ("hotline._keys",),
     "run": ("trio", "hotline._config", "hotline._keys", "hotline.driver", "hotline.protocol",
-            "tomllib", "hotline.cli._node"),
+            "tomllib", "hotline.cli._launch", "hotline.cli._node"),
     "log": ("msgpack", "hotline.store"),
     "verify": ("hotline._verify", "hotline.store"),
     "status": ("hotline.store", "hotline.cli._control"),

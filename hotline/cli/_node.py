@@ -34,8 +34,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +44,15 @@ from .._errors import HotlineError
 from ._config_file import PeerSpec, valid_peer_name
 from ._control import line_live_state
 from ._output import JSON_SCHEMA, Output, package_version
-from ._run import STORE_NAME, _read_some, _run, _StopRequest, start_monitoring
+from ._run import (
+    STORE_NAME,
+    NodeLine,
+    PeerOutput,
+    _read_some,
+    _run,
+    _StopRequest,
+    start_monitoring,
+)
 from ._status import EXIT_INTERRUPTED, EXIT_NOT_SENT, EXIT_OK, CliError
 
 if TYPE_CHECKING:
@@ -61,37 +68,6 @@ PEERS_DIR = "peers"
 _STDIN_CHUNK = 65536
 # The longest "@NAME " prefix: "@", a name of at most 64 characters, and the space.
 _MAX_PREFIX = 66
-
-
-class PeerOutput:
-    """The node's one output, as one line sees it: every event names its peer."""
-
-    def __init__(self, shared: Output, name: str) -> None:
-        self._shared = shared
-        self.name = name
-
-    @property
-    def as_json(self) -> bool:
-        return self._shared.as_json
-
-    async def emit(self, event: str, human: str | None, **fields: Any) -> bool:
-        shown = None if human is None else f"[{self.name}] {human}"
-        return await self._shared.emit(event, shown, peer=self.name, **fields)
-
-
-@dataclass
-class NodeLine:
-    """What one line of a node gets from the node instead of owning it (see the module)."""
-
-    bodies: trio.MemoryReceiveChannel[tuple[int, bytes]]
-    """Each body with the number of its input line."""
-    out: PeerOutput
-    stop: trio.Event
-    network: dict[str, Any]
-    report_done: Callable[[trio.Event], Awaitable[None]]
-    opened: Callable[[Line], None]
-    """Called with the line once it is open: the node shows its state (control socket,
-    metrics)."""
 
 
 def check_node_args(args: argparse.Namespace) -> None:

@@ -152,7 +152,8 @@ class Output:
                 return await self._write(event, human, fields)
             finally:
                 self._started.set()
-        await self._started.wait()
+        if not self._started.is_set():  # (wait() checkpoints even when set)
+            await self._started.wait()
         return await self._write(event, human, fields)
 
     async def _write(self, event: str, human: str | None, fields: dict[str, Any]) -> bool:

@@ -7,8 +7,8 @@ import argparse
 from .._errors import HotlineError
 from ._commands import cmd_demo, cmd_log, cmd_verify
 from ._keys import cmd_fingerprint, cmd_keygen
+from ._launch import cmd_run
 from ._output import package_version
-from ._run import cmd_run
 from ._status_cmd import cmd_status
 
 __all__ = ["build_parser"]

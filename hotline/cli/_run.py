@@ -1,11 +1,22 @@
 """``hotline run``: one end of a line, driven by standard input, shown on standard output.
 
-Three tasks share the open line: one reads standard input and sends each line, one prints
-what the line reports (the peer's liveness, receipts, dial failures), one prints each message
-received and acknowledges it once its line is written (see :mod:`._output`). Standard input
-is read by blocking reads in a worker thread, never by changing the terminal's flags, so job
-control (Ctrl-Z, ``fg``) and signals keep working; a thread left blocked there is abandoned at
-exit.
+Four tasks share the open line: one reads standard input and queues each line, one prints
+their events in the order the lines were read, one prints what the line reports (the peer's
+liveness, receipts, dial failures), one prints each message received and acknowledges it once
+its line is written (see :mod:`._output`).
+
+The reader does not wait for a line to be stored before it queues the next
+(:meth:`~hotline.Line.queue`), so lines piped in share commits: one fsync for everything read
+while the last commit was in flight, instead of one per line. The reporter waits for each
+line's :meth:`~hotline.Outgoing.stored` in turn and only then prints ``queued``, so the event
+still means stored and comes in input order. The lines between the two are kept in
+:class:`_Unreported` (at most ``outbox_limit`` of them: a slow standard output holds back
+standard input, not memory); whatever is left there when the line closes is accounted for
+after the close from the stored state, so a line queued but never stored counts as not sent.
+
+Standard input is read by blocking reads in a worker thread, never by changing the
+terminal's flags, so job control (Ctrl-Z, ``fg``) and signals keep working; a thread left
+blocked there is abandoned at exit.
 
 A signal asks the line to close (:class:`_StopRequest`) instead of raising KeyboardInterrupt
 inside trio, so the close runs whole and the status follows the rules of :mod:`._status`:
@@ -27,27 +38,62 @@ import os
 import select
 import signal
 import sys
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .._errors import HotlineError
-from ._config_file import ConfigFileError, apply_config_file, run_config
-from ._keys import load_identity, load_peer
 from ._output import JSON_SCHEMA, Output, body_fields, iso_utc, package_version, printable
-from ._signals import in_main_thread
 from ._status import EXIT_INTERRUPTED, EXIT_NOT_SENT, EXIT_OK, CliError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     import trio
 
     from .._keys import Identity, PublicKey
+    from ..driver import Line, Outgoing
     from ._control import LiveState
-    from ._node import NodeLine, PeerOutput
 
 STORE_NAME = "hotline.db"
 _STDIN_CHUNK = 65536
+#: How long the events of lines read may take to write once the run is stopping: the one being
+#: written when the stop came, and those written after the close.
+_EVENT_TIMEOUT = 2.0
 logger = logging.getLogger("hotline")
+
+
+class PeerOutput:
+    """The node's one output, as one line sees it: every event names its peer."""
+
+    def __init__(self, shared: Output, name: str) -> None:
+        self._shared = shared
+        self.name = name
+
+    @property
+    def as_json(self) -> bool:
+        return self._shared.as_json
+
+    async def emit(self, event: str, human: str | None, **fields: Any) -> bool:
+        shown = None if human is None else f"[{self.name}] {human}"
+        return await self._shared.emit(event, shown, peer=self.name, **fields)
+
+
+@dataclass
+class NodeLine:
+    """What one line of a node gets from the node instead of owning it (see the module)."""
+
+    bodies: trio.MemoryReceiveChannel[tuple[int, bytes]]
+    """Each body with the number of its input line."""
+    out: PeerOutput
+    stop: trio.Event
+    network: dict[str, Any]
+    report_done: Callable[[trio.Event], Awaitable[None]]
+    opened: Callable[[Line], None]
+    """Called with the line once it is open: the node shows its state (control socket,
+    metrics)."""
 
 
 def _read_some(fd: int) -> bytes:
@@ -112,45 +158,70 @@ async def start_monitoring(
         print(f"hotline: metrics on http://{host}:{port}/metrics", file=sys.stderr, flush=True)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    import trio
+class _Unreported:
+    """The lines read from standard input that have no event yet, in the order they were read.
 
-    try:
-        apply_config_file(args)
-    except ConfigFileError as exc:
-        args.usage_error(str(exc))
-    if args.peers is not None:  # a node serving several peers (see _node)
-        from ._node import check_node_args, run_node
+    Each is the :class:`~hotline.Outgoing` of a queued line, or the reason a line was not
+    sent, with the line's number in the input (for its event). The reader adds an
+    ``Outgoing`` in the same step as ``queue()`` returns it (no checkpoint between), so
+    however the run ends, every queued line is here until its event is written. One reader
+    adds and one reporter takes, each waiting on ``_changed``.
+    """
 
-        check_node_args(args)
-    elif args.listen is None and args.connect is None:
-        raise CliError("give --listen HOST:PORT, --connect HOST:PORT, or both")
-    identity = load_identity(args.key, args.passphrase_file)
-    if args.peers is not None:
-        return run_node(args, identity, run_config(args), _install_stop_request())
-    peer = load_peer(args.peer)
-    if peer == identity.public_key:
-        raise CliError("--peer is this node's own key: a line needs the other party's key")
-    data_dir = Path(args.data)
-    try:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CliError(f"cannot create data directory {str(data_dir)!r}: {exc.strerror}") from None
-    config = run_config(args)
-    stop_request = _install_stop_request()
-    return trio.run(_run, identity, peer, data_dir / STORE_NAME, args, config, stop_request)
+    def __init__(self, limit: int) -> None:
+        import trio
 
+        self._items: deque[tuple[int, Outgoing | str]] = deque()
+        self._limit = limit
+        self._ended = False
+        self._changed = trio.Event()
 
-def _install_stop_request() -> _StopRequest:
-    stop_request = _StopRequest()
-    if in_main_thread():
-        # Left in place until the process ends (main restores them for in-process callers),
-        # so that a signal during the close cannot end the process with another status. A
-        # SIGINT that the parent ignores (a background job of a script) stays ignored.
-        signal.signal(signal.SIGTERM, stop_request.handle)
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            signal.signal(signal.SIGINT, stop_request.handle)
-    return stop_request
+    def _change(self) -> None:
+        import trio
+
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for_room(self) -> None:
+        while len(self._items) >= self._limit:
+            await self._changed.wait()
+
+    def add(self, number: int, item: Outgoing | str) -> None:
+        self._items.append((number, item))
+        self._change()
+
+    def end(self) -> None:
+        """No more lines: standard input is at its end."""
+        self._ended = True
+        self._change()
+
+    async def first(self) -> tuple[int, Outgoing | str] | None:
+        """The oldest line without an event (left in place), or None once input has ended
+        and every line has had its event."""
+        while not self._items:
+            if self._ended:
+                return None
+            await self._changed.wait()
+        return self._items[0]
+
+    def reported(self) -> None:
+        """The oldest line has had its event (or is counted and need not have one)."""
+        self._items.popleft()
+        self._change()
+
+    async def wait_reported(self, upto: int) -> None:
+        """Wait until no line numbered up to ``upto`` is without its event (a refused line
+        at the head is waited for too: its event is written at once)."""
+        while self._items:
+            item = self._items[0][1]
+            if not isinstance(item, str) and item.seq > upto:
+                return
+            await self._changed.wait()
+
+    def take_all(self) -> list[tuple[int, Outgoing | str]]:
+        items = list(self._items)
+        self._items.clear()
+        return items
 
 
 async def _run(
@@ -167,14 +238,16 @@ async def _run(
     lines, ``node`` gives it its input, its output, its network and the node's stop."""
     import trio
 
-    from ..driver import DialFailed, Line, PeerState, open_line
+    from ..driver import DialFailed, PeerState, open_line
     from ..protocol import ReceiptKind, ReceiptReceived, RoundTrip
     from ._control import line_live_state
 
     done = trio.Event()  # --until-delivered: all is delivered
     stop = trio.Event()  # a signal, or standard output failed
+    # Standard input has ended and every line read has had its event (queued: stored).
     stdin_done = trio.Event()
-    unsent = 0  # lines read but not sent
+    unreported = _Unreported(config.outbox_limit)
+    unsent = 0  # lines read but not sent (counted when known, before any event is written)
     failure = ""
     delivered = False
 
@@ -182,10 +255,10 @@ async def _run(
         if node is not None:  # The node reads standard input and hands this line its own.
             async for number, body in node.bodies:
                 await send(line, body, number)
-            stdin_done.set()
+            unreported.end()
             return
         if sys.stdin is None:  # Started with standard input closed: nothing to send.
-            stdin_done.set()
+            unreported.end()
             return
         fd = sys.stdin.fileno()
         limit = config.max_body_size
@@ -217,23 +290,73 @@ async def _run(
             await too_large(skipped + len(pending), number + 1)
         elif pending:
             await send(line, bytes(pending), number + 1)
-        stdin_done.set()
+        unreported.end()
 
     async def too_large(size: int, number: int) -> None:
         nonlocal unsent
         unsent += 1
+        await unreported.wait_for_room()
         reason = f"body of {size} bytes is over the limit of {config.max_body_size}"
-        await out.emit("error", f"!! not sent: {reason}", message=reason, line=number)
+        unreported.add(number, reason)
 
     async def send(line: Line, body: bytes, number: int) -> None:
         nonlocal unsent
+        # Cancelled while waiting for room here or in queue(), the line is not queued.
+        await unreported.wait_for_room()
         try:
-            outgoing = await line.send(body)
+            outgoing = await line.queue(body)
         except HotlineError as exc:
             unsent += 1
-            await out.emit("error", f"!! not sent: {exc}", message=str(exc), line=number)
+            unreported.add(number, str(exc))
             return
-        await out.emit("queued", f"-> #{outgoing.seq} queued", seq=outgoing.seq)
+        unreported.add(number, outgoing)
+
+    async def report_in_order() -> None:
+        nonlocal unsent
+        while (oldest := await unreported.first()) is not None:
+            number, item = oldest
+            if isinstance(item, str):
+                await emit_whole("error", f"!! not sent: {item}", message=item, line=number)
+            else:
+                try:
+                    await item.stored()
+                except HotlineError as exc:
+                    unsent += 1
+                    await emit_whole("error", f"!! not sent: {exc}", message=str(exc),
+                                     line=number)
+                else:
+                    await emit_whole("queued", f"-> #{item.seq} queued", seq=item.seq)
+            unreported.reported()
+        stdin_done.set()
+
+    async def emit_whole(event: str, human: str, **fields: Any) -> None:
+        """Write the event of the oldest line, even if the run is stopping meanwhile: a stop
+        must not lose it (nor write it twice after the close, when a cancelled write may
+        already be under way). Bounded: a stopped terminal must not hold the exit."""
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + _EVENT_TIMEOUT
+            await out.emit(event, human, **fields)
+
+    async def report_the_rest(line: Line) -> None:
+        """After the close: the lines read whose event the run did not get to write. The
+        stored state decides which were sent."""
+        nonlocal unsent
+        stored_upto = line.state.sent_seq
+        events: list[tuple[str, str, dict[str, Any]]] = []
+        for number, item in unreported.take_all():
+            if isinstance(item, str):  # Counted when it was read.
+                events.append(("error", f"!! not sent: {item}", {"message": item, "line": number}))
+            elif item.seq <= stored_upto:
+                events.append(("queued", f"-> #{item.seq} queued", {"seq": item.seq}))
+            else:
+                unsent += 1
+                reason = "the line closed before the message was stored"
+                events.append(("error", f"!! not sent: {reason}",
+                               {"message": reason, "line": number}))
+        # Bounded like the close itself: a stopped terminal must not hold the exit.
+        with trio.move_on_after(_EVENT_TIMEOUT):
+            for event, human, fields in events:
+                await out.emit(event, human, **fields)
 
     async def watch(line: Line) -> None:
         async for event in line.watch():
@@ -247,6 +370,9 @@ async def _run(
             elif isinstance(event, ReceiptReceived):
                 receipt = event.receipt
                 kind = receipt.kind.value
+                # The peer receipts a commit while its lines' queued events may still be
+                # being written: shown after them, as the sender's events always were.
+                await unreported.wait_reported(receipt.upto)
                 await out.emit(kind, f"<- {kind} up to #{receipt.upto}", upto=receipt.upto)
                 if (
                     args.until_delivered
@@ -294,7 +420,7 @@ async def _run(
     else:
         out, stop, network = node.out, node.stop, node.network
     metrics = None
-    if node is None and args.metrics is not None:
+    if node is None and getattr(args, "metrics", None) is not None:
         from ._metrics import open_metrics_listeners
 
         metrics = await open_metrics_listeners(args.metrics)
@@ -308,6 +434,7 @@ async def _run(
                 # the JSON stream alone); this tells a person which port :0 picked.
                 print(f"hotline: listening on {host}:{port}", file=sys.stderr, flush=True)
             nursery.start_soon(read_stdin, line)
+            nursery.start_soon(report_in_order)
             nursery.start_soon(watch, line)
             nursery.start_soon(receive, line)
             if args.until_delivered:
@@ -334,6 +461,7 @@ async def _run(
             await trio.sleep_forever()
         # Decided after the close: its last receipts count, as they would have a moment later.
         delivered = stdin_done.is_set() and line.outbox_size == 0
+        await report_the_rest(line)
     except OSError as exc:
         if node is None and args.listen is not None and exc.errno is not None:
             host, port = args.listen

@@ -53,12 +53,21 @@ they see :class:`~hotline.LineClosed` or :class:`~hotline.StoreError`. A new ses
 for the commit in flight before it starts, because it resends from the stored state.
 """
 
+import logging
+
 from ._events import DialFailed, LineEvent, PeerState, Stats
 from ._inbox import Message
 from ._line import Line, open_line
 from ._listener import PENDING_PER_SOURCE, Listener, open_listener
 from ._network import DIAL_REPORT_INTERVAL, Address, Connector, authenticate
 from ._outbox import Outgoing
+
+# A library's logger gets a NullHandler so that an application that configures no logging
+# sees nothing: without one, warnings (a stranger's refused handshake) would reach stderr
+# through logging.lastResort. Here and not in hotline/__init__.py, which must import nothing
+# (the command line handles its signals before logging loads); every module of hotline that
+# logs is in this package, or in the command line, which configures logging itself.
+logging.getLogger("hotline").addHandler(logging.NullHandler())
 
 __all__ = [
     "DIAL_REPORT_INTERVAL",

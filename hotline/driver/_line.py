@@ -203,8 +203,26 @@ class Line:
         Waits while the outbox is full, or raises :class:`OutboxFull` if ``wait`` is false.
         Once this call has assigned the message its sequence number, the message belongs to
         the line: cancelling the call then does not unsend it (it is stored and delivered).
+        One ``send()`` at a time waits for its own commit: a producer that sends one message
+        after another uses :meth:`queue` instead, to share commits.
         """
         return await self._outbox.send(body, wait=wait)
+
+    async def queue(self, body: bytes) -> Outgoing:
+        """Queue ``body`` as our next message and return as soon as it has its number,
+        without waiting for it to be stored (:meth:`Outgoing.stored` waits for that).
+
+        Waits only while the outbox is full, like trio's ``MemorySendChannel.send``: cancelled
+        while it waits, nothing is queued; once it has returned (or been cancelled after the
+        message took its number, which it then still returns), the message belongs to the
+        line. Messages queued while a commit is in flight are stored together by the next one.
+        """
+        return await self._outbox.queue(body)
+
+    def send_nowait(self, body: bytes) -> Outgoing:
+        """Queue ``body`` as :meth:`queue` does, or raise :class:`OutboxFull` at once if the
+        outbox has no room."""
+        return self._outbox.send_nowait(body)
 
     def _committed(self, batch: Batch) -> None:
         """Hand what the committer made durable to the live session and the inbox."""

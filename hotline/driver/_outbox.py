@@ -1,12 +1,31 @@
 """The outbox: our next message number and chain head, the outbox limits, receipt waiters.
 
-``send()`` signs the next message at once (so concurrent senders get consecutive numbers),
-hands it to the committer, and waits until that batch is durable; the committer then hands it
-to the session to transmit. The outbox is the one owner of where our chain has got to (the
-line's state says where it is *stored*), of how much waits for a delivered receipt (``send()``
-waits while ``outbox_limit`` messages or ``outbox_limit_bytes`` have none), and of the
-highest message ever transmitted (what a new session resends counts as retransmitted). The
-peer's receipts come back here: they wake :meth:`Outgoing.delivered` and retire messages.
+Three calls put a message in the outbox, and differ only in what they wait for. Each checks
+the body and the outbox limits, then builds the next message (``_enqueue``: the one place a
+message is made, with our next sequence number and chain head, so that concurrent senders
+get consecutive numbers) and hands it to the committer, which stores every message queued
+while its last commit was in flight with one fsync:
+
+- ``send_nowait()`` waits for nothing: it raises :class:`OutboxFull` when there is no room;
+- ``queue()`` waits only for room, like trio's ``MemorySendChannel.send``;
+- ``send()`` waits for room and then until the message is durable.
+
+From ``_enqueue`` on, the message is part of the chain (the next one's signature covers its
+hash): it is stored even if its caller is cancelled. ``send()`` therefore waits for the commit
+uncancellably and reports a stored message even to a cancelled caller; ``queue()`` and
+``send_nowait()`` return the :class:`Outgoing` as soon as the message is queued, and
+:meth:`Outgoing.stored` waits (cancellably: cancelling that wait unsends nothing) for the
+same commit. Whoever waits decides "stored" the same way: the line's state, which only the
+committer moves and only after a commit, holds the message. A commit released because the
+line stopped first is reported as :class:`LineClosed` or :class:`StoreError`, never as
+stored.
+
+The committer hands stored messages to the session to transmit. The outbox is the one owner
+of where our chain has got to (the line's state says where it is *stored*), of how much
+waits for a delivered receipt (a sender waits while ``outbox_limit`` messages or
+``outbox_limit_bytes`` have none), and of the highest message ever transmitted (what a new
+session resends counts as retransmitted). The peer's receipts come back here: they wake
+:meth:`Outgoing.delivered` and retire messages.
 """
 
 from __future__ import annotations
@@ -29,22 +48,33 @@ from ..protocol import (
     SignedMessage,
     sign_message,
 )
-from ._committer import Committer
+from ._committer import Commit, Committer
 from ._events import LineEvent, Stats
 
 __all__ = ["Outbox", "Outgoing"]
 
 
 class Outgoing:
-    """A message this side queued durably; await its receipts."""
+    """One of our messages, from the moment it has its number: await it stored, then its
+    receipts."""
 
-    def __init__(self, outbox: Outbox, message: SignedMessage) -> None:
+    def __init__(self, outbox: Outbox, message: SignedMessage, commit: Commit) -> None:
         self._outbox = outbox
+        self._commit = commit
+        self._seq = message.seq  # All that the waits below need of the message.
         self.message = message
 
     @property
     def seq(self) -> int:
-        return self.message.seq
+        return self._seq
+
+    async def stored(self) -> None:
+        """Return once this message is durable; at once if it is already.
+
+        Raises :class:`LineClosed` (or :class:`StoreError`) if the line stopped before the
+        message was stored. Cancelling this wait does not unsend the message.
+        """
+        await self._outbox.wait_stored(self.seq, self._commit)
 
     async def delivered(self) -> Receipt:
         """The peer's signed receipt saying it holds this message (and all before it)."""
@@ -106,10 +136,55 @@ class Outbox:
         """Our messages queued without a delivered receipt."""
         return self._next_seq - 1 - self._committer.state.peer_delivered
 
-    # --- 1. send(): sign, queue, wait until stored ---------------------------------------
+    # --- 1. send_nowait(), queue(), send(): into the outbox, maybe until stored ---------
+
+    def send_nowait(self, body: bytes) -> Outgoing:
+        body = self._admissible(body)
+        if self._full(len(body)):
+            raise OutboxFull(f"{self.size} messages ({self._bytes} bytes) await receipts")
+        return self._enqueue(body)
+
+    async def queue(self, body: bytes) -> Outgoing:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        body = self._admissible(body)
+        while self._full(len(body)):
+            await self._wait_for_room()
+        outgoing = self._enqueue(body)
+        # A checkpoint that cannot raise (as MemorySendChannel.send): a cancelled caller must
+        # not lose the Outgoing of a message that now belongs to the line. It also lets the
+        # committer take the batch while a sequential producer builds the next messages.
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return outgoing
 
     async def send(self, body: bytes, *, wait: bool) -> Outgoing:
         await trio.lowlevel.checkpoint_if_cancelled()
+        body = self._admissible(body)
+        while self._full(len(body)):
+            if not wait:
+                raise OutboxFull(f"{self.size} messages ({self._bytes} bytes) await receipts")
+            await self._wait_for_room()
+        outgoing = self._enqueue(body)
+        message, done = outgoing.message, outgoing._commit
+        # The message is already part of the chain: its commit finishes, cancelled or not.
+        await done.wait_uncancellable()
+        if message.seq <= self._committer.state.sent_seq:
+            # Stored (and so it will be delivered): report it, even to a caller whose scope
+            # was cancelled meanwhile, who must not think it unsent and send it again.
+            return outgoing
+        # Not stored: the line stopped first. Cancelled if that is why, else say how.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_usable()
+        raise LineClosed("the line closed before the message was stored")
+
+    async def wait_stored(self, seq: int, commit: Commit) -> None:
+        await commit.wait()
+        if seq <= self._committer.state.sent_seq:
+            return
+        self._check_usable()
+        raise LineClosed("the line closed before the message was stored")
+
+    def _admissible(self, body: bytes) -> bytes:
+        """``body`` as bytes, if the line takes it: nothing is queued or numbered otherwise."""
         self._check_usable()
         if not isinstance(body, bytes | bytearray | memoryview):
             raise LocalProtocolError(f"a body is bytes, not {type(body).__name__}")
@@ -118,12 +193,17 @@ class Outbox:
             raise MessageTooLarge(
                 f"body of {len(body)} bytes is over the limit of {self._config.max_body_size}"
             )
-        while self._full(len(body)):
-            if not wait:
-                raise OutboxFull(f"{self.size} messages ({self._bytes} bytes) await receipts")
-            self._space = trio.Event() if self._space.is_set() else self._space
-            await self._space.wait()
-            self._check_usable()
+        return body
+
+    async def _wait_for_room(self) -> None:
+        """Wait until a receipt frees room (or the line stops). Cancelled here, the caller
+        has queued nothing."""
+        self._space = trio.Event() if self._space.is_set() else self._space
+        await self._space.wait()
+        self._check_usable()
+
+    def _enqueue(self, body: bytes) -> Outgoing:
+        """Make ``body`` our next message and hand it to the committer; no checkpoint."""
         message = sign_message(
             self._identity, self._line_id, self._next_seq, self._clock(), self._next_head, body
         )
@@ -133,16 +213,7 @@ class Outbox:
         self._bytes += len(body)
         done = self._committer.add_sent(message)
         self._stats.sent += 1
-        # The message is already part of the chain: its commit finishes, cancelled or not.
-        await done.wait_uncancellable()
-        if message.seq <= self._committer.state.sent_seq:
-            # Stored (and so it will be delivered): report it, even to a caller whose scope
-            # was cancelled meanwhile, who must not think it unsent and send it again.
-            return Outgoing(self, message)
-        # Not stored: the line stopped first. Cancelled if that is why, else say how.
-        await trio.lowlevel.checkpoint_if_cancelled()
-        self._check_usable()
-        raise LineClosed("the line closed before the message was stored")
+        return Outgoing(self, message, done)
 
     def _full(self, size: int) -> bool:
         return self.size >= self._config.outbox_limit or (
