@@ -45,6 +45,16 @@ class Plan:
     sweep_min_n: int
     sweep_latency_n: int
     sweep_rtt_n: int
+    sequential_n: int
+    sequential_repeats: int
+    peer_n: int
+    peer_repeats: int
+    peer_latency_n: int
+    peer_timeout: float
+    cli_lines: int
+    cli_repeats: int
+    idle_many_lines: int
+    idle_many_budget: float
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,6 +72,10 @@ FULL = Plan(
     sweep_sizes=(64, 256, 1024, 4096, 16384, 65536), sweep_repeats=3,
     sweep_wire_bytes=32 << 20, sweep_hot_bytes=8 << 20, sweep_min_n=100,
     sweep_latency_n=100, sweep_rtt_n=300,
+    sequential_n=2000, sequential_repeats=3,
+    peer_n=5000, peer_repeats=3, peer_latency_n=300, peer_timeout=120.0,
+    cli_lines=5000, cli_repeats=3,
+    idle_many_lines=10_000, idle_many_budget=300.0,
 )
 
 QUICK = Plan(
@@ -76,6 +90,10 @@ QUICK = Plan(
     sweep_sizes=(256, 4096), sweep_repeats=2,
     sweep_wire_bytes=1 << 20, sweep_hot_bytes=256 << 10, sweep_min_n=50,
     sweep_latency_n=10, sweep_rtt_n=30,
+    sequential_n=300, sequential_repeats=1,
+    peer_n=300, peer_repeats=1, peer_latency_n=20, peer_timeout=20.0,
+    cli_lines=300, cli_repeats=1,
+    idle_many_lines=0, idle_many_budget=0.0,
 )
 
 

@@ -12,6 +12,8 @@ with the public API only (``open_line``, ``Line.send``, ``Outgoing.delivered``, 
 - ``send_many``: ``n`` bodies by ``concurrency`` concurrent senders (``send()`` returns once a
   message is durable, so concurrency is what lets group commit batch them); the clock runs
   from the first ``send()`` to the delivered receipt covering the last message;
+- ``send_in_turn``: ``n`` bodies from one task, one after another (``queue()`` where the
+  Line has it, else ``send()``), to the delivered receipt of the last;
 - ``latency``: one message at a time, ``send()`` to its delivered receipt;
 - ``connect_times``: a fresh line (MemoryStore) dialling a listener, from ``open_line`` to
   liveness UP;
@@ -98,6 +100,26 @@ async def produce(
         for _ in range(max(1, min(concurrency, count))):
             nursery.start_soon(worker)
     return sent, last, blocked
+
+
+async def send_in_turn(line: Line, body: bytes, count: int) -> Outgoing:
+    """``count`` bodies from one task, one after another; returns the last one's Outgoing.
+
+    This is the loop a simple producer writes. Where the Line has the pipelined
+    ``queue()`` (it returns the Outgoing at once; ``stored()`` says when it is durable), each
+    body is queued and the task goes on; otherwise each ``send()`` returns once its body is
+    durable, so the loop waits for every commit in turn.
+    """
+    last: Outgoing | None = None
+    pipelined = hasattr(line, "queue")
+    for _ in range(count):
+        if pipelined:
+            last = line.queue(body)  # type: ignore[attr-defined]
+            await trio.lowlevel.checkpoint()  # A producer's loop yields, as reading input does.
+        else:
+            last = await line.send(body)
+    assert last is not None
+    return last
 
 
 class Peer(Commands):
@@ -201,6 +223,17 @@ class Peer(Commands):
         elapsed = time.perf_counter() - t0
         return {"elapsed": elapsed, "rate": n / elapsed, "queued_in": t_queued - t0,
                 "t0": start, "t1": time.monotonic(), "last_seq": last.seq}
+
+    async def cmd_send_in_turn(self, name: str, n: int, size: int) -> dict[str, Any]:
+        line = self.line(name)
+        body = os.urandom(size)
+        t0 = time.perf_counter()
+        last = await send_in_turn(line, body, n)
+        t_queued = time.perf_counter()
+        await last.delivered()
+        elapsed = time.perf_counter() - t0
+        return {"elapsed": elapsed, "rate": n / elapsed, "queued_in": t_queued - t0,
+                "api": "queue" if hasattr(line, "queue") else "send"}
 
     async def cmd_latency(self, name: str, n: int, size: int, warmup: int = 3) -> dict[str, Any]:
         line = self.line(name)

@@ -9,11 +9,13 @@ import argparse
 import dataclasses
 import datetime
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
 import random
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -29,9 +31,10 @@ import trio
 
 from . import ceilings
 from ._plan import Plan, plan_for
-from ._proc import ROOT, Proc, is_liveness
+from ._proc import ROOT, BenchError, Proc, is_liveness
 from ._stats import summarize
 from ._wire import make_certificates
+from .cli_row import cli_rates
 
 KINDS = ("tcp", "tls", "noise")
 A_SEED = "a1" * 32
@@ -39,7 +42,7 @@ B_SEED = "b2" * 32
 BODY = 1024
 MIB = 1 << 20
 
-SECTIONS = ("ceilings", "wire", "hotline", "sweep", "scale")
+SECTIONS = ("ceilings", "wire", "hotline", "peers", "cli", "sweep", "scale", "idle")
 
 
 @dataclass
@@ -51,6 +54,9 @@ class Run:
     figures: dict[str, dict[str, Any]] = field(default_factory=dict)
     sweep: dict[str, Any] = field(default_factory=dict)
     errors: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    skipped_figures: set[str] = field(default_factory=set)
+    peer_failures: list[dict[str, str]] = field(default_factory=list)
     procs: dict[str, Proc] = field(default_factory=dict)
     certs_file: str = ""
     noise_key: str = ""
@@ -64,6 +70,12 @@ class Run:
     def say(self, text: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
+    def skip(self, text: str, figures: tuple[str, ...] = ()) -> None:
+        """A measurement that cannot run here: said now, and again under the table."""
+        self.say(f"SKIPPED: {text}")
+        self.skipped.append(text)
+        self.skipped_figures.update(figures)
+
 
 # --- helpers ------------------------------------------------------------------------------
 
@@ -71,7 +83,7 @@ class Run:
 def _versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for package in ("hotline", "trio", "pynacl", "cryptography", "msgpack", "noiseprotocol",
-                    "matplotlib"):
+                    "matplotlib", "rns", "pyzmq"):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -230,6 +242,8 @@ async def section_hotline(run: Run) -> None:
             rates, "msg/s", messages=plan.hot_n, size=BODY, concurrency=plan.concurrency,
             method="2 processes; concurrent send() calls; clock from the first send() to the "
                    "delivered receipt covering the last message", **heartbeat)
+        if store == "full":
+            await _sequential(run, name)
         result = await a.request("latency", name=name, n=plan.latency_n, size=BODY,
                                  timeout=600)
         run.figures[f"hotline.latency_{store}_ms"] = summarize(
@@ -264,6 +278,23 @@ async def section_hotline(run: Run) -> None:
     await section_big(run)
     # Memory while queueing to a peer that is away.
     await section_away(run)
+
+
+async def _sequential(run: Run, name: str) -> None:
+    """One task sending one message after another, on the FULL line just measured."""
+    plan = run.plan
+    rates, api = [], ""
+    # Fewer messages than the concurrent run: with send() each waits for its own commit.
+    for _ in range(plan.sequential_repeats):
+        result = await run.procs["A"].request("send_in_turn", name=name, n=plan.sequential_n,
+                                              size=BODY, timeout=600)
+        rates.append(result["rate"])
+        api = result["api"]
+    run.figures["hotline.sequential_full"] = summarize(
+        rates, "msg/s", messages=plan.sequential_n, size=BODY, api=api,
+        method="one task, one message after another (Line.queue where the Line has it, "
+               "else await Line.send); clock from the first call to the delivered receipt "
+               "covering the last message")
 
 
 async def section_detection(run: Run) -> None:
@@ -406,6 +437,138 @@ async def section_away(run: Run) -> None:
     )
 
 
+RNS_FIGURES = ("baseline.rns_throughput", "baseline.rns_proof_ms")
+ZMQ_FIGURES = ("baseline.zmq_throughput", "baseline.zmq_ack_ms")
+IDLE_FIGURES = ("hotline.idle_10k_rss_mib", "hotline.idle_10k_cpu_percent_one_core")
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _free_port() -> int:
+    # Reticulum's TCP server interface takes its port from its configuration file, so the
+    # port is chosen here (a loopback port just released: nothing else races for it).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def section_peers(run: Run) -> None:
+    """The peers a user would pick instead: Reticulum and ZeroMQ CURVE, when installed."""
+    peers = (("Reticulum", "rns", "RNS", _reticulum, RNS_FIGURES),
+             ("ZeroMQ CURVE", "pyzmq", "zmq", _zeromq, ZMQ_FIGURES))
+    for title, package, module, measure, figures in peers:
+        if not _installed(module):
+            run.skip(f"{title} baseline: {package} is not installed "
+                     "(pip install 'hotline[bench]')", figures)
+            continue
+        try:
+            await measure(run)
+        except BenchError as exc:
+            # Another project's software failing (Reticulum does not resend a lost packet)
+            # is not hotline's benchmark failing: say so, keep the traceback, go on.
+            run.peer_failures.append({"section": f"peers ({package})",
+                                      "error": traceback.format_exc()})
+            last = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            run.skip(f"{title} baseline: {package} failed in this run: {last}", figures)
+            for name in figures:
+                run.figures.pop(name, None)
+
+
+async def _reticulum(run: Run) -> None:
+    plan = run.plan
+    run.say("peers: Reticulum Link, a proof per packet")
+    port = _free_port()
+    server = await Proc.start(run.nursery, "rns-server", "bench.rns_peer", ["server"], run.logs)
+    client = await Proc.start(run.nursery, "rns-client", "bench.rns_peer", ["client"], run.logs)
+    try:
+        # Reticulum is another project's threaded stack: every step has a deadline, in the
+        # child (`timeout=` of a command) and here, so a stalled Link cannot hang the run.
+        limit = plan.peer_timeout
+        started = await server.request("start", config_dir=str(run.tmp / "rns-server"),
+                                        port=port, timeout=limit)
+        link = await client.request(
+            "start", config_dir=str(run.tmp / "rns-client"), port=port,
+            destination=started["destination"], public_key=started["public_key"],
+            timeout=limit)
+        # Over TCP, Reticulum's Link MTU discovery gives a data unit well over 1 KiB; should
+        # it not, the packet is as large as the Link carries, and the figure says so.
+        size = min(BODY, link["mdu"])
+        await client.request("throughput", n=min(200, plan.peer_n), size=size,
+                             window=plan.concurrency, repeats=1, deadline=limit * 0.9,
+                             timeout=limit)  # Warm-up.
+        result = await client.request("throughput", n=plan.peer_n, size=size,
+                                      window=plan.concurrency, repeats=plan.peer_repeats,
+                                      deadline=limit * 0.9, timeout=limit * plan.peer_repeats)
+        common = {"size": size, "link_mdu": link["mdu"], "link_mtu": link["mtu"]}
+        run.figures["baseline.rns_throughput"] = summarize(
+            result["rates"], "packets/s", packets=plan.peer_n, window=plan.concurrency,
+            lost=result["lost"], **common,
+            method="2 processes, 2 Reticulum instances joined by one loopback TCP interface; "
+                   "packets on a Link to a PROVE_ALL destination, at most `window` unproven; "
+                   "packets proven / time from the first send to the last proof; a packet "
+                   "whose proof does not come within 5 s counts in `lost`, not as proven")
+        result = await client.request("latency", n=plan.peer_latency_n, size=size,
+                                      timeout=limit)
+        run.figures["baseline.rns_proof_ms"] = summarize(
+            result["samples"], "ms", scale=1e3, p99=True, lost=result["lost"], **common,
+            method="one packet at a time on the Link, send to its proof; a packet without "
+                   "a proof within 1 s is counted in `lost`, not sampled (bench/rns_peer.py "
+                   "says why Reticulum loses some on an idle Link)")
+    finally:
+        for proc in (client, server):
+            await proc.aclose(timeout=10)
+
+
+async def _zeromq(run: Run) -> None:
+    plan = run.plan
+    run.say("peers: ZeroMQ CURVE, DEALER/ROUTER with an acknowledgement per message")
+    server = await Proc.start(run.nursery, "zmq-server", "bench.zmq_peer", ["server"], run.logs)
+    try:
+        started = await server.wait_event(lambda e: e.get("event") == "server", timeout=30)
+        client = await Proc.start(
+            run.nursery, "zmq-client", "bench.zmq_peer",
+            ["client", "--endpoint", started["endpoint"], "--server-key",
+             started["public_key"]], run.logs)
+        try:
+            n = plan.wire_n
+            await client.request("throughput", n=min(2000, n), size=BODY,
+                                 window=plan.concurrency, repeats=1, timeout=300)  # Warm-up.
+            result = await client.request("throughput", n=n, size=BODY,
+                                          window=plan.concurrency,
+                                          repeats=plan.wire_repeats, timeout=600)
+            run.figures["baseline.zmq_throughput"] = summarize(
+                result["rates"], "msg/s", messages=n, size=BODY, window=plan.concurrency,
+                method="2 processes, DEALER -> ROUTER over loopback TCP with CURVE; the "
+                       "server acknowledges every message (unsigned); at most `window` "
+                       "unacknowledged; clock from the first send to the last "
+                       "acknowledgement")
+            result = await client.request("latency", n=plan.rtt_n, size=BODY, timeout=600)
+            run.figures["baseline.zmq_ack_ms"] = summarize(
+                result["samples"], "ms", scale=1e3, p99=True, size=BODY,
+                method="one message at a time, send to its acknowledgement")
+        finally:
+            await client.aclose(timeout=10)
+    finally:
+        await server.aclose(timeout=10)
+
+
+async def section_cli(run: Run) -> None:
+    plan = run.plan
+    lines, width = plan.cli_lines, 1000
+    run.say(f"cli: {lines} lines of {width} characters piped into hotline run --until-delivered")
+    result = await cli_rates(run.tmp / "cli", lines, width, plan.cli_repeats)
+    run.figures["hotline.cli_throughput"] = summarize(
+        result["rates"], "msg/s", lines=lines, line_chars=width, durability="FULL",
+        start_to_up_s=[round(r["start_to_up"], 3) for r in result["runs"]],
+        process_life_s=[round(r["process_life"], 3) for r in result["runs"]],
+        command=" ".join(Path(part).name for part in result["command"]),
+        method="a real `hotline run --connect ... --until-delivered` process dialling a "
+               "`hotline run --listen` process; clock from the first line written into its "
+               "standard input (once it printed `peer up`) to its exit")
+
+
 async def section_sweep(run: Run) -> None:
     plan = run.plan
     client = await _start_wire(run)
@@ -525,6 +688,76 @@ async def section_scale(run: Run) -> None:
                "process CPU time over an idle window / window / n, the worse process")
 
 
+#: Open files the 10,000-line run wants in each process: one per line end, with room to spare.
+IDLE_MANY_FDS = 20_000
+
+
+async def section_idle(run: Run) -> None:
+    """Many idle lines in one process: memory and CPU (full run only)."""
+    plan = run.plan
+    n = plan.idle_many_lines
+    if not n:
+        run.skip("the 10,000-idle-line figure is measured in the full run only", IDLE_FIGURES)
+        return
+    config = {"heartbeat_interval": plan.scale_heartbeat}
+    listen = await Proc.start(run.nursery, "idle-listen", "bench.scale_peer", [], run.logs)
+    dial = await Proc.start(run.nursery, "idle-dial", "bench.scale_peer", [], run.logs)
+    try:
+        limits = [await proc.request("fd_limit") for proc in (listen, dial)]
+        available = min(limit["soft"] if limit["soft"] >= 0 else 1 << 30 for limit in limits)
+        if available < IDLE_MANY_FDS:
+            run.skip(f"{n:,} idle lines: {IDLE_MANY_FDS:,} open files are needed per process, "
+                     f"the hard limit allows {available:,} (raise it with ulimit -Hn)",
+                     IDLE_FIGURES)
+            return
+        run.say(f"idle: {n:,} idle lines per process, heartbeat {plan.scale_heartbeat} s")
+        await listen.request("base")
+        await dial.request("base")
+        opened = await listen.request("open_listen", n=n, config=config, timeout=1200)
+        dialled = await dial.request("open_dial", n=n, address=opened["address"],
+                                     config=config, budget=plan.idle_many_budget,
+                                     timeout=plan.idle_many_budget + 120)
+        if dialled["out_of_budget"]:
+            # Measured anyway: what many lines cost is the question, and the figure says
+            # how many were up.
+            run.say(f"idle: {dialled['up']:,} of {n:,} lines up after "
+                    f"{plan.idle_many_budget:.0f} s of dialling; measuring those open")
+        else:
+            await listen.request("wait_all_up", timeout=600)
+        await trio.sleep(min(5.0, plan.scale_window))  # Let the handshakes' garbage settle.
+        windows = await _idle_windows(plan, listen, dial)
+    finally:
+        for proc in (listen, dial):
+            await proc.aclose(timeout=30)
+    rss_total = {key: [w["rss"] / MIB for w in rows] for key, rows in windows.items()}
+    worst = max(rss_total, key=lambda key: statistics.median(rss_total[key]))
+    cpu = {key: [100 * w["cpu"] / w["wall"] for w in rows] for key, rows in windows.items()}
+    worst_cpu = max(cpu, key=lambda key: statistics.median(cpu[key]))
+    rows = windows[worst]
+    common = {"lines_per_process": n, "heartbeat_interval": plan.scale_heartbeat,
+              "window_s": plan.scale_window, "dial_time_s": dialled["opened_in"],
+              "dialled": dialled["opened"], "up_after_dialling": dialled["up"],
+              "dial_budget_s": plan.idle_many_budget,
+              "not_up_at_window_end": {k: max(w["not_up"] for w in v)
+                                       for k, v in windows.items()},
+              "new_sessions_during_windows": {k: sum(w["new_sessions"] for w in v)
+                                              for k, v in windows.items()}}
+    run.figures["hotline.idle_10k_rss_mib"] = summarize(
+        rss_total[worst], "MiB", process=worst,
+        per_line_kib=statistics.median((w["rss"] - w["base"]["rss"]) / w["lines"] / 1024
+                                       for w in rows),
+        other={k: statistics.median(v) for k, v in rss_total.items()},
+        method="whole-process RSS with the lines dialled (every one, unless the dialling "
+               "budget ran out: see up_after_dialling), the worse of the two processes "
+               "(listener: 1 identity, n lines on one port; dialler: n identities)", **common)
+    run.figures["hotline.idle_10k_cpu_percent_one_core"] = summarize(
+        cpu[worst_cpu], "% of one core", process=worst_cpu,
+        us_per_line_per_s=statistics.median(
+            1e6 * w["cpu"] / w["wall"] / w["lines"] for w in windows[worst_cpu]),
+        other={k: statistics.median(v) for k, v in cpu.items()},
+        method="process CPU time (user+system) over an idle window / window", **common)
+
+
 async def _idle_windows(plan: Plan, listen: Proc, dial: Proc) -> dict[str, list[dict[str, Any]]]:
     """``plan.scale_windows`` idle windows, measured in both processes at once."""
     windows: dict[str, list[dict[str, Any]]] = {"listen": [], "dial": []}
@@ -547,6 +780,32 @@ def _median(figures: dict[str, dict[str, Any]], name: str, key: str = "median") 
         return None
     value = figure.get(key, figure.get("value"))
     return None if value is None else float(value)
+
+
+def add_latency_floor(run: Run) -> None:
+    """The least a durable message's send->delivered can take here, from this run's parts.
+
+    Two fsyncs (the sender stores before sending, the receiver before receipting), one
+    loopback round trip (plain TCP), and one Ed25519 signature made and verified for the
+    message and again for its receipt (1 KiB each: a receipt is smaller, so this is a little
+    generous to the floor). The MemoryStore floor is the same without the fsyncs.
+    """
+    f = run.figures
+    parts = {name: _median(f, name) for name in (
+        "ceiling.fsync_ms", "ceiling.tcp_rtt_ms", "ceiling.ed25519_sign_us",
+        "ceiling.ed25519_verify_us")}
+    if any(value is None for value in parts.values()):
+        return
+    fsync, rtt, sign, verify = (float(value or 0.0) for value in parts.values())
+    crypto_ms = 2 * (sign + verify) / 1e3
+    memory_floor = rtt + crypto_ms
+    f["ceiling.latency_floor_ms"] = {
+        "value": 2 * fsync + memory_floor, "unit": "ms", "n": 1,
+        "parts_ms": {"2 x fsync": 2 * fsync, "TCP RTT": rtt,
+                     "2 x (sign + verify)": crypto_ms},
+        "memory_floor_ms": memory_floor,
+        "method": "2 x median fsync + median plain TCP RTT + 2 x (median Ed25519 sign + "
+                  "verify of 1 KiB), all measured in this run"}
 
 
 def ratios_and_targets(run: Run) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -590,12 +849,47 @@ def ratios_and_targets(run: Run) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     ratio("scale_cpu/trio_floor", m("hotline.scale_cpu_us_per_line_per_s"),
           m("ceiling.trio_idle_us_per_line_per_s"),
           "idle line CPU / plain trio connection with the same heartbeat traffic")
+    floor = m("ceiling.latency_floor_ms", "value")
+    memory_floor = m("ceiling.latency_floor_ms", "memory_floor_ms")
+    ratio("latency_full/floor", m("hotline.latency_full_ms"), floor,
+          "median send->delivered (FULL) / latency floor (2 fsyncs + TCP RTT + 2 x sign+verify)")
+    ratio("latency_memory/memory_floor", m("hotline.latency_memory_ms"), memory_floor,
+          "median send->delivered (MemoryStore) / latency floor without the fsyncs")
+    tp_full = m("hotline.throughput_full")
+    tp_rns = ratio("throughput_full/rns", tp_full, m("baseline.rns_throughput"),
+                   "hotline FULL msg/s / Reticulum Link packets proven per s")
+    ratio("throughput_full/zmq", tp_full, m("baseline.zmq_throughput"),
+          "hotline FULL msg/s / ZeroMQ CURVE acknowledged msg/s")
+    lat_rns = ratio("latency_memory/rns_proof", m("hotline.latency_memory_ms"),
+                    m("baseline.rns_proof_ms"),
+                    "median send->delivered (MemoryStore) / Reticulum send->proof")
+    ratio("latency_memory/zmq_ack", m("hotline.latency_memory_ms"), m("baseline.zmq_ack_ms"),
+          "median send->delivered (MemoryStore) / ZeroMQ CURVE send->ack")
+    sequential = ratio("sequential/concurrent", m("hotline.sequential_full"), tp_full,
+                       "one task sending in turn / concurrent senders (FULL)")
+    cli_tls = ratio("cli/tls", m("hotline.cli_throughput"), m("baseline.tls_throughput"),
+                    "hotline run --until-delivered msg/s / TLS 1.3 records/s")
+    cli_verify = ratio("cli/verify_ceiling", m("hotline.cli_throughput"),
+                       m("ceiling.ed25519_verify_per_s"),
+                       "hotline run --until-delivered msg/s / Ed25519 verifications per s")
+    big_tls = None
+    sweep = run.sweep
+    if sweep and 65536 in sweep["sizes"]:
+        at = sweep["sizes"].index(65536)
+        big_tls = ratio("64k/tls", sweep["series"]["hotline_full"]["throughput"][at]["median"],
+                        sweep["series"]["tls"]["throughput"][at]["median"],
+                        "64 KiB bodies, hotline FULL bytes/s / TLS 1.3 bytes/s (size sweep)")
+    else:
+        ratio("64k/tls", None, None, "64 KiB bodies: measured by the full run's size sweep")
+    hs_noise = ratios["connect/noise"]["value"]
+    idle_cpu = ratios["scale_cpu/trio_floor"]["value"]
     tp_verify = ratios["throughput_full/verify_ceiling"]["value"]
     tp_tls = ratios["throughput_full/tls"]["value"]
 
     targets: list[dict[str, Any]] = []
 
-    def target(name: str, value: float | None, op: str, threshold: float, text: str) -> None:
+    def target(name: str, value: float | None, op: str, threshold: float, text: str,
+               needs: str | None = None) -> None:
         if value is None:
             status = "N/A"
         elif op == "<=":
@@ -605,13 +899,27 @@ def ratios_and_targets(run: Run) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         else:
             status = "PASS" if value >= threshold else "MISS"
         targets.append({"name": name, "value": value, "op": op, "threshold": threshold,
-                        "status": status, "what": text})
+                        "status": status, "what": text, "needs": needs})
 
-    target("durable throughput vs verify ceiling", tp_verify, ">=", 0.6,
+    target("durable throughput vs verify ceiling", tp_verify, ">=", 1.0,
            "throughput FULL / Ed25519 verify per s")
     target("durable throughput vs TLS", tp_tls, ">=", 0.5, "throughput FULL / TLS")
+    target("CLI durable throughput vs verify ceiling", cli_verify, ">=", 1.0,
+           "hotline run --until-delivered / Ed25519 verify per s")
+    target("CLI durable throughput vs TLS", cli_tls, ">=", 0.5,
+           "hotline run --until-delivered / TLS")
+    target("sequential producer", sequential, ">=", 0.8,
+           "one task sending in turn / concurrent senders, FULL")
+    target("durable throughput vs Reticulum", tp_rns, ">=", 4.0,
+           "throughput FULL / Reticulum Link proofs per s", needs="rns")
+    target("MemoryStore latency vs Reticulum proof", lat_rns, "<=", 1.0,
+           "latency MemoryStore / Reticulum send->proof", needs="rns")
+    target("64 KiB bodies vs TLS", big_tls, ">=", 0.5,
+           "hotline FULL / TLS 1.3 bytes per s at 64 KiB", needs="full run")
     target("median latency", lat, "<=", 2.0, "latency FULL / (TLS RTT + one fsync)")
     target("handshake", hs, "<=", 0.5, "connect+handshake / TLS connect+handshake")
+    target("handshake vs Noise IK", hs_noise, "<=", 1.0,
+           "connect+handshake to UP / noiseprotocol IK connect+handshake")
     target("failure detection (worst repeat)", detect_max, "<=", 1.1,
            f"detection / ({plan.heartbeat_interval} s x {plan.heartbeat_multiplier})")
     target("no false down while saturated", m("hotline.false_downs_during_throughput", "value"),
@@ -621,6 +929,14 @@ def ratios_and_targets(run: Run) -> tuple[dict[str, Any], list[dict[str, Any]]]:
            "<", 100, "KiB per line")
     target(f"scale: CPU of {n} idle lines at 1 s heartbeat",
            m("hotline.scale_cpu_percent_one_core"), "<", 10, "% of one core")
+    target(f"scale: CPU of {n} idle lines vs trio floor", idle_cpu, "<=", 1.2,
+           "idle line CPU / plain trio connection's")
+    many = plan.idle_many_lines or 10_000
+    idle_many = f.get("hotline.idle_10k_rss_mib") or {}
+    all_up = idle_many.get("up_after_dialling") == idle_many.get("lines_per_process")
+    target(f"scale: {many:,} idle lines in one process",
+           m("hotline.idle_10k_rss_mib") if all_up else None, "<", 1024,
+           "MiB RSS of the worse process, every line up", needs="full run")
     growth = m("hotline.away_rss_growth_mib")
     bound = plan.away_total * BODY / MIB * 0.25
     target(f"memory flat with {plan.away_total} queued", growth, "<", bound,
@@ -655,15 +971,22 @@ LABELS = {
     "ceiling.tcp_rtt_ms": "plain TCP ping-pong RTT",
     "ceiling.tcp_connect_ms": "plain TCP connect",
     "ceiling.trio_idle_us_per_line_per_s": "plain trio idle conn., 82 B/s each way",
+    "ceiling.latency_floor_ms": "latency floor (2 fsync+RTT+2 sig)",
     "baseline.tls_throughput": "TLS 1.3 mutual, 1 KiB records",
     "baseline.tls_rtt_ms": "TLS 1.3 ping-pong RTT",
     "baseline.tls_connect_ms": "TLS 1.3 connect+handshake",
     "baseline.noise_throughput": "Noise IK (noiseprotocol) 1 KiB",
     "baseline.noise_rtt_ms": "Noise IK ping-pong RTT",
     "baseline.noise_connect_ms": "Noise IK connect+handshake",
+    "baseline.rns_throughput": "Reticulum Link, proof/packet, 1 KiB",
+    "baseline.rns_proof_ms": "Reticulum Link send->proof",
+    "baseline.zmq_throughput": "ZeroMQ CURVE 1 KiB, ack window",
+    "baseline.zmq_ack_ms": "ZeroMQ CURVE send->ack",
     "hotline.throughput_full": "throughput, SQLite FULL",
     "hotline.throughput_normal": "throughput, SQLite NORMAL",
     "hotline.throughput_memory": "throughput, MemoryStore",
+    "hotline.sequential_full": "sequential producer, FULL",
+    "hotline.cli_throughput": "CLI run --until-delivered, FULL",
     "hotline.latency_full_ms": "send->delivered, FULL",
     "hotline.latency_normal_ms": "send->delivered, NORMAL",
     "hotline.latency_memory_ms": "send->delivered, MemoryStore",
@@ -675,6 +998,8 @@ LABELS = {
     "hotline.scale_rss_per_line_kib": "idle line memory (RSS/line)",
     "hotline.scale_cpu_percent_one_core": "idle lines CPU, all lines",
     "hotline.scale_cpu_us_per_line_per_s": "idle line CPU per line",
+    "hotline.idle_10k_rss_mib": "10,000 idle lines, RSS of 1 process",
+    "hotline.idle_10k_cpu_percent_one_core": "10,000 idle lines CPU",
     "hotline.big_body_s": "1 MiB body send->delivered",
     "hotline.big_body_peak_mib_sender": "1 MiB body peak, sender",
     "hotline.big_body_peak_mib_receiver": "1 MiB body peak, receiver",
@@ -686,13 +1011,18 @@ LABELS = {
 EXPECTED_FIGURES = tuple(LABELS)
 
 BESIDE = {
-    "hotline.throughput_full": ["throughput_full/verify_ceiling", "throughput_full/tls",
-                                "throughput_full/noise"],
     "hotline.throughput_normal": ["throughput_normal/verify_ceiling", "throughput_normal/tls"],
     "hotline.throughput_memory": ["throughput_memory/verify_ceiling", "throughput_memory/tls",
                                   "throughput_memory/tcp"],
-    "hotline.latency_full_ms": ["latency_full/(tls_rtt+fsync)", "latency_full/tls_rtt"],
-    "hotline.latency_memory_ms": ["latency_memory/tls_rtt"],
+    "hotline.throughput_full": ["throughput_full/verify_ceiling", "throughput_full/tls",
+                                "throughput_full/noise", "throughput_full/rns",
+                                "throughput_full/zmq"],
+    "hotline.sequential_full": ["sequential/concurrent"],
+    "hotline.cli_throughput": ["cli/verify_ceiling", "cli/tls"],
+    "hotline.latency_full_ms": ["latency_full/floor", "latency_full/(tls_rtt+fsync)",
+                                "latency_full/tls_rtt"],
+    "hotline.latency_memory_ms": ["latency_memory/memory_floor", "latency_memory/tls_rtt",
+                                  "latency_memory/rns_proof", "latency_memory/zmq_ack"],
     "hotline.connect_ms": ["connect/tls", "connect/noise"],
     "hotline.scale_cpu_us_per_line_per_s": ["scale_cpu/trio_floor"],
     "hotline.detection_s": ["detection/(interval*multiplier)",
@@ -707,6 +1037,11 @@ SHORT = {
     "latency_full/(tls_rtt+fsync)": "(TLS RTT+fsync)", "latency_full/tls_rtt": "TLS RTT",
     "latency_memory/tls_rtt": "TLS RTT", "connect/tls": "TLS", "connect/noise": "Noise",
     "scale_cpu/trio_floor": "trio floor",
+    "throughput_full/rns": "Reticulum", "throughput_full/zmq": "ZeroMQ",
+    "sequential/concurrent": "concurrent", "cli/verify_ceiling": "verify ceil",
+    "cli/tls": "TLS", "latency_full/floor": "floor", "latency_memory/memory_floor":
+    "floor w/o fsync", "latency_memory/rns_proof": "Reticulum proof",
+    "latency_memory/zmq_ack": "ZeroMQ ack",
     "detection/(interval*multiplier)": "IxM", "detection_max/(interval*multiplier)": "IxM worst",
 }
 
@@ -735,7 +1070,8 @@ def render_table(result: dict[str, Any]) -> str:
         figure = figures.get(name)
         label = LABELS[name]
         if figure is None:
-            lines.append(f"  {label:<36} {'missing':>10}")
+            absent = "skipped" if name in result.get("skipped_figures", ()) else "missing"
+            lines.append(f"  {label:<36} {absent:>10}")
             continue
         if "median" in figure:
             spread = f"{_fmt(figure['min'])}..{_fmt(figure['max'])}"
@@ -767,6 +1103,8 @@ def render_table(result: dict[str, Any]) -> str:
                 lat = series["latency_ms"][index]["median"]
                 cells.append(f"{_fmt(tp):>12} | {_fmt(lat):>8}")
             lines.append("  " + f"{size:>7}" + "".join(f"{c:>24}" for c in cells))
+    if result.get("skipped"):
+        lines += [""] + [f"SKIPPED: {text}" for text in result["skipped"]]
     if result["errors"]:
         lines += ["", "ERRORS:"]
         lines += [f"  {e['section']}: {e['error'].splitlines()[-1]}" for e in result["errors"]]
@@ -801,7 +1139,8 @@ async def run_all(args: argparse.Namespace, plan: Plan, tmp: Path) -> Run:
         run.noise_pub = noise_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
         steps: dict[str, Callable[[Run], Awaitable[None]]] = {
             "ceilings": section_ceilings, "wire": section_wire, "hotline": section_hotline,
-            "sweep": section_sweep, "scale": section_scale,
+            "sweep": section_sweep, "scale": section_scale, "peers": section_peers,
+            "cli": section_cli, "idle": section_idle,
         }
         try:
             for section in sections:
@@ -825,8 +1164,9 @@ async def run_all(args: argparse.Namespace, plan: Plan, tmp: Path) -> Run:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=(
-        "hotline's benchmark: ceilings, baselines (TLS 1.3, Noise IK) and hotline, measured "
-        "in the same run. Prints a table and writes the figures as JSON."))
+        "hotline's benchmark: ceilings, baselines (TLS 1.3, Noise IK; Reticulum and ZeroMQ "
+        "CURVE when installed) and hotline, measured in the same run. Prints a table and "
+        "writes the figures as JSON."))
     parser.add_argument("--quick", action="store_true",
                         help="small counts, finishes in under a minute: proves the benchmark "
                              "works, measures nothing worth quoting")
@@ -880,10 +1220,14 @@ def main(argv: list[str] | None = None) -> int:
         "plan": plan.as_dict(), "argv": sys.argv[1:], "profiled": bool(args.profile),
         "note": "timings depend on the machine's load; compare runs only with similar load",
     }
+    add_latency_floor(run)
     ratios, targets = ratios_and_targets(run)
     result = {"meta": meta, "figures": run.figures, "ratios": ratios, "targets": targets,
-              "sweep": run.sweep, "errors": run.errors,
-              "missing": [name for name in EXPECTED_FIGURES if name not in run.figures]}
+              "sweep": run.sweep, "errors": run.errors, "skipped": run.skipped,
+              "peer_failures": run.peer_failures,
+              "skipped_figures": sorted(run.skipped_figures),
+              "missing": [name for name in EXPECTED_FIGURES
+                          if name not in run.figures and name not in run.skipped_figures]}
     print(render_table(result))
 
     if args.json_out:

@@ -8,6 +8,9 @@ window: this process's CPU time (user + system, every thread) and its RSS, plus 
 lines are not UP and how many sessions started during the window (a session after the first
 means the line went down and came back).
 
+``fd_limit`` raises the soft limit on open files to the hard one (the 10,000-line run
+needs one descriptor per line end and more).
+
 ``open_plain_listen`` / ``open_plain_dial`` set up the same pattern without hotline, as the
 floor of an idle line in trio: ``n`` plain TCP connections whose ends each write one
 82-byte record (the size of a padded heartbeat frame) every interval, on a timer task with
@@ -52,6 +55,16 @@ class Scale(Commands):
             new = hard if hard == resource.RLIM_INFINITY else min(hard, needed)
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
+    async def cmd_fd_limit(self) -> dict[str, int]:
+        """Raise the soft limit on open files to the hard one; return both (-1: unlimited)."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        unlimited = resource.RLIM_INFINITY
+        return {"soft": -1 if soft == unlimited else soft,
+                "hard": -1 if hard == unlimited else hard}
+
     async def cmd_base(self) -> dict[str, int]:
         gc.collect()
         self.base = _memory.now()
@@ -89,23 +102,30 @@ class Scale(Commands):
         return result
 
     async def cmd_open_dial(self, n: int, address: list[Any], config: dict[str, Any],
-                            batch: int = 50) -> dict[str, Any]:
+                            batch: int = 50, budget: float | None = None) -> dict[str, Any]:
+        """Dial ``n`` lines, ``batch`` at a time, each batch UP before the next.
+
+        With ``budget`` (seconds), dialling stops when it runs out: the lines opened so far
+        stay open (still dialling if not UP) and the answer says how many there are.
+        """
         self._raise_fd_limit(n + 256)
         line_config = Config(**config)
         me_peer = Identity.from_seed(LISTENER_SEED).public_key
         t0 = time.perf_counter()
-        for start in range(0, n, batch):
-            new = []
-            for index in range(start, min(n, start + batch)):
-                line = await self.nursery.start(self._hold_line, {
-                    "identity": Identity.from_seed(dialer_seed(index)), "peer": me_peer,
-                    "store": MemoryStore(), "connect": tuple(address), "config": line_config,
-                })
-                new.append(line)
-            for line in new:
-                await line.wait_liveness(Liveness.UP)
-            self.lines.extend(new)
-        return {"opened_in": time.perf_counter() - t0}
+        with trio.move_on_after(float("inf") if budget is None else budget) as scope:
+            for start in range(0, n, batch):
+                for index in range(start, min(n, start + batch)):
+                    line = await self.nursery.start(self._hold_line, {
+                        "identity": Identity.from_seed(dialer_seed(index)), "peer": me_peer,
+                        "store": MemoryStore(), "connect": tuple(address),
+                        "config": line_config,
+                    })
+                    self.lines.append(line)
+                for line in self.lines[start:]:
+                    await line.wait_liveness(Liveness.UP)
+        return {"opened_in": time.perf_counter() - t0, "opened": len(self.lines),
+                "up": sum(line.liveness is Liveness.UP for line in self.lines),
+                "out_of_budget": scope.cancelled_caught}
 
     async def _plain_end(self, stream: trio.SocketStream, interval: float) -> None:
         async def reader() -> None:

@@ -70,6 +70,7 @@ _LAZY = {
     "Store": "store",
     "TranscriptEntry": "store",
     "SQLiteStore": "store",
+    "AckOverdue": "driver",
     "DialFailed": "driver",
     "Line": "driver",
     "Message": "driver",
@@ -79,6 +80,11 @@ _LAZY = {
     "open_line": "driver",
     "Listener": "driver",
     "open_listener": "driver",
+    "EvidenceError": "_errors",
+    "EvidenceReport": "_evidence",
+    "MessageEvidence": "_evidence",
+    "check_evidence": "_evidence",
+    "export_evidence": "_evidence",
     "VerifyReport": "_verify",
     "verify_store": "_verify",
     "verify_transcript": "_verify",
@@ -135,6 +141,7 @@ if TYPE_CHECKING:
         AuthenticationError,
         ConnectionBrokenError,
         ConnectionClosedError,
+        EvidenceError,
         HotlineError,
         KeyFileError,
         LineBroken,
@@ -149,6 +156,12 @@ if TYPE_CHECKING:
         StoreMismatch,
         StoreVersionError,
         TranscriptError,
+    )
+    from ._evidence import (
+        EvidenceReport,
+        MessageEvidence,
+        check_evidence,
+        export_evidence,
     )
     from ._history import (
         History,
@@ -168,6 +181,7 @@ if TYPE_CHECKING:
         verify_transcript,
     )
     from .driver import (
+        AckOverdue,
         DialFailed,
         Line,
         Listener,
@@ -218,6 +232,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GENESIS_HEAD",
+    "AckOverdue",
+    "EvidenceError",
+    "EvidenceReport",
+    "MessageEvidence",
+    "check_evidence",
+    "export_evidence",
     "AsyncioLine",
     "AsyncioOutgoing",
     "BlockingLine",

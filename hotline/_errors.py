@@ -17,7 +17,8 @@ the caller should do:
   used, a store that cannot be used (:class:`StoreLocked`: another process writes it), a full
   outbox when the caller asked not to wait.
 - :class:`TranscriptError`: an offline check found a record that does not verify
-  (:class:`StoreInconsistent`: or a stored row that disagrees with the records).
+  (:class:`StoreInconsistent`: or a stored row that disagrees with the records;
+  :class:`EvidenceError`: or an evidence document that does not check).
 
 After a :class:`RemoteProtocolError` or :class:`AuthenticationError` the connection that
 raised it is in its error state for good.
@@ -29,6 +30,7 @@ __all__ = [
     "AuthenticationError",
     "ConnectionBrokenError",
     "ConnectionClosedError",
+    "EvidenceError",
     "HotlineError",
     "KeyFileError",
     "LineBroken",
@@ -134,3 +136,7 @@ class StoreLocked(StoreError):
 
 class StoreInconsistent(TranscriptError):
     """A store's transcript verifies, but a table the line resumes from disagrees with it."""
+
+
+class EvidenceError(TranscriptError):
+    """An evidence document does not check: changed, incomplete, or signed by other keys."""

@@ -43,6 +43,8 @@ FIGURES = [
     "hotline.throughput_full",
     "hotline.throughput_normal",
     "hotline.throughput_memory",
+    "hotline.sequential_full",
+    "hotline.cli_throughput",
     "hotline.latency_full_ms",
     "hotline.latency_normal_ms",
     "hotline.latency_memory_ms",
@@ -61,6 +63,16 @@ FIGURES = [
 ]
 # Counts rather than timings: a value, no spread.
 COUNTS = ["hotline.false_downs_during_throughput", "hotline.away_queued_at_block"]
+# Derived from other figures of the same run: a value, no spread.
+DERIVED = ["ceiling.latency_floor_ms"]
+# The optional peers: measured when their package is installed, else skipped with a line
+# naming the package. The quick run needs neither.
+OPTIONAL = {
+    "rns": ["baseline.rns_throughput", "baseline.rns_proof_ms"],
+    "pyzmq": ["baseline.zmq_throughput", "baseline.zmq_ack_ms"],
+}
+# Measured by the full run only: the quick run says so.
+FULL_ONLY = ["hotline.idle_10k_rss_mib", "hotline.idle_10k_cpu_percent_one_core"]
 # Figures measured per operation carry a tail as well.
 WITH_P99 = [
     "ceiling.fsync_ms", "ceiling.tcp_rtt_ms", "baseline.tls_rtt_ms", "baseline.noise_rtt_ms",
@@ -69,9 +81,10 @@ WITH_P99 = [
 RATIOS = [
     "throughput_full/verify_ceiling", "throughput_full/tls", "throughput_normal/tls",
     "throughput_memory/tls", "latency_full/(tls_rtt+fsync)", "connect/tls",
-    "detection/(interval*multiplier)",
+    "detection/(interval*multiplier)", "sequential/concurrent", "cli/tls",
+    "cli/verify_ceiling", "latency_full/floor", "latency_memory/memory_floor",
 ]
-TARGETS = 9
+TARGETS = 18
 SERIES = ["hotline_full", "tcp", "tls", "noise"]
 
 
@@ -107,6 +120,35 @@ def test_every_figure_is_a_median_with_its_spread_and_count(quick: tuple[dict, s
         assert "p99" in figures[name], name
     for name in COUNTS:
         assert isinstance(figures[name]["value"], int), name
+    for name in DERIVED:
+        assert figures[name]["value"] > 0, name
+
+
+def test_optional_peers_are_measured_or_skipped_with_a_line(quick: tuple[dict, str]) -> None:
+    result, stdout = quick
+    figures = result["figures"]
+    for package, names in OPTIONAL.items():
+        if all(name in figures for name in names):
+            for name in names:
+                assert figures[name]["min"] <= figures[name]["median"] <= figures[name]["max"]
+            assert f"{package} is not installed" not in stdout
+        else:
+            assert not any(name in figures for name in names), package
+            assert set(names) <= set(result["skipped_figures"]), package
+            # Not installed, or the peer's own software failed (its traceback is kept).
+            failed = any(f"({package})" in f["section"] for f in result["peer_failures"])
+            said = f"{package} failed in this run" if failed else f"{package} is not installed"
+            assert f"SKIPPED: {'ZeroMQ CURVE' if package == 'pyzmq' else 'Reticulum'}" in stdout
+            assert said in stdout, package
+    for name in FULL_ONLY:
+        assert name not in figures
+        assert name in result["skipped_figures"]
+    assert "measured in the full run only" in stdout
+
+
+def test_the_sequential_row_says_which_call_it_used(quick: tuple[dict, str]) -> None:
+    figure = quick[0]["figures"]["hotline.sequential_full"]
+    assert figure["api"] in ("send", "queue")
 
 
 def test_ratios_targets_and_sweep(quick: tuple[dict, str]) -> None:
@@ -114,8 +156,14 @@ def test_ratios_targets_and_sweep(quick: tuple[dict, str]) -> None:
     for name in RATIOS:
         assert result["ratios"][name]["value"] is not None, name
     assert len(result["targets"]) == TARGETS
+    rns_measured = "baseline.rns_throughput" in result["figures"]
     for target in result["targets"]:
-        assert target["status"] in ("PASS", "MISS"), target
+        # N/A only where the figure cannot exist in this run: a full-run figure, or a peer
+        # that is not installed.
+        can_be_missing = (target["needs"] == "full run"
+                          or (target["needs"] == "rns" and not rns_measured))
+        expected = ("N/A",) if can_be_missing else ("PASS", "MISS")
+        assert target["status"] in expected, target
         assert f"{target['status']:<4}  {target['name']}" in stdout
     sweep = result["sweep"]
     assert len(sweep["sizes"]) == 2
@@ -140,3 +188,37 @@ def test_the_run_is_described(quick: tuple[dict, str]) -> None:
     assert away["send_wait_false_raises"] is True
     assert away["value"] == away["outbox_limit"]
     assert away["delivered_in_the_end"] == away["attempted"]
+
+
+class _Sent:
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+
+
+class _SendOnlyLine:
+    """The calls ``send_in_turn`` may make on a Line, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def send(self, body: bytes) -> _Sent:
+        self.calls.append("send")
+        return _Sent(len(self.calls))
+
+
+class _PipelinedLine(_SendOnlyLine):
+    def queue(self, body: bytes) -> _Sent:
+        self.calls.append("queue")
+        return _Sent(len(self.calls))
+
+
+@pytest.mark.parametrize(("line_class", "call"), [(_SendOnlyLine, "send"),
+                                                  (_PipelinedLine, "queue")])
+async def test_the_sequential_producer_queues_where_the_line_can(line_class: type, call: str
+                                                                 ) -> None:
+    from bench.hotline_peer import send_in_turn
+
+    line = line_class()
+    last = await send_in_turn(line, b"x", 5)
+    assert line.calls == [call] * 5
+    assert last.seq == 5

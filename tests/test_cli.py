@@ -61,6 +61,7 @@ EVENT_FIELDS: dict[str, set[str]] = {
     "peer": {"event", "time", "state", "rtt_ms", "reason"},
     "error": {"event", "time", "message", "line"},
     "dial": {"event", "time", "address", "reason", "attempt", "next_retry_in"},
+    "overdue": {"event", "time", "seq", "ack_within", "delivered"},
 }
 OPTIONAL_FIELDS: dict[str, set[str]] = {"message": {"body_base64"}}
 

@@ -1,4 +1,5 @@
-"""The ``hotline`` command line: keygen, fingerprint, run, log, verify, demo.
+"""The ``hotline`` command line: keygen, fingerprint, run, log, verify, evidence,
+check-evidence, demo.
 
 The interface is a contract (docs/cli.md): scripts drive ``hotline run --json`` and read one
 JSON object per line on standard output, so nothing else is ever printed there in that mode.
@@ -14,8 +15,8 @@ module imports nothing but :mod:`._signals` and the standard library's cheapest 
 grammar and help), :mod:`._keys` (``keygen``, ``fingerprint``, key loading), :mod:`._run`
 (``run``), :mod:`._config_file` (``run --config``) and :mod:`._node` (``run`` serving several
 peers), :mod:`._output` (what ``run`` and ``log`` print), :mod:`._commands` (``log``,
-``verify``, ``demo``), :mod:`._status_cmd` (``status``), :mod:`._control` (the control socket
-``status`` reads) and :mod:`._metrics` (``run --metrics``).
+``verify``, ``evidence``, ``check-evidence``, ``demo``), :mod:`._status_cmd` (``status``),
+:mod:`._control` (the control socket ``status`` reads) and :mod:`._metrics` (``run --metrics``).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ _IMPORTS = {
     "verify": ("hotline._verify", "hotline.store"),
     "status": ("hotline.store", "hotline.cli._control"),
     "demo": ("trio", "hotline._demo"),
+    "evidence": ("hotline._evidence", "hotline.store"),
+    "check-evidence": ("hotline._evidence",),
 }
 
 

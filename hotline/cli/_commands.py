@@ -1,4 +1,5 @@
-"""``log``, ``verify`` and ``demo``: the commands that read a store or show the line at work.
+"""``log``, ``verify``, ``evidence``, ``check-evidence`` and ``demo``: the commands that read a
+store or an evidence document, or show the line at work.
 
 ``log`` and ``verify`` only read: the store is opened with ``SQLiteStore.open_existing``,
 which refuses an empty or foreign file instead of writing a schema into it.
@@ -87,3 +88,99 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .._demo import run_demo
 
     return run_demo(as_json=args.json)
+
+
+def _seq_range(text: str) -> tuple[int, int]:
+    first, sep, last = text.partition("..")
+    if not first.isdigit() or (sep and not last.isdigit()):
+        raise CliError(f"expected SEQ or SEQ..SEQ, got {text!r}")
+    low, high = int(first), int(last) if sep else int(first)
+    if not 1 <= low <= high:
+        raise CliError(f"expected 1 <= SEQ and the first SEQ no higher than the last: {text!r}")
+    return low, high
+
+
+def cmd_evidence(args: argparse.Namespace) -> int:
+    import sys
+
+    from .._evidence import export_evidence
+
+    first, last = _seq_range(args.seq)
+    store = _open_store_dir(args.dir)
+    try:
+        document = export_evidence(store, first, last, received=args.received)
+    finally:
+        store.close()
+    sys.stdout.buffer.write(document)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def _seconds(ns: int) -> str:
+    return f"{ns / 1e9:+.3f} s"
+
+
+def cmd_check_evidence(args: argparse.Namespace) -> int:
+    from .._errors import EvidenceError
+    from .._evidence import check_evidence
+    from ._keys import load_peer
+
+    keys = [load_peer(text) for text in args.key or []]
+    if len(keys) != 2 or keys[0] == keys[1]:
+        raise CliError("give the two keys you trust: --key PUB --key PUB (two different keys)")
+    path = Path(args.file)
+    try:
+        document = path.read_bytes() if args.file != "-" else _stdin_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file!r}: {exc.strerror}") from None
+    try:
+        report = check_evidence(document, keys, ack_within=args.ack_within)
+    except EvidenceError as exc:
+        if args.json:
+            print(json.dumps({"valid": False, "reason": str(exc)}))
+        else:
+            print(f"INVALID: {exc}")
+        return 1
+    if args.json:
+        print(json.dumps(report.as_json(), ensure_ascii=False))
+        return 0
+    sender, receiver = report.sender.fingerprint(), report.receiver.fingerprint()
+    print(f"VALID: signed by the two trusted keys on line {report.line_id.hex()[:16]}")
+    print(f"sender   {sender}")
+    print(f"receiver {receiver}")
+    for message in report.messages:
+        text = printable(message.body.decode("utf-8", errors="replace"))
+        print(f"message #{message.seq} sent {iso_utc(message.sent_at)} (sender's clock): "
+              f"\"{text}\"")
+        if message.delivered_at is None:
+            print("  held: no delivered receipt covers it")
+        else:
+            print(f"  held by the receiver's node {iso_utc(message.delivered_at)} (receiver's "
+                  f"clock), {_seconds(message.delivered_at - message.sent_at)} after sending")
+        if message.acknowledged_at is None:
+            print("  acknowledged: no acknowledged receipt covers it")
+        else:
+            after_held = ("" if message.delivered_at is None else
+                          f", {_seconds(message.acknowledged_at - message.delivered_at)} "
+                          "after holding")
+            print(f"  acknowledged by its application {iso_utc(message.acknowledged_at)} "
+                  f"(receiver's clock), {_seconds(message.acknowledged_at - message.sent_at)} "
+                  f"after sending{after_held}")
+        if report.ack_within is not None:
+            verdict = {True: "met", False: "MISSED",
+                       None: "not shown (no acknowledged receipt in the evidence)"}
+            print(f"  deadline of {report.ack_within:g} s to acknowledge: "
+                  f"{verdict[message.deadline_met]}")
+    if report.delivered is None and report.acknowledged is None:
+        what = "it" if len(report.messages) == 1 else "them"
+        print(f"no receipt covers {what}: this evidence shows what was sent, nothing more")
+    print("what this evidence cannot prove:")
+    for limit in report.limits:
+        print(f"  - {limit}")
+    return 0
+
+
+def _stdin_bytes() -> bytes:
+    import sys
+
+    return sys.stdin.buffer.read()

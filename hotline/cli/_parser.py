@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .._errors import HotlineError
-from ._commands import cmd_demo, cmd_log, cmd_verify
+from ._commands import cmd_check_evidence, cmd_demo, cmd_evidence, cmd_log, cmd_verify
 from ._keys import cmd_fingerprint, cmd_keygen
 from ._launch import cmd_run
 from ._output import package_version
@@ -32,6 +32,16 @@ def _positive(text: str) -> float:
         Config(heartbeat_interval=value)  # The library's range, so the two cannot disagree.
     except HotlineError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("heartbeat_interval ")) from None
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
     return value
 
 
@@ -124,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
     run.add_argument("--heartbeat", type=_positive, metavar="SECONDS",
                      help="heartbeat interval (default 1)")
+    run.add_argument("--ack-within", type=_seconds, metavar="SECONDS",
+                     help="report an 'overdue' event for each message not acknowledged "
+                     "within SECONDS of sending")
     run.add_argument("--until-delivered", action="store_true",
                      help="exit once standard input is done and every message is delivered")
     run.add_argument("--passphrase-file", metavar="F",
@@ -166,6 +179,32 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("dir", metavar="DIR", help="the data directory given to run --data")
     status.add_argument("--json", action="store_true", help="one JSON document")
     status.set_defaults(handler=cmd_status)
+
+    # --- evidence for disputes: export and check (docs/evidence.md) ---
+    evidence = commands.add_parser(
+        "evidence", help="export the signed evidence of one message and its receipts",
+        description="Write to standard output one JSON document proving message SEQ (sent "
+        "by this node, or received with --received) and the first delivered and acknowledged "
+        "receipts that cover it. Refuses a store that 'hotline verify' rejects.")
+    evidence.add_argument("dir", metavar="DIR", help="the data directory given to run --data")
+    evidence.add_argument("seq", metavar="SEQ", help="a message number, or a range SEQ..SEQ")
+    evidence.add_argument("--received", action="store_true",
+                          help="a message this node received (default: one it sent)")
+    evidence.set_defaults(handler=cmd_evidence)
+    check = commands.add_parser(
+        "check-evidence", help="check an evidence document offline with two trusted keys",
+        description="Check FILE (- for standard input) made by 'hotline evidence' against "
+        "the two public keys you trust, and say who sent what and when, when the receiver "
+        "held and acknowledged it, and what the evidence cannot prove. Exit status 0 when "
+        "valid, 1 otherwise.")
+    check.add_argument("file", metavar="FILE", help="the evidence document")
+    check.add_argument("--key", action="append", metavar="PUB",
+                       help="a trusted public key file or 'ssh-ed25519 AAAA...' text; give two")
+    check.add_argument("--ack-within", type=_seconds, metavar="SECONDS",
+                       help="also say whether each message was acknowledged within SECONDS "
+                       "of sending, by the two signed clocks")
+    check.add_argument("--json", action="store_true", help="one JSON object")
+    check.set_defaults(handler=cmd_check_evidence)
 
     demo = commands.add_parser("demo", help="two nodes on loopback: a first look",
                                description="Run two nodes, alice and bob, in one process "

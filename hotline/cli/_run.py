@@ -238,7 +238,7 @@ async def _run(
     lines, ``node`` gives it its input, its output, its network and the node's stop."""
     import trio
 
-    from ..driver import DialFailed, PeerState, open_line
+    from ..driver import AckOverdue, DialFailed, PeerState, open_line
     from ..protocol import ReceiptKind, ReceiptReceived, RoundTrip
     from ._control import line_live_state
 
@@ -304,7 +304,7 @@ async def _run(
         # Cancelled while waiting for room here or in queue(), the line is not queued.
         await unreported.wait_for_room()
         try:
-            outgoing = await line.queue(body)
+            outgoing = await line.queue(body, ack_within=args.ack_within)
         except HotlineError as exc:
             unsent += 1
             unreported.add(number, str(exc))
@@ -383,6 +383,11 @@ async def _run(
                     done.set()
             elif isinstance(event, RoundTrip):
                 logger.debug("rtt %.3f ms", event.rtt * 1000)
+            elif isinstance(event, AckOverdue):
+                held = "held by the peer" if event.delivered else "not yet held by the peer"
+                await out.emit("overdue", f"!! #{event.seq} not acknowledged within "
+                               f"{event.ack_within:g} s ({held})", seq=event.seq,
+                               ack_within=event.ack_within, delivered=event.delivered)
             elif isinstance(event, DialFailed):
                 await out.emit("dial", f"!! cannot reach {event.address or 'the peer'} "
                          f"(attempt {event.attempt}, next in {event.next_retry_in:.1f} s): "
@@ -420,7 +425,7 @@ async def _run(
     else:
         out, stop, network = node.out, node.stop, node.network
     metrics = None
-    if node is None and getattr(args, "metrics", None) is not None:
+    if node is None and args.metrics is not None:
         from ._metrics import open_metrics_listeners
 
         metrics = await open_metrics_listeners(args.metrics)

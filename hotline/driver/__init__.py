@@ -38,7 +38,8 @@ Before all this, ``_network.py`` (the handshake over a stream, and the dialler) 
 ``_listener.py`` (one port for many lines) produce authenticated connections and hand them to
 :meth:`Line.accept`, which decides which one becomes the session. Neither imports the line:
 they see it as a :class:`~hotline.driver._network.LineEnd`. ``_events.py`` holds what the
-driver reports (:class:`PeerState`, :class:`DialFailed`, :class:`Stats`).
+driver reports (:class:`PeerState`, :class:`DialFailed`, :class:`AckOverdue`,
+:class:`Stats`); ``_deadlines.py`` the acknowledgement deadlines of ``send(ack_within=)``.
 
 The hard part: group commit and cancellation
 --------------------------------------------
@@ -55,7 +56,7 @@ for the commit in flight before it starts, because it resends from the stored st
 
 import logging
 
-from ._events import DialFailed, LineEvent, PeerState, Stats
+from ._events import AckOverdue, DialFailed, LineEvent, PeerState, Stats
 from ._inbox import Message
 from ._line import Line, open_line
 from ._listener import PENDING_PER_SOURCE, Listener, open_listener
@@ -71,6 +72,7 @@ logging.getLogger("hotline").addHandler(logging.NullHandler())
 
 __all__ = [
     "DIAL_REPORT_INTERVAL",
+    "AckOverdue",
     "PENDING_PER_SOURCE",
     "Address",
     "Connector",

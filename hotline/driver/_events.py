@@ -1,8 +1,9 @@
 """What the driver reports about a line: its watchers' events and its counters.
 
 The core's events (:class:`~hotline.ReceiptReceived`, :class:`~hotline.RoundTrip`) reach
-watchers as they are; :class:`PeerState` and :class:`DialFailed` are the driver's own, for
-what only the driver knows: whether any connection is live, and why calls fail.
+watchers as they are; :class:`PeerState`, :class:`DialFailed` and :class:`AckOverdue` are the
+driver's own, for what only the driver knows: whether any connection is live, why calls fail,
+and which of our messages missed the acknowledgement deadline ``send()`` was given.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import trio
 
 from ..protocol import Liveness, ReceiptReceived, RoundTrip
 
-__all__ = ["DialFailed", "LineEvent", "PeerState", "Stats", "Watchers"]
+__all__ = ["AckOverdue", "DialFailed", "LineEvent", "PeerState", "Stats", "Watchers"]
 
 #: Events queued per watcher; the oldest are dropped past this.
 WATCH_BACKLOG = 10_000
@@ -49,7 +50,23 @@ class DialFailed:
     """Seconds until the next call (the backoff, with its jitter)."""
 
 
-LineEvent = PeerState | ReceiptReceived | RoundTrip | DialFailed
+@dataclass(frozen=True, slots=True)
+class AckOverdue:
+    """No acknowledged receipt covered message ``seq`` within the ``ack_within`` seconds that
+    :meth:`Line.send <hotline.Line.send>` was given (a local deadline: nothing on the wire).
+
+    Reported once per message, by :meth:`Line.watch <hotline.Line.watch>`; the receipt may
+    still come later (a :class:`~hotline.ReceiptReceived`).
+    """
+
+    seq: int
+    ack_within: float
+    delivered: bool
+    """Whether a delivered receipt covered it by then: the peer's node holds it, but its
+    application has not acknowledged it."""
+
+
+LineEvent = PeerState | ReceiptReceived | RoundTrip | DialFailed | AckOverdue
 
 
 @dataclass
@@ -72,8 +89,8 @@ class Stats:
     what arrived with the handshake (an initiator reads the answer, and what came with it,
     before its session starts) is not counted."""
     last_handshake_ns: int | None = None
-    """When the last session came up, in nanoseconds since the Unix epoch (the line's clock),
-    or None before the first."""
+    """When the last session came up, in nanoseconds since the Unix epoch by the system's
+    clock, or None before the first."""
 
 
 class Watchers:

@@ -14,6 +14,7 @@ replaces the older one (that side redialled because it gave the old one up).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
@@ -28,6 +29,7 @@ from .._keys import Identity, PublicKey, line_id
 from ..protocol import REPLACED, Connection, LineState, Liveness, PeerAuthenticated
 from ..store import Batch, Store
 from ._committer import Committer
+from ._deadlines import AckDeadlines
 from ._events import LineEvent, PeerState, Stats, Watchers
 from ._inbox import Inbox, Message
 from ._listener import Listener
@@ -70,7 +72,6 @@ class Line:
         self.auto_ack = auto_ack
         self.line_id = line_id(identity.public_key, peer)
         self.stats = Stats()
-        self._clock = clock
         self._rng = rng or random.Random()
         self._liveness = Liveness.CONNECTING
         self._active: Session | None = None
@@ -93,6 +94,11 @@ class Line:
         self._inbox = Inbox(
             self.config, self._committer, auto_ack=auto_ack, stats=self.stats,
             check_usable=self._check_usable,
+        )
+        self._deadlines = AckDeadlines(
+            acknowledged_upto=lambda: self._committer.state.peer_acknowledged,
+            delivered_upto=lambda: self._committer.state.peer_delivered,
+            notify=self._watchers.notify,
         )
 
     # --- opening and closing ----------------------------------------------------------
@@ -179,8 +185,9 @@ class Line:
             del change
 
     def watch(self) -> AsyncIterator[LineEvent]:
-        """Every change of liveness, every new receipt from the peer, every round trip, and
-        failed calls to the peer (:class:`~hotline.DialFailed`, rate-limited).
+        """Every change of liveness, every new receipt from the peer, every round trip,
+        failed calls to the peer (:class:`~hotline.DialFailed`, rate-limited), and every
+        acknowledgement deadline missed (:class:`~hotline.AckOverdue`).
 
         Events are queued per watcher (the oldest are dropped past 10,000), so a watcher
         that reads slowly still sees every transition in order.
@@ -197,7 +204,9 @@ class Line:
 
     # --- the application's side: send, receive, flush ----------------------------------
 
-    async def send(self, body: bytes, *, wait: bool = True) -> Outgoing:
+    async def send(
+        self, body: bytes, *, wait: bool = True, ack_within: float | None = None
+    ) -> Outgoing:
         """Queue ``body`` durably and return once it is stored, with its sequence number.
 
         Waits while the outbox is full, or raises :class:`OutboxFull` if ``wait`` is false.
@@ -205,10 +214,22 @@ class Line:
         the line: cancelling the call then does not unsend it (it is stored and delivered).
         One ``send()`` at a time waits for its own commit: a producer that sends one message
         after another uses :meth:`queue` instead, to share commits.
-        """
-        return await self._outbox.send(body, wait=wait)
 
-    async def queue(self, body: bytes) -> Outgoing:
+        With ``ack_within`` (here and in :meth:`queue` and :meth:`send_nowait`),
+        :meth:`watch` reports :class:`~hotline.AckOverdue` if no acknowledged receipt covers
+        the message that many seconds after this call (a local deadline, counted from the
+        call; it is not sent and does not survive a restart).
+        """
+        since = _ack_deadline_start(ack_within)
+        outgoing = await self._outbox.send(body, wait=wait)
+        self._expect_ack(outgoing, ack_within, since)
+        return outgoing
+
+    def _expect_ack(self, outgoing: Outgoing, ack_within: float | None, since: float) -> None:
+        if ack_within is not None:
+            self._deadlines.add(outgoing.seq, ack_within, since=since)
+
+    async def queue(self, body: bytes, *, ack_within: float | None = None) -> Outgoing:
         """Queue ``body`` as our next message and return as soon as it has its number,
         without waiting for it to be stored (:meth:`Outgoing.stored` waits for that).
 
@@ -217,12 +238,18 @@ class Line:
         message took its number, which it then still returns), the message belongs to the
         line. Messages queued while a commit is in flight are stored together by the next one.
         """
-        return await self._outbox.queue(body)
+        since = _ack_deadline_start(ack_within)
+        outgoing = await self._outbox.queue(body)
+        self._expect_ack(outgoing, ack_within, since)
+        return outgoing
 
-    def send_nowait(self, body: bytes) -> Outgoing:
+    def send_nowait(self, body: bytes, *, ack_within: float | None = None) -> Outgoing:
         """Queue ``body`` as :meth:`queue` does, or raise :class:`OutboxFull` at once if the
         outbox has no room."""
-        return self._outbox.send_nowait(body)
+        since = _ack_deadline_start(ack_within)
+        outgoing = self._outbox.send_nowait(body)
+        self._expect_ack(outgoing, ack_within, since)
+        return outgoing
 
     def _committed(self, batch: Batch) -> None:
         """Hand what the committer made durable to the live session and the inbox."""
@@ -297,7 +324,9 @@ class Line:
             self._active = session
             self._no_session = trio.Event()
             self.stats.sessions += 1
-            self.stats.last_handshake_ns = self._clock()
+            # The system's clock, not the line's ``clock``: that one gives the timestamps
+            # this side signs, and reading it here would move them.
+            self.stats.last_handshake_ns = time.time_ns()
             if self.stats.sessions > 1:
                 self.stats.reconnects += 1
             self.stats.retransmitted += self._outbox.resending(state)
@@ -400,6 +429,13 @@ class Line:
             listener.remove(self)
 
 
+def _ack_deadline_start(ack_within: float | None) -> float:
+    """Check an ``ack_within`` argument; the instant its deadline counts from."""
+    if ack_within is not None and not 0 <= ack_within < math.inf:
+        raise LocalProtocolError("ack_within is a finite number of seconds, at least 0")
+    return trio.current_time()
+
+
 @asynccontextmanager
 async def open_line(
     identity: Identity,
@@ -443,6 +479,7 @@ async def open_line(
             async with trio.open_nursery() as nursery:
                 line._nursery = nursery
                 nursery.start_soon(line._committer.run)
+                nursery.start_soon(line._deadlines.run)
                 if listen is not None:
                     own = Listener(identity, config=config)
                     line.listen_addresses = await nursery.start(own.serve, *listen)
