@@ -1,10 +1,11 @@
 """Write the seed corpora of the fuzz targets from real exchanges: python fuzz/make_corpus.py
 
 Alice and Bob (the fixed keys and line history of ``_harness``) open the fuzzed session and
-talk with the real code: first flights, receipts, pings, new messages, an
-acknowledgement, a goodbye; once more with Alice rekeying every two messages. What Alice
-wrote (frames), what it decrypts to (plaintexts, records, envelopes), the handshake
-messages and Bob's side of the stream become the seeds, in each target's input format.
+talk with the real code: first flights, receipts, pings, new messages (a burst of three, only
+the last signed), an acknowledgement, a goodbye; once more with Alice rekeying every two
+messages. What Alice wrote (frames), what it decrypts to (plaintexts, records, envelopes), the
+handshake messages and Bob's side of the stream become the seeds, in each target's input
+format.
 
 Seeds are named ``seed-*`` and rewritten on every run; other files in the corpus
 directories (regression inputs such as ``bug-*``) are left alone. Deterministic: a second
@@ -20,7 +21,14 @@ from pathlib import Path
 import _harness as h
 
 from hotline import Config, ConnectionClosedError, ConnectionState, ReceiptKind
-from hotline.protocol import FLAG_FINAL, FLAG_REKEY, MAX_RECORD_FIELDS, strict_unpack
+from hotline.protocol import (
+    FLAG_FINAL,
+    FLAG_REKEY,
+    MAX_RECORD_FIELDS,
+    cover_message,
+    strict_unpack,
+    unsigned_message,
+)
 from hotline.testing import split_frames
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -50,8 +58,14 @@ def conversation(alice_config: Config = h.CONFIG) -> tuple[list[bytes], bytes]:
     h.drain(s.alice, s.alice_line, h.ALICE, events)  # the rest of Bob's first flight
     alice_to_bob()  # first flight: receipt, pending message 3, ping (after Bob's flight)
     bob_to_alice()
-    for body in (b"four", bytes(range(256)) * 4, b""):
-        message = s.alice_line.next_message(h.ALICE, h.LINE_ID, body, h.wall_ns(h.NOW))
+    bodies = (b"four", bytes(range(256)) * 4, b"")
+    for index, body in enumerate(bodies):  # One burst: only the last message signed.
+        state = s.alice_line
+        message = unsigned_message(h.ALICE.public_key, h.LINE_ID, state.sent_seq + 1,
+                                   h.wall_ns(h.NOW), state.sent_head, body)
+        if index == len(bodies) - 1:
+            message = cover_message(h.ALICE, message)
+        state.append_sent(message)
         s.alice.send_message(message)
     line = s.alice_line
     assert line.delivered_receipt is not None

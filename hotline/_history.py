@@ -5,8 +5,11 @@ envelope and the signature, as they travelled). :func:`open_history` turns each 
 into what an application wants to show: who signed it, the message's number, time and body,
 or the receipt's kind and how far it reaches. Each record's signature is checked as it is
 decoded (against this node's key for ``OUT``, the peer's for ``IN``), so a history never
-shows a record the store holds but its signer did not sign; the chains and the receipts'
-consistency are :func:`~hotline.verify_store`'s job, which replays the whole transcript.
+shows a record the store holds but its signer did not sign. A message stored with an empty
+signature (one of a burst: docs/protocol.md, section 8.1) is held back until the signed
+message that covers it, whose chain must name it, and shown with it, so that holds for them
+too; the chains and the receipts' consistency are :func:`~hotline.verify_store`'s job, which
+replays the whole transcript.
 
 Safe beside a running node: a path is opened with ``SQLiteStore.open_existing``, which is
 read-only and takes no lock. The transcript only grows, and it is read in pages by its order
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from ._errors import AuthenticationError, RemoteProtocolError, TranscriptError
 from ._keys import PublicKey, line_id
-from .protocol import ReceiptKind, open_message, open_receipt
+from .protocol import ReceiptKind, decode_message, open_message, open_receipt
 from .store import Direction
 
 if TYPE_CHECKING:
@@ -108,17 +111,35 @@ class History:
         self._max_body_size = max_body_size
 
     def __iter__(self) -> Iterator[HistoryEntry]:
+        # Per direction, the unsigned messages read since its last signed one.
+        held: dict[Direction, list[tuple[str, HistoryMessage]]] = {
+            Direction.OUT: [], Direction.IN: [],
+        }
         for position, entry in enumerate(self._store.transcript(), 1):
             signer = self.identity if entry.direction is Direction.OUT else self.peer
             where = f"record {position} ({entry.direction.value} {entry.kind} {entry.seq})"
             try:
                 if entry.kind == "message":
-                    message = open_message(
+                    opener = open_message if entry.signature else decode_message
+                    message = opener(
                         entry.envelope, entry.signature, sender=signer, line_id=self.line_id,
                         max_body_size=self._max_body_size,
                     )
-                    yield HistoryMessage(position, entry.direction, message.seq,
-                                         message.timestamp, message.body, message.hash)
+                    run = held[entry.direction]
+                    if run and (message.seq != run[-1][1].seq + 1
+                                or message.prev != run[-1][1].hash):
+                        raise TranscriptError(
+                            f"{where}: does not continue the unsigned messages before it"
+                        )
+                    shown = HistoryMessage(position, entry.direction, message.seq,
+                                           message.timestamp, message.body, message.hash)
+                    if not message.signed:
+                        run.append((where, shown))
+                        continue
+                    for _, covered in run:
+                        yield covered
+                    run.clear()
+                    yield shown
                 else:
                     receipt = open_receipt(
                         entry.envelope, entry.signature, signer=signer, line_id=self.line_id
@@ -129,6 +150,9 @@ class History:
                 raise TranscriptError(f"{where}: signature does not verify") from None
             except RemoteProtocolError as exc:
                 raise TranscriptError(f"{where}: malformed: {exc}") from None
+        for run in held.values():
+            if run:
+                raise TranscriptError(f"{run[0][0]}: no signed message after it covers it")
 
     def messages(self) -> Iterator[HistoryMessage]:
         """The messages of both directions alone, in the order they were stored."""

@@ -8,15 +8,24 @@ A store's transcript is every signed record of a line, in the order the store re
 to them. It keeps, per direction, the number of messages seen and their chain hashes (32 bytes
 each in one bytearray), and per signer and kind the highest receipt seen so far.
 
-For every message: the signature (ours for ``out``, the peer's for ``in``), the envelope's
-line and signer, the sequence number (exactly one more than the last of its direction: no gap,
-repeat or reordering) and ``prev`` (the hash of the previous message, or 32 zero bytes for the
-first). For every receipt: the signature (ours for ``out``, covering the peer's messages; the
+For every message: the envelope's line and signer, the sequence number (exactly one more
+than the last of its direction: no gap, repeat or reordering), ``prev`` (the hash of the
+previous message, or 32 zero bytes for the first) and, if it carries one, the signature (ours
+for ``out``, the peer's for ``in``). A message stored without a signature (one of a burst,
+docs/protocol.md) is covered by the next signed message of its direction, which the chain
+binds to it; when the transcript ends, every message must be covered, and a receipt may
+cover only messages covered when it was recorded (a receiver never receipts less).
+
+For every receipt: the signature (ours for ``out``, covering the peer's messages; the
 peer's for ``in``, covering ours), ``upto`` no higher than the messages of the covered
 direction recorded *before* it (a store records a message before sending it and before
 receipting it, so this holds both ways), ``head`` equal to the hash of message ``upto``, no
 step back from the signer's previous receipt of that kind (an equal one is a resend), and an
 acknowledged mark never above the same signer's delivered mark.
+
+:func:`message_proof` takes one message's proof out of a store: the envelopes from it to the
+signed message that covers it, which :func:`~hotline.check_message_proof` checks with only
+the sender's public key and the line id.
 
 The first record that fails stops the check with :class:`~hotline.TranscriptError`, which
 names it: its 1-based position, direction, kind and sequence number, and what is wrong.
@@ -44,9 +53,11 @@ from ._keys import PublicKey, line_id
 from .protocol import (
     GENESIS_HEAD,
     HASH_SIZE,
+    MessageProof,
     Receipt,
     ReceiptKind,
     SignedMessage,
+    decode_message,
     open_message,
     open_receipt,
 )
@@ -55,7 +66,7 @@ from .store import Direction, Store, TranscriptEntry
 if TYPE_CHECKING:
     from .store import SQLiteStore, StoredRecord
 
-__all__ = ["VerifyReport", "verify_store", "verify_transcript"]
+__all__ = ["VerifyReport", "message_proof", "verify_store", "verify_transcript"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,10 @@ class _Side:
     acknowledged: int = 0
     at_mark: dict[str, set[bytes]] = field(default_factory=dict)
     """Per kind, the signatures of the receipts seen at its current mark: a repeat is one."""
+    covered: int = 0
+    """The newest message a verified signature covers: messages after it wait for one."""
+    first_uncovered: tuple[int, TranscriptEntry] | None = None
+    """Where the first message after ``covered`` was recorded, to name it if none comes."""
 
     @property
     def count(self) -> int:
@@ -129,7 +144,19 @@ class _Replay:
             result = _check_receipt(entry, own, other, self.lid)
         if isinstance(result, str):
             raise TranscriptError(f"{_where(position, entry)}: {result}")
+        if isinstance(result, SignedMessage) and not result.signed and own.first_uncovered is None:
+            own.first_uncovered = (position, entry)
         return result
+
+    def finish(self) -> None:
+        """Raise TranscriptError for a message that no signature of the transcript covers."""
+        for side in self.sides.values():
+            if side.first_uncovered is not None:
+                position, entry = side.first_uncovered
+                raise TranscriptError(
+                    f"{_where(position, entry)}: no signed message after it covers it"
+                    f" (messages {entry.seq}..{side.count} are unsigned)"
+                )
 
     def report(self) -> VerifyReport:
         out, in_ = self.sides[Direction.OUT], self.sides[Direction.IN]
@@ -166,6 +193,7 @@ def verify_transcript(
     replay = _Replay(identity, peer, max_body_size)
     for position, entry in enumerate(entries, 1):
         replay.check(position, entry)
+    replay.finish()
     return replay.report()
 
 
@@ -204,6 +232,7 @@ def _verify_sqlite(store: SQLiteStore, identity: PublicKey, peer: PublicKey) -> 
                     signature, ords = signed.signature, set()
                 ords.add(record.ord)
                 latest_own[signed.kind.value] = (signature, ords)
+    replay.finish()
     rows = store.resume_rows()
     if rows.line_id != replay.lid:
         raise _inconsistent("meta", "1", "line_id is not the line id of the store's two keys")
@@ -284,8 +313,10 @@ def _check_message(
     entry: TranscriptEntry, side: _Side, lid: bytes, max_body_size: int
 ) -> SignedMessage | str:
     """Message ``entry`` of ``side``'s chain, recorded, or what is wrong with it."""
+    # A signature is checked before anything else is read, as a receiver does.
+    opener = open_message if entry.signature else decode_message
     try:
-        message = open_message(
+        message = opener(
             entry.envelope,
             entry.signature,
             sender=side.signer,
@@ -303,6 +334,10 @@ def _check_message(
         return f"expected message {expected} next (a gap, a repeat or a reordering)"
     if message.prev != side.head(side.count):
         return f"prev is not the hash of message {side.count}: the chain is broken"
+    if message.signed:
+        # Through the chain just checked, it covers every message before it.
+        side.covered = message.seq
+        side.first_uncovered = None
     side.hashes += message.hash
     return message
 
@@ -322,6 +357,8 @@ def _check_receipt(
     upto = receipt.upto
     if upto > covered.count:
         return f"covers message {upto} but only {covered.count} were recorded before it"
+    if upto > covered.covered:
+        return f"covers message {upto}, which no signature recorded before it covers"
     if receipt.head != covered.head(upto):
         return f"head is not the hash of message {upto}"
     delivered = receipt.kind is ReceiptKind.DELIVERED
@@ -342,3 +379,28 @@ def _check_receipt(
         signer.acknowledged = upto
     signer.receipts += 1
     return receipt
+
+
+def message_proof(store: Store, direction: Direction, seq: int) -> MessageProof:
+    """The proof of message ``seq`` of ``direction`` in ``store``: its envelope and those after
+    it up to the first signed one, with that signature (see :class:`~hotline.MessageProof`).
+
+    Check it with :func:`~hotline.check_message_proof` and the signer's public key (ours for
+    ``OUT``, the peer's for ``IN``). Reads the transcript from the front; nothing is checked
+    here beyond the sequence numbers. Raises :class:`TranscriptError` when the store holds no
+    such message, or nothing signed after it.
+    """
+    envelopes: list[bytes] = []
+    for entry in store.transcript():
+        if entry.direction is not direction or entry.kind != "message" or entry.seq < seq:
+            continue
+        if entry.seq != seq + len(envelopes):
+            break
+        envelopes.append(entry.envelope)
+        if entry.signature:
+            return MessageProof(tuple(envelopes), entry.signature)
+    if not envelopes:
+        raise TranscriptError(f"the store holds no {direction.value} message {seq}")
+    raise TranscriptError(
+        f"no signed {direction.value} message after message {seq} covers it in the store"
+    )

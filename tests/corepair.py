@@ -42,6 +42,7 @@ from hotline import (
     SignedMessage,
     line_id,
 )
+from hotline.protocol import cover_message, unsigned_message
 from hotline.protocol._machines import ConnectionInput
 from hotline.protocol._transport import Transport
 from hotline.store import Batch, MemoryStore
@@ -184,6 +185,25 @@ class Node:
             assert self.conn is not None
             self.conn.send_message(message)
         return message
+
+    def send_burst(self, bodies: list[bytes], now: float) -> list[SignedMessage]:
+        """Our next messages as one burst (only the last signed: protocol.md, section 8.1),
+        persisted together, then sent if connected."""
+        burst = []
+        for index, body in enumerate(bodies):
+            message = unsigned_message(self.public_key, self.line_id, self.state.sent_seq + 1,
+                                       wall_ns(now), self.state.sent_head, body)
+            if index == len(bodies) - 1:
+                message = cover_message(self.identity, message)
+            self.state.append_sent(message)
+            burst.append(message)
+        self.sent.extend(burst)
+        self._persist(sent=burst)
+        if self.is_open:
+            assert self.conn is not None
+            for message in burst:
+                self.conn.send_message(message)
+        return burst
 
     def deliver(self, now: float, count: int | None = None) -> Receipt | None:
         """Record ``count`` (default: all) held messages and send a delivered receipt."""
@@ -428,6 +448,9 @@ class Pair:
 
     def send(self, name: str, body: bytes) -> SignedMessage:
         return self.node(name).send(body, self.now)
+
+    def send_burst(self, name: str, bodies: list[bytes]) -> list[SignedMessage]:
+        return self.node(name).send_burst(bodies, self.now)
 
 
 def tap_records(conn: Connection) -> list[Any]:

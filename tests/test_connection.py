@@ -1510,13 +1510,15 @@ def test_handshake_response_must_carry_no_payload() -> None:
     assert ca.state is ConnectionState.ERROR
 
 
-@pytest.mark.parametrize("prologue", ["version 1", "label without the key", "version 1 label"])
+@pytest.mark.parametrize("prologue", ["version 1", "label without the key", "version 1 label",
+                                      "version 2 label"])
 def test_handshake_with_another_prologue_fails(prologue: str) -> None:
     a, b = Identity.from_seed(corepair.SEED_A), Identity.from_seed(corepair.SEED_B)
     other = {
         "version 1": b"hotline/1",
         "label without the key": PROLOGUE,
         "version 1 label": b"hotline/1" + b.public_key.raw,
+        "version 2 label": b"hotline/2" + b.public_key.raw,
     }[prologue]
     initiation = _fake_initiation(msgpack.packb([1, a.public_key.raw]), other)
     cb = Connection.respond(b, [a.public_key], now=0.0)

@@ -43,8 +43,7 @@ class LineMachine(RuleBasedStateMachine):
 
     @rule(side=SIDES, bodies=st.lists(st.binary(max_size=32), min_size=2, max_size=8))
     def send_burst(self, side: str, bodies: list[bytes]) -> None:
-        for body in bodies:
-            self.pair.send(side, body)
+        self.pair.send_burst(side, bodies)  # One signature, on the last message.
 
     @rule(side=SIDES, nbytes=st.integers(min_value=1, max_value=400))
     def transfer_some(self, side: str, nbytes: int) -> None:

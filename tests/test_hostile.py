@@ -17,10 +17,12 @@ key misbehaving after it authenticated. Each case checks
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import socket
 import time
 from typing import Any
 
+import msgpack
 import pytest
 import trio
 from hostile import (
@@ -62,13 +64,22 @@ from hotline import (
     Identity,
     PublicKey,
     ReceiptKind,
+    SignedMessage,
     line_id,
     open_line,
     open_message,
     sign_message,
+    verify_store,
 )
 from hotline.driver import PENDING_PER_SOURCE
-from hotline.protocol import MAX_MESSAGE_LEN, HandshakeState, handshake_prologue, message_hash
+from hotline.protocol import (
+    MAX_MESSAGE_LEN,
+    HandshakeState,
+    handshake_prologue,
+    message_hash,
+    unsigned_message,
+)
+from hotline.store import Direction
 from hotline.testing import ProxiedConnection, frame
 from hotline.testing import transport_plaintext as plaintext
 
@@ -565,6 +576,103 @@ async def test_sequence_numbers_that_skip_or_go_back(
         await exchange_with_real_peer(
             node, store=seeded_store(ALICE, BOB.public_key, accepted))
         assert node.line.state.received_seq == len(accepted) + 1
+
+
+# --- bursts: unsigned messages wait for the signature that covers them -----------------
+
+
+def burst(session: HostileSession, bodies: list[bytes], *, prev: bytes = bytes(32),
+          start: int = 1) -> list[SignedMessage]:
+    """Consecutive messages by the session's key, all with an empty signature."""
+    messages = []
+    for offset, body in enumerate(bodies):
+        message = unsigned_message(session.identity.public_key, session.line_id,
+                                   start + offset, now_ns(), prev, body)
+        prev = message.hash
+        messages.append(message)
+    return messages
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("tail-over-count", r"unsigned message 64 makes a run of 64 messages"),
+    ("tail-over-bytes", r"unsigned message 3 makes a run of 3 messages \(1229\d\d\d bytes\)"),
+    ("covering-signature-bad", r"authentication failed \(bad signature\)"),
+    ("fork-inside-run", r"message 3 does not continue the chain"),
+    ("tail-then-cut", r"closed the connection without a goodbye"),
+])
+async def test_unsigned_messages_never_reach_the_store_uncovered(
+    caplog: pytest.LogCaptureFixture, case: str, expected: str
+) -> None:
+    """A peer (Alice's key) sends unsigned messages that no good signature ever covers: none
+    of them is stored, receipted or delivered, and the real Alice starts again at message 1."""
+    capture(caplog)
+    async with open_node() as node:
+        with trio.fail_after(LIMIT), memory_probe() as memory:
+            hostile = await HostileSession.open(node.address)
+            await hostile.first_flight()
+            if case == "tail-over-count":
+                send = burst(hostile, [b"%d" % i for i in range(64)])
+            elif case == "tail-over-bytes":
+                # Two 400 KiB envelopes fit under the 1 MiB bound of unsigned bytes, three not.
+                send = burst(hostile, [bytes(400 * KiB)] * 3)
+            elif case == "covering-signature-bad":
+                run = burst(hostile, [b"one", b"two", b"three"])
+                (last,) = chain(hostile, [b"four"], start=4, prev=run[-1].hash)
+                send = [*run, dataclasses.replace(last, signature=flip(last.signature))]
+            elif case == "fork-inside-run":
+                run = burst(hostile, [b"one", b"two"])
+                forked = burst(hostile, [b"three"], start=3, prev=b"\x01" * 32)
+                send = [*run, *forked]
+            else:
+                send = burst(hostile, [b"one", b"two"])
+            # The last message sent is the one the node refuses (or, cut, the end of the run):
+            # nothing follows it, so no write races the node's close.
+            for message in send:
+                await hostile.send_message(message)
+            if case == "tail-then-cut":
+                await hostile.records_until(lambda r: r[0] == T_PING)  # all of it was read
+                await hostile.aclose()
+            else:
+                await hostile.closed_by_node()
+            await wait_for_log(caplog, r"session \d+: .*" + expected)
+        # The bytes case holds its run (1.2 MB of envelopes, with the records they came in)
+        # until it is refused: measured about 6 MiB.
+        assert memory.peak < (20 * MiB if case == "tail-over-bytes" else SMALL), memory
+        assert node.line.state.received_seq == 0
+        assert not [e for e in node.store.transcript() if e.direction is Direction.IN]
+        assert node.line.state.delivered_receipt is None
+        await exchange_with_real_peer(node)  # The real Alice's message 1 is the first.
+        assert node.line.state.received_seq == 1
+
+
+async def test_a_burst_is_stored_and_delivered_once_its_signature_verifies(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two unsigned messages and the signed one that covers them: all three, in order, with
+    one delivered receipt up to the signed one; the store verifies."""
+    capture(caplog)
+    async with open_node() as node:
+        with trio.fail_after(LIMIT):
+            hostile = await HostileSession.open(node.address)
+            await hostile.first_flight()
+            run = burst(hostile, [b"one", b"two"])
+            (last,) = chain(hostile, [b"three"], start=3, prev=run[-1].hash)
+            for message in run:
+                await hostile.send_message(message)
+            await hostile.send_message(last)
+            records = await hostile.records_until(
+                lambda r: r[0] == T_RECEIPT and msgpack.unpackb(r[1])[3] == 3)
+            receipts = [msgpack.unpackb(r[1]) for r in records if r[0] == T_RECEIPT]
+            assert [(kind, upto) for _, _, kind, upto, _, _ in receipts] == [("delivered", 3)]
+            for expected in [*run, last]:
+                got = await node.line.receive()
+                assert (got.seq, got.body) == (expected.seq, expected.body)
+            await hostile.aclose()
+        assert [e.signature == b"" for e in node.store.transcript()
+                if e.direction is Direction.IN] == [True, True, False]
+        assert verify_store(node.store).messages_in == 3
+        store = seeded_store(ALICE, BOB.public_key, [*run, last])
+        await exchange_with_real_peer(node, store=store)
 
 
 # --- sizes ----------------------------------------------------------------------------

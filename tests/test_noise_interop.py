@@ -157,7 +157,7 @@ BOB_ID = Identity.from_seed(bytes([0x52]) * 32)
 
 def _spec_prologue(responder: Identity) -> bytes:
     """Section 4.1, written from the text: the label, then the responder's Ed25519 key."""
-    return b"hotline/2" + responder.public_key.raw
+    return b"hotline/3" + responder.public_key.raw
 
 
 def _spec_side(me: Identity, *, initiator: bool, peer: Identity, prologue: bytes) -> Any:
@@ -212,7 +212,8 @@ def test_a_hotline_initiator_calls_noiseprotocol() -> None:
 
 
 @needs_noise
-@pytest.mark.parametrize("wrong", ["version 1 prologue", "negated responder key",
+@pytest.mark.parametrize("wrong", ["version 1 prologue", "version 2 prologue",
+                                   "negated responder key",
                                    "negated initiator key"])
 def test_a_hotline_responder_refuses_what_binds_other_keys(wrong: str) -> None:
     raw = bytearray(BOB_ID.public_key.raw if wrong != "negated initiator key"
@@ -220,7 +221,9 @@ def test_a_hotline_responder_refuses_what_binds_other_keys(wrong: str) -> None:
     raw[31] ^= 0x80  # The point -A: the same X25519 key.
     prologue = {
         "version 1 prologue": b"hotline/1",
-        "negated responder key": b"hotline/2" + bytes(raw),
+        # Version 2 receivers refuse the empty signatures of a burst: no handshake across.
+        "version 2 prologue": b"hotline/2" + BOB_ID.public_key.raw,
+        "negated responder key": b"hotline/3" + bytes(raw),
         "negated initiator key": _spec_prologue(BOB_ID),
     }[wrong]
     claimed = bytes(raw) if wrong == "negated initiator key" else ALICE_ID.public_key.raw

@@ -20,7 +20,7 @@ import msgpack
 import pytest
 
 from hotline import Identity, PublicKey, line_id, open_message, open_receipt
-from hotline.protocol import message_hash
+from hotline.protocol import decode_message, message_hash
 
 try:
     from noise.connection import Keypair, NoiseConnection
@@ -87,9 +87,9 @@ def test_keys_and_line_id(published: dict[str, Any]) -> None:
     )
     assert published["protocol_name"] == "Noise_IK_25519_ChaChaPoly_BLAKE2b"
     # docs/protocol.md, section 4.1: the label, then the responder's Ed25519 key.
-    assert published["prologue_label"] == "hotline/2"
+    assert published["prologue_label"] == "hotline/3"
     assert bytes.fromhex(published["prologue_hex"]) == (
-        b"hotline/2" + bytes.fromhex(published["responder"]["ed25519_public"])
+        b"hotline/3" + bytes.fromhex(published["responder"]["ed25519_public"])
     )
 
 
@@ -104,11 +104,20 @@ def test_messages_and_receipts_verify_and_chain(published: dict[str, Any]) -> No
     signers = _signers(published)
     lid = bytes.fromhex(published["line_id"])
     heads: dict[str, list[bytes]] = {"initiator": [], "responder": []}
+    # Per sender, the unsigned messages a later signature must cover (section 7, bursts).
+    uncovered: dict[str, list[int]] = {"initiator": [], "responder": []}
     for entry in published["messages"]:
         envelope = bytes.fromhex(entry["envelope"])
-        message = open_message(envelope, bytes.fromhex(entry["signature"]),
-                               sender=signers[entry["from"]], line_id=lid,
-                               max_body_size=published["config"]["max_body_size"])
+        signature = bytes.fromhex(entry["signature"])
+        if signature:
+            message = open_message(envelope, signature, sender=signers[entry["from"]],
+                                   line_id=lid,
+                                   max_body_size=published["config"]["max_body_size"])
+            uncovered[entry["from"]].clear()
+        else:
+            message = decode_message(envelope, b"", sender=signers[entry["from"]], line_id=lid,
+                                     max_body_size=published["config"]["max_body_size"])
+            uncovered[entry["from"]].append(message.seq)
         chain = heads[entry["from"]]
         assert message.seq == entry["seq"] == len(chain) + 1
         assert message.prev == (chain[-1] if chain else bytes(32))
@@ -123,6 +132,11 @@ def test_messages_and_receipts_verify_and_chain(published: dict[str, Any]) -> No
             assert hashlib.sha256(message.body).hexdigest() == entry["body_sha256"]
         chain.append(message.hash)
     assert [len(heads["initiator"]), len(heads["responder"])] == [3, 3]
+    assert uncovered == {"initiator": [], "responder": []}
+    # The published burst: A2's messages 1 and 2 travel unsigned, its message 3 covers them.
+    assert [bool(e["signature"]) for e in published["messages"] if e["from"] == "responder"] == [
+        False, False, True
+    ]
     kinds = []
     for entry in published["receipts"]:
         receipt = open_receipt(bytes.fromhex(entry["envelope"]),

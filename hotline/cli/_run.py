@@ -250,6 +250,15 @@ async def _run(
     unsent = 0  # lines read but not sent (counted when known, before any event is written)
     failure = ""
     delivered = False
+    # --until-delivered ends once the delivered receipt of the last line queued is shown,
+    # not merely received: a script reading the events must see it before the exit.
+    last_queued = 0
+    shown_delivered = 0
+
+    def all_shown_delivered(line: Line) -> bool:
+        return (
+            stdin_done.is_set() and line.outbox_size == 0 and shown_delivered >= last_queued
+        )
 
     async def read_stdin(line: Line) -> None:
         if node is not None:  # The node reads standard input and hands this line its own.
@@ -312,7 +321,7 @@ async def _run(
         unreported.add(number, outgoing)
 
     async def report_in_order() -> None:
-        nonlocal unsent
+        nonlocal unsent, last_queued
         while (oldest := await unreported.first()) is not None:
             number, item = oldest
             if isinstance(item, str):
@@ -326,6 +335,7 @@ async def _run(
                                      line=number)
                 else:
                     await emit_whole("queued", f"-> #{item.seq} queued", seq=item.seq)
+                    last_queued = item.seq
             unreported.reported()
         stdin_done.set()
 
@@ -359,6 +369,7 @@ async def _run(
                 await out.emit(event, human, **fields)
 
     async def watch(line: Line) -> None:
+        nonlocal shown_delivered
         async for event in line.watch():
             if isinstance(event, PeerState):
                 rtt_ms = None if line.rtt is None else round(line.rtt * 1000, 3)
@@ -374,13 +385,10 @@ async def _run(
                 # being written: shown after them, as the sender's events always were.
                 await unreported.wait_reported(receipt.upto)
                 await out.emit(kind, f"<- {kind} up to #{receipt.upto}", upto=receipt.upto)
-                if (
-                    args.until_delivered
-                    and receipt.kind is ReceiptKind.DELIVERED
-                    and stdin_done.is_set()
-                    and line.outbox_size == 0
-                ):
-                    done.set()
+                if receipt.kind is ReceiptKind.DELIVERED:
+                    shown_delivered = max(shown_delivered, receipt.upto)
+                    if args.until_delivered and all_shown_delivered(line):
+                        done.set()
             elif isinstance(event, RoundTrip):
                 logger.debug("rtt %.3f ms", event.rtt * 1000)
             elif isinstance(event, AckOverdue):
@@ -408,7 +416,7 @@ async def _run(
     async def until_delivered(line: Line) -> None:
         await stdin_done.wait()
         await line.flush()
-        if line.outbox_size == 0:
+        if all_shown_delivered(line):
             done.set()
 
     def output_failed(reason: str) -> None:

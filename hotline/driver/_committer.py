@@ -1,13 +1,14 @@
 """The committer: the one task that writes the store, and the only writer of ``LineState``.
 
-Everything the line must make durable joins the open :class:`~hotline.Batch`: our new
-messages (:mod:`._outbox`), the peer's messages (:mod:`._inbox`), the peer's receipts, and
-the acknowledgement the application asked for, the initiation timestamps. One task commits
-it, while everything that arrives meanwhile joins the next batch: one fsync per burst.
-Before a batch is stored, it is checked on a copy of the state's marks through
-``LineState``'s rule-checked methods, and our receipts are signed there (the delivered
-receipt last, so it is stored with the messages it covers); once it is durable, the batch
-is applied through the same methods to a successor of the line's state, which then
+Everything the line must make durable joins the open :class:`~hotline.Batch`: our new messages
+(:mod:`._outbox`, which numbers and chains them; they are signed here, one signature per
+burst, so that no commit ends with a message no signature covers), the peer's messages
+(:mod:`._inbox`), the peer's receipts, and the acknowledgement the application asked for, the
+initiation timestamps. One task commits it, while everything that arrives meanwhile joins the
+next batch: one fsync per burst. Before a batch is stored, it is checked on a copy of the
+state's marks through ``LineState``'s rule-checked methods, and our receipts are signed there
+(the delivered receipt last, so it is stored with the messages it covers); once it is durable,
+the batch is applied through the same methods to a successor of the line's state, which then
 replaces it, and the batch is handed on to be transmitted. A message on the wire is always a
 message on disk.
 
@@ -32,7 +33,15 @@ from typing import TypeVar
 import trio
 
 from .._keys import Identity, PublicKey
-from ..protocol import LineState, Receipt, ReceiptKind, SignedMessage
+from ..protocol import (
+    MAX_BURST_MESSAGES,
+    MAX_BURST_UNSIGNED_BYTES,
+    LineState,
+    Receipt,
+    ReceiptKind,
+    SignedMessage,
+    cover_message,
+)
 from ..store import Batch, Store, apply_batch_but_peer_receipts
 
 __all__ = ["Commit", "Committer"]
@@ -251,6 +260,8 @@ class Committer:
             target = None
         if not (batch.sent or batch.received or target):
             return
+        if batch.sent:
+            self._cover_bursts(batch.sent)
         staged = self.state.copy(outbox=False)
         for message in batch.sent:
             staged.append_sent(message)
@@ -268,6 +279,30 @@ class Committer:
                 self._identity, self._line_id, ReceiptKind.DELIVERED, staged.received_seq,
                 staged.received_head, now,
             ))
+
+    def _cover_bursts(self, sent: list[SignedMessage]) -> None:
+        """Sign the last of our new messages, and each one that closes a full burst.
+
+        The outbox numbers and chains each message at send() but signs none: one signature
+        over the burst's last envelope covers the burst through the chain. The last message
+        of a commit is always signed, so what is stored (and then sent) is always covered; a
+        message is left unsigned only while its run stays within the protocol's burst bounds
+        (``MAX_BURST_MESSAGES``, ``MAX_BURST_UNSIGNED_BYTES``), which every receiver accepts.
+        """
+        run = run_bytes = 0
+        last = len(sent) - 1
+        for index, message in enumerate(sent):
+            if message.signed:  # pragma: no cover - the outbox signs nothing
+                run = run_bytes = 0
+                continue
+            size = len(message.envelope)
+            if (index == last or run + 1 >= MAX_BURST_MESSAGES
+                    or run_bytes + size > MAX_BURST_UNSIGNED_BYTES):
+                sent[index] = cover_message(self._identity, message)
+                run = run_bytes = 0
+            else:
+                run += 1
+                run_bytes += size
 
     def _successor(self, batch: Batch) -> LineState:
         """The line's state once ``batch`` is durable, in the stores' order (the peer's

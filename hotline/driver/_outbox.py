@@ -1,10 +1,10 @@
 """The outbox: our next message number and chain head, the outbox limits, receipt waiters.
 
-Three calls put a message in the outbox, and differ only in what they wait for. Each checks
-the body and the outbox limits, then builds the next message (``_enqueue``: the one place a
-message is made, with our next sequence number and chain head, so that concurrent senders
-get consecutive numbers) and hands it to the committer, which stores every message queued
-while its last commit was in flight with one fsync:
+Three calls put a message in the outbox, and differ only in what they wait for. Each checks the
+body and the outbox limits, then builds the next message (``_enqueue``: the one place a message
+is made, with our next sequence number and chain head, so that concurrent senders get
+consecutive numbers; the committer signs it with its burst) and hands it to the committer,
+which stores every message queued while its last commit was in flight with one fsync:
 
 - ``send_nowait()`` waits for nothing: it raises :class:`OutboxFull` when there is no room;
 - ``queue()`` waits only for room, like trio's ``MemorySendChannel.send``;
@@ -46,7 +46,7 @@ from ..protocol import (
     ReceiptKind,
     ReceiptReceived,
     SignedMessage,
-    sign_message,
+    unsigned_message,
 )
 from ._committer import Commit, Committer
 from ._events import LineEvent, Stats
@@ -204,8 +204,11 @@ class Outbox:
 
     def _enqueue(self, body: bytes) -> Outgoing:
         """Make ``body`` our next message and hand it to the committer; no checkpoint."""
-        message = sign_message(
-            self._identity, self._line_id, self._next_seq, self._clock(), self._next_head, body
+        # Numbered and chained now; the committer signs it with its burst (one signature
+        # covers the messages of a commit).
+        message = unsigned_message(
+            self._identity.public_key, self._line_id, self._next_seq, self._clock(),
+            self._next_head, body,
         )
         self._next_seq += 1
         self._next_head = message.hash

@@ -5,6 +5,7 @@ walks it): bytes and ``now`` go in, events and bytes come out. The trio driver a
 build on the names re-exported here; the modules behind them are private.
 """
 
+from .._config import MAX_BURST_MESSAGES, MAX_BURST_UNSIGNED_BYTES
 from ._codec import FLAG_FINAL, FLAG_REKEY, MAX_CONTENT, MAX_PLAINTEXT
 from ._connection import Connection
 from ._events import (
@@ -32,10 +33,13 @@ from ._records import (
     GENESIS_HEAD,
     HASH_SIZE,
     MAX_STR_LEN,
+    MessageProof,
     Receipt,
     ReceiptKind,
     SignatureBatch,
     SignedMessage,
+    check_message_proof,
+    cover_message,
     decode_message,
     message_hash,
     open_message,
@@ -44,6 +48,7 @@ from ._records import (
     sign_message,
     sign_receipt,
     strict_unpack,
+    unsigned_message,
     verify_message,
 )
 from ._transport import MAX_RECORD_FIELDS, REPLACED, T_GOODBYE, T_MESSAGE, T_PING, T_RECEIPT
@@ -55,6 +60,8 @@ __all__ = [
     "FLAG_REKEY",
     "GENESIS_HEAD",
     "HASH_SIZE",
+    "MAX_BURST_MESSAGES",
+    "MAX_BURST_UNSIGNED_BYTES",
     "MAX_CONTENT",
     "MAX_MESSAGE_LEN",
     "MAX_OUTSTANDING_PINGS",
@@ -82,6 +89,7 @@ __all__ = [
     "LineState",
     "Liveness",
     "LivenessChanged",
+    "MessageProof",
     "MessageReceived",
     "NeedData",
     "PeerAuthenticated",
@@ -94,6 +102,8 @@ __all__ = [
     "SignatureBatch",
     "SignaturesToCheck",
     "SignedMessage",
+    "check_message_proof",
+    "cover_message",
     "decode_message",
     "handshake_prologue",
     "message_hash",
@@ -103,5 +113,6 @@ __all__ = [
     "sign_message",
     "sign_receipt",
     "strict_unpack",
+    "unsigned_message",
     "verify_message",
 ]

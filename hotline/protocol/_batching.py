@@ -3,15 +3,16 @@ together in a batch.
 
 Theory of operation
 -------------------
-By default the transport checks each message's signature as it arrives. A driver with a
-spare core asks for batches instead (``Connection.check_signatures_in_batches``): the
-transport then checks only the hash chain and gathers each new message here, its
-``MessageReceived`` queued but not released. Once the connection has read what it has (at
-most ``MAX_SIGNATURE_BATCH`` messages), :meth:`SignatureBatches.settle` makes the burst one
-:class:`SignatureBatch`: a burst of at least ``minimum`` goes to the driver (which runs it in
-a worker thread and hands it back), a smaller one is checked here at once, as a hop to a
-thread costs about as much as three checks. Nothing a batch covers, nor anything after it,
-comes out before it is back; a bad signature fails the connection as it would inline.
+By default the transport checks each message's signature as it arrives. A driver with a spare
+core asks for batches instead (``Connection.check_signatures_in_batches``): the transport then
+checks only the hash chain and gathers each new signed message here, its ``MessageReceived``
+(and those of the unsigned messages it covers) queued but not released. Once the connection has
+read what it has (at most ``MAX_SIGNATURE_BATCH`` signed messages),
+:meth:`SignatureBatches.settle` makes the burst one :class:`SignatureBatch`: a burst of at
+least ``minimum`` goes to the driver (which runs it in a worker thread and hands it back), a
+smaller one is checked here at once, as a hop to a thread costs about as much as three checks.
+Nothing a batch covers, nor anything after it, comes out before it is back; a bad signature
+fails the connection as it would inline.
 
 Alternatives not taken: checking each burst in the connection itself would keep the cost on
 the protocol's thread, which is the point of batching; releasing the events before the
@@ -37,6 +38,9 @@ class SignatureBatches:
     def __init__(self) -> None:
         self.minimum = 0  # 0: every signature is checked as its message arrives.
         self.unverified: list[SignedMessage] = []
+        # Events queued behind the signatures in ``unverified``: each signed message's and
+        # those of the unsigned run it covers (docs/protocol.md, "Bursts").
+        self.gated = 0
         self.checking: SignatureBatch | None = None
 
     def copy(self) -> SignatureBatches:
@@ -62,8 +66,12 @@ class SignatureBatches:
             self.checking = batch
         else:
             batch.run()
-            self.unverified.clear()
+            self.clear()
         return batch
+
+    def clear(self) -> None:
+        self.unverified.clear()
+        self.gated = 0
 
     def take_back(self, batch: SignatureBatch) -> None:
         """The driver hands back the batch that was out, checked."""
@@ -72,4 +80,4 @@ class SignatureBatches:
         if not batch.done:
             raise LocalProtocolError("run() the batch before handing it back")
         self.checking = None
-        self.unverified.clear()
+        self.clear()

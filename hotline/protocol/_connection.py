@@ -260,7 +260,8 @@ class Connection:
         try:
             # Frames are handled only while no event waits, except that a burst of new
             # messages may gather (their events queued, unreleased) to be checked together.
-            while len(self._events) == len(signatures.unverified) < signatures.gather_limit:
+            while (len(self._events) == signatures.gated
+                   and len(signatures.unverified) < signatures.gather_limit):
                 if machine.state is _S.AUTHENTICATED:
                     break  # Frames wait until the driver has called start().
                 frame = self._frames.take()
@@ -278,7 +279,7 @@ class Connection:
             # signatures nobody checked: none of it may come out after the error. (Messages
             # of that burst are not lost: without their receipt, the peer sends them again.)
             self._events.clear()
-            signatures.unverified.clear()
+            signatures.clear()
             raise self._machine.fail(error) from None
         phase = self._phase
         if signatures.unverified and isinstance(phase, Transport):

@@ -42,7 +42,7 @@ __all__ = ["PROLOGUE", "PROTOCOL_NAME", "Handshake", "handshake_prologue"]
 
 PROTOCOL_NAME = "Noise_IK_25519_ChaChaPoly_BLAKE2b"
 #: hotline's name and protocol version: the start of every handshake's prologue.
-PROLOGUE = b"hotline/2"
+PROLOGUE = b"hotline/3"
 
 
 def handshake_prologue(responder: PublicKey) -> bytes:

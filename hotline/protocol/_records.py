@@ -16,7 +16,14 @@ to its kind (message or receipt), so no signature can be replayed as another kin
 statement or outside hotline.
 
 Messages form a hash chain per direction: each names the hash of the previous one, and the
-first names 32 zero bytes. A receipt names the sequence number it covers *and* the chain head
+first names 32 zero bytes. Because of that chain, one signature covers a whole *burst*: a
+message may travel with an empty signature, and the signature of the next signed message of
+its direction covers it, as that signature's envelope names (through ``prev``, hash after
+hash) every message before it. :func:`unsigned_message` builds such a message,
+:func:`cover_message` signs one, and a :class:`MessageProof` carries one message's proof
+away from the store: the envelopes from it up to the signed one that covers it.
+
+A receipt names the sequence number it covers *and* the chain head
 there, so it commits to the whole history up to that point, not just to a count.
 
 This module is pure computation: it knows neither connections nor storage. The connection,
@@ -25,8 +32,10 @@ the store and the offline verifier all use it.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,10 +47,13 @@ from .._keys import Identity, PublicKey
 __all__ = [
     "GENESIS_HEAD",
     "HASH_SIZE",
+    "MessageProof",
     "Receipt",
     "SignatureBatch",
     "ReceiptKind",
     "SignedMessage",
+    "check_message_proof",
+    "cover_message",
     "message_hash",
     "decode_message",
     "open_message",
@@ -49,6 +61,7 @@ __all__ = [
     "sign_message",
     "sign_receipt",
     "strict_unpack",
+    "unsigned_message",
     "verify_message",
 ]
 
@@ -74,7 +87,11 @@ class ReceiptKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class SignedMessage:
-    """One message of a direction's chain, with the exact bytes that were signed."""
+    """One message of a direction's chain, with the exact bytes that are (or will be) signed.
+
+    ``signature`` is empty for a message of a burst that a later message's signature covers
+    (:attr:`signed` is false).
+    """
 
     seq: int
     timestamp: int
@@ -86,8 +103,14 @@ class SignedMessage:
     hash: bytes
     """The chain head after this message: what the next message names as ``prev``."""
 
+    @property
+    def signed(self) -> bool:
+        """Whether this message carries its own signature (else a later one covers it)."""
+        return bool(self.signature)
+
     def __repr__(self) -> str:
-        return f"<SignedMessage seq={self.seq} body={len(self.body)} bytes>"
+        unsigned = "" if self.signature else " unsigned"
+        return f"<SignedMessage seq={self.seq}{unsigned} body={len(self.body)} bytes>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,10 +263,14 @@ def _check_signature(signer: PublicKey, domain: bytes, envelope: bytes, signatur
         raise AuthenticationError(reason="bad signature")
 
 
-def sign_message(
-    identity: Identity, line_id: bytes, seq: int, timestamp: int, prev: bytes, body: bytes
+def unsigned_message(
+    sender: PublicKey, line_id: bytes, seq: int, timestamp: int, prev: bytes, body: bytes
 ) -> SignedMessage:
-    """Sign message ``seq`` of this identity's direction of the line ``line_id``."""
+    """Message ``seq`` of ``sender``'s direction, with its envelope and hash but no signature.
+
+    It may be stored or sent only as part of a burst that a later :func:`cover_message` of
+    the same chain closes (docs/protocol.md, "Bursts").
+    """
     if not 1 <= seq <= _U64_MAX:
         raise LocalProtocolError("sequence numbers run from 1 to 2**64-1")
     if not 0 <= timestamp <= _U64_MAX:
@@ -253,10 +280,25 @@ def sign_message(
     if not isinstance(body, bytes | bytearray | memoryview):
         raise LocalProtocolError(f"a body is bytes, not {type(body).__name__}")
     body = bytes(body)
-    envelope = pack([line_id, identity.public_key.raw, seq, timestamp, prev, body])
-    signature = identity.sign(DOMAIN_MESSAGE + envelope)
-    return SignedMessage(
-        seq, timestamp, prev, body, envelope, signature, message_hash(envelope)
+    envelope = pack([line_id, sender.raw, seq, timestamp, prev, body])
+    return SignedMessage(seq, timestamp, prev, body, envelope, b"", message_hash(envelope))
+
+
+def cover_message(identity: Identity, message: SignedMessage) -> SignedMessage:
+    """``message`` signed: its signature covers it and every message before it in the chain."""
+    # The envelope is [line_id, sender, ...], each key a 32-byte bin after the array's byte.
+    if message.envelope[35:69] != b"\xc4\x20" + identity.public_key.raw:
+        raise LocalProtocolError("a message is signed by the sender its envelope names")
+    signature = identity.sign(DOMAIN_MESSAGE + message.envelope)
+    return dataclasses.replace(message, signature=signature)
+
+
+def sign_message(
+    identity: Identity, line_id: bytes, seq: int, timestamp: int, prev: bytes, body: bytes
+) -> SignedMessage:
+    """Sign message ``seq`` of this identity's direction of the line ``line_id``."""
+    return cover_message(
+        identity, unsigned_message(identity.public_key, line_id, seq, timestamp, prev, body)
     )
 
 
@@ -328,9 +370,13 @@ def decode_message(
     """Decode a message strictly *without* checking its signature; see :func:`verify_message`.
 
     A connection decodes first so that it can drop a replayed duplicate without paying for a
-    signature check; it verifies every message it accepts.
+    signature check; it verifies every signed message it accepts, and releases an unsigned
+    one only with the signed message that covers it. ``signature`` is 64 bytes or empty.
     """
-    _check_bytes(signature, "signature", SIGNATURE_SIZE)
+    if signature:
+        _check_bytes(signature, "signature", SIGNATURE_SIZE)
+    else:
+        _check_bytes(signature, "signature")
     fields = _decode_envelope(envelope, 6, max_body_size)
     env_line, env_sender, seq, timestamp, prev, body = fields
     _check_bytes(env_line, "line id", HASH_SIZE)
@@ -344,6 +390,51 @@ def decode_message(
     _check_bytes(prev, "prev", HASH_SIZE)
     _check_bytes(body, "body")
     return SignedMessage(seq, timestamp, prev, body, envelope, signature, message_hash(envelope))
+
+
+@dataclass(frozen=True, slots=True)
+class MessageProof:
+    """What proves one message without its store: the envelopes from it up to and including
+    the first signed message at or after it, and that message's signature.
+
+    A signed message's proof is its own envelope and signature. An unsigned one's proof is
+    the chain segment to the signature that covers it: that signature binds the last
+    envelope, whose ``prev`` binds the one before, and so on back to the message.
+    """
+
+    envelopes: tuple[bytes, ...]
+    signature: bytes
+
+    def __repr__(self) -> str:
+        return f"<MessageProof of {len(self.envelopes)} envelopes>"
+
+
+def check_message_proof(
+    proof: MessageProof, *, sender: PublicKey, line_id: bytes, max_body_size: int = 1 << 30
+) -> SignedMessage:
+    """The message a proof is for (its first envelope), once the proof holds.
+
+    Checks that every envelope is a message of ``sender`` for ``line_id``, that they are
+    consecutive and each names the hash of the one before as ``prev``, and that the
+    signature verifies over the last one. Raises :class:`AuthenticationError` for a bad
+    signature and :class:`RemoteProtocolError` for anything else. Pure: no store, no clock.
+    """
+    if not proof.envelopes:
+        raise RemoteProtocolError("a proof holds at least the message's own envelope")
+    _check_bytes(proof.signature, "signature", SIGNATURE_SIZE)
+    messages = [
+        decode_message(envelope, b"", sender=sender, line_id=line_id,
+                       max_body_size=max_body_size)
+        for envelope in proof.envelopes
+    ]
+    for before, after in itertools.pairwise(messages):
+        if after.seq != before.seq + 1 or after.prev != before.hash:
+            raise RemoteProtocolError(
+                f"message {after.seq} of the proof does not continue message {before.seq}"
+            )
+    _check_signature(sender, DOMAIN_MESSAGE, proof.envelopes[-1], proof.signature)
+    first = messages[0]
+    return first if len(messages) > 1 else dataclasses.replace(first, signature=proof.signature)
 
 
 def sign_receipt(

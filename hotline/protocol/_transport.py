@@ -25,6 +25,13 @@ Sequencing inside one connection is strict: each message is the one after the pr
 the first message of a connection may repeat what we already hold, because after a reconnect
 the sender replays everything it has no delivered receipt for; such duplicates are dropped
 and answered with our latest delivered receipt again.
+
+A new message without a signature of its own (docs/protocol.md, "Bursts") passes the same
+sequencing and chain checks and is then held here, not released: its event comes out only
+with the signed message that covers it, once that signature is verified, so the driver never
+stores, receipts or delivers a message no signature covers. The held run is bounded by
+``max_unsigned_run`` messages and ``max_unsigned_run_bytes`` envelope bytes; it dies with the
+connection (the peer resends it, as nothing receipted it).
 """
 
 from __future__ import annotations
@@ -114,6 +121,11 @@ class Transport:
         self.liveness = PeerLiveness(config, now, held=held)
         # Inbound sequencing.
         self._last_seq_here: int | None = None
+        # New messages that arrived unsigned, after the last signed one: held back until the
+        # signature that covers them arrives, dropped if the connection ends first (the peer
+        # resends them, as nothing here receipted them).
+        self._unsigned_run: list[SignedMessage] = []
+        self._unsigned_bytes = 0
         self._transmitted_high = line.peer_delivered
         # Output held back until the driver next asks for data (see flush()): the newest
         # receipt of each kind and at most one ping, so that a peer that never reads costs
@@ -134,6 +146,7 @@ class Transport:
         clone.marks = self.marks.copy()
         clone.liveness = self.liveness.copy()
         clone._owed_receipts = dict(self._owed_receipts)
+        clone._unsigned_run = list(self._unsigned_run)
         return clone
 
     # --- what the connection's read-only views show -----------------------------------
@@ -225,29 +238,53 @@ class Transport:
         )
         seq = message.seq
         received = marks.received_seq  # The newest message handed to the driver.
+        unsigned = self._unsigned_run
         if self._last_seq_here is not None and seq != self._last_seq_here + 1:
             raise RemoteProtocolError(
                 f"message {seq} follows message {self._last_seq_here} in one connection"
             )
-        if seq > received + 1:
-            raise RemoteProtocolError(f"message {seq} skips ahead of {received + 1}")
+        if seq > received + len(unsigned) + 1:
+            raise RemoteProtocolError(
+                f"message {seq} skips ahead of {received + len(unsigned) + 1}"
+            )
         self._last_seq_here = seq
         if seq <= received:
             # A replay after reconnect. The head we hold catches a fork at our newest message;
-            # older replays are dropped unread (nothing of them is kept to compare with).
+            # older replays are dropped unread (nothing of them is kept to compare with),
+            # signed or not.
             if seq == received and message.hash != marks.received_head:
                 raise RemoteProtocolError(f"message {seq} differs from the one received before")
             if marks.delivered_receipt is not None and seq <= marks.delivered_receipt.upto:
                 self._owe(marks.delivered_receipt)
             return
-        if message.prev != marks.received_head:
+        head = unsigned[-1].hash if unsigned else marks.received_head
+        if message.prev != head:
             raise RemoteProtocolError(f"message {seq} does not continue the chain")
+        if not message.signed:
+            # Held until the signature that covers it arrives; nothing of it is released,
+            # so nothing of it is stored or receipted before then.
+            self._unsigned_bytes += len(envelope)
+            if (len(unsigned) >= self.config.max_unsigned_run
+                    or self._unsigned_bytes > self.config.max_unsigned_run_bytes):
+                raise RemoteProtocolError(
+                    f"unsigned message {seq} makes a run of {len(unsigned) + 1} messages"
+                    f" ({self._unsigned_bytes} bytes) that no signature covers yet:"
+                    " over this side's bound"
+                )
+            unsigned.append(message)
+            return
         if not self._signatures.minimum:
             verify_message(message, self.peer)
         else:
-            # Checked with its burst before its event comes out (see _batching.py); the
+            # Checked with its burst before its events come out (see _batching.py); the
             # checks above need only the hash chain.
             self._signatures.unverified.append(message)
+            self._signatures.gated += len(unsigned) + 1
+        for covered in unsigned:
+            marks.record_received(covered)
+            self._events.append(MessageReceived(covered))
+        unsigned.clear()
+        self._unsigned_bytes = 0
         marks.record_received(message)
         self._events.append(MessageReceived(message))
 

@@ -6,9 +6,11 @@ the same data as a dict and ``render()`` the exact text of the file. Every input
 connections), so the output is the same byte for byte on every run and every platform.
 
 The exchange, on one shared clock (seconds): A1 calls A2; both open the line with a ping and
-answer each other's; A1 sends "hello" (delivered and acknowledged), A2 answers with three
-messages (one empty); A1 sends a 70,000-byte body that needs two transport messages, and one
-more; receipts go both ways; each side pings again one interval later; A1 says goodbye.
+answer each other's; A1 sends "hello" (delivered and acknowledged), A2 answers with a burst of
+three messages (one empty) of which only the last is signed (its signature covers the two
+before it through the chain: docs/protocol.md, "Bursts"); A1 sends a 70,000-byte body that
+needs two transport messages, and one more; receipts go both ways; each side pings again one
+interval later; A1 says goodbye.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from hotline import (
     SignedMessage,
     line_id,
 )
-from hotline.protocol import PROLOGUE, handshake_prologue
+from hotline.protocol import PROLOGUE, cover_message, handshake_prologue, unsigned_message
 
 OUTPUT = Path(__file__).resolve().parent / "transcript.json"
 
@@ -152,6 +154,21 @@ def make_transcript() -> dict[str, Any]:
         rec.message(side, message)
         return message
 
+    def send_burst(side: _Side, bodies: list[bytes], now: float) -> list[SignedMessage]:
+        """Send ``bodies`` as one burst: every message unsigned but the last."""
+        burst = []
+        for index, body in enumerate(bodies):
+            state = side.state
+            message = unsigned_message(side.identity.public_key, lid, state.sent_seq + 1,
+                                       wall(now), state.sent_head, body)
+            if index == len(bodies) - 1:
+                message = cover_message(side.identity, message)
+            state.append_sent(message)
+            side.conn.send_message(message)
+            rec.message(side, message)
+            burst.append(message)
+        return burst
+
     def receipt(side: _Side, kind: ReceiptKind, upto: int, head: bytes, now: float) -> None:
         signed = side.state.sign_own_receipt(side.identity, lid, kind, upto, head, wall(now))
         side.conn.send_receipt(signed)
@@ -194,11 +211,14 @@ def make_transcript() -> dict[str, Any]:
     assert [type(e) for e in init.read(wire, 0.15625)] == [ReceiptReceived, ReceiptReceived]
     assert init.state.peer_acknowledged == 1
 
-    # A2: three messages, one of them empty; A1 receipts them together.
-    replies = [send(resp, body, 0.25) for body in (b"hi, A1", b"", bytes([0, 255]))]
-    wire = rec.take(resp, 0.25, "message 1 of A2: b'hi, A1'", "message 2 of A2: b'' (empty)",
-                    "message 3 of A2: b'\\x00\\xff'")
-    events = init.read(wire, 0.265625)
+    # A2: a burst of three messages, one of them empty, only the last signed; A1 releases
+    # them together once that signature verifies, and receipts them together.
+    replies = send_burst(resp, [b"hi, A1", b"", bytes([0, 255])], 0.25)
+    wire = rec.take(resp, 0.25, "message 1 of A2: b'hi, A1', unsigned",
+                    "message 2 of A2: b'' (empty), unsigned",
+                    "message 3 of A2: b'\\x00\\xff', signed: covers 1 to 3")
+    assert init.read(wire[:-1], 0.265625) == []  # Nothing before the covering signature.
+    events = init.read(wire[-1:], 0.265625)
     assert events == [MessageReceived(m) for m in replies]
     deliver(init, events, 0.265625)
     wire = rec.take(init, 0.265625, "delivered receipt of A1, upto 3")
@@ -238,7 +258,7 @@ def make_transcript() -> dict[str, Any]:
     assert init.conn.handshake_hash == resp.conn.handshake_hash
     return {
         "description": (
-            "hotline protocol version 2 test vector: one connection between A1 (initiator) and "
+            "hotline protocol version 3 test vector: one connection between A1 (initiator) and "
             "A2 (responder) with fixed keys, ephemerals, timestamps and clock readings. "
             "See README.md next to this file and docs/protocol.md."
         ),
