@@ -242,7 +242,8 @@ class _Vector:
                                               digest_size=32).hexdigest())
             self.messages.append(entry)
             signed = ", signed" if signature else ", unsigned"
-            return f"message {seq} of {sender}: {shown}{signed}", {"message": len(self.messages) - 1}
+            label = f"message {seq} of {sender}: {shown}{signed}"
+            return label, {"message": len(self.messages) - 1}
         if record[0] == 2:
             envelope, signature = record[1], record[2]
             fields = msgpack.unpackb(envelope, raw=False)
@@ -335,7 +336,7 @@ class _Vector:
         connection = me.conns[conn]
         for index in frames:
             frame = self.frames[index]
-            assert frame["connection"] == conn and frame["to"] == party
+            assert (frame["connection"], frame["to"]) == (conn, party)
             assert frame["received_at"] is None
             frame["received_at"] = at
         connection.receive_data(b"".join(bytes.fromhex(self.frames[i]["hex"]) for i in frames),
