@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import json
 import math
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
@@ -308,8 +309,8 @@ def _check_steps_and_clocks(vector: dict[str, Any]) -> None:
         last_read[stream] = frame["index"]
     # The frames of one stream are read without a gap: only a tail may be left unread.
     for conn, sender in last_read:
-        stream = [f for f in frames if (f["connection"], f["from"]) == (conn, sender)]
-        read = [f["received_at"] is not None for f in stream]
+        sent = [f for f in frames if (f["connection"], f["from"]) == (conn, sender)]
+        read = [f["received_at"] is not None for f in sent]
         assert read == sorted(read, reverse=True), (conn, sender)
 
 
@@ -462,7 +463,7 @@ def _ping_read_at(vector: dict[str, Any], at: float) -> None:
     next(s for s in vector["steps"] if 16 in s.get("frames", []))["at"] = at
 
 
-CHANGES = {
+CHANGES: dict[str, tuple[str, Callable[[dict[str, Any]], None]]] = {
     # Read later, so the hold A1 reports in its next ping no longer follows.
     "a receiver's clock": ("transcript", lambda v: _ping_read_at(v, 1.0390625)),
     "a sender's clock": ("transcript", lambda v: v["messages"][0].update(queued_at=0.25)),
