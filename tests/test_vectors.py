@@ -1,10 +1,16 @@
 """hotline's published test vectors, tests/vectors/*.json.
 
-Two kinds of test. The generator must reproduce every committed file byte for byte (so the
-files describe what this implementation does). And every file must replay from its own
-contents alone, the way tests/vectors/README.md tells another implementation to: that part
-uses only the standard library, ``msgpack``, ``pynacl``, ``cryptography`` and the independent
-Noise implementation ``noiseprotocol``; it never imports hotline.
+Three kinds of test:
+
+- the generator (tests/vectors/make_vectors.py) must reproduce every committed file byte for
+  byte, so the files describe what this implementation does;
+- every file must replay from its own contents alone, the way tests/vectors/README.md tells
+  another implementation to (steps 1 to 5). That part uses only the standard library,
+  ``msgpack``, ``pynacl``, ``cryptography`` and the independent Noise implementation
+  ``noiseprotocol``, and never imports hotline; changing any recorded input must make it fail;
+- hotline's sans-io core, fed nothing but each file's steps (README step 6), must write the
+  listed frames and report the listed events: the steps are the whole input. hotline is
+  imported inside that part only.
 """
 
 from __future__ import annotations
@@ -493,3 +499,162 @@ def test_the_replay_notices_a_changed_input(change: str) -> None:
     alter(vector)
     with pytest.raises(AssertionError):
         replay(vector)
+
+
+# --------------------------------------------------------------------------- as an implementation
+#
+# README step 6: hotline's sans-io core, given only each step of a file (no generator), must
+# write the listed frames and report the listed events.
+
+
+def _reported(event: Any) -> dict[str, Any]:
+    from hotline import (
+        ConnectionBroken,
+        MessageReceived,
+        PeerAuthenticated,
+        PeerClosed,
+        ReceiptReceived,
+        RoundTrip,
+    )
+
+    if isinstance(event, PeerAuthenticated):
+        return {"event": "PeerAuthenticated", "initiation_timestamp": event.initiation_timestamp}
+    if isinstance(event, MessageReceived):
+        return {"event": "MessageReceived", "seq": event.message.seq}
+    if isinstance(event, ReceiptReceived):
+        return {"event": "ReceiptReceived", "kind": event.receipt.kind.value,
+                "upto": event.receipt.upto}
+    if isinstance(event, RoundTrip):
+        return {"event": "RoundTrip", "rtt": event.rtt, "smoothed_rtt": event.smoothed_rtt}
+    if isinstance(event, PeerClosed):
+        return {"event": "PeerClosed", "reason": event.reason}
+    assert isinstance(event, ConnectionBroken), event
+    return {"event": "ConnectionBroken", "reason": event.reason}
+
+
+def _body(entry: dict[str, Any]) -> bytes:
+    if "body_hex" in entry:
+        return bytes.fromhex(entry["body_hex"])
+    assert entry["body_pattern"] == "byte i is i % 251"
+    return bytes(i % 251 for i in range(entry["body_length"]))
+
+
+def play_steps(vector: dict[str, Any]) -> None:
+    """Feed hotline every step of ``vector``; compare what it writes and reports."""
+    from hotline import (
+        Config,
+        Connection,
+        ConnectionBrokenError,
+        ConnectionClosedError,
+        Identity,
+        LineState,
+        MessageReceived,
+        NeedData,
+        PeerAuthenticated,
+        ReceiptKind,
+        ReceiptReceived,
+        SignedMessage,
+    )
+    from hotline.protocol import cover_message, unsigned_message
+
+    config = Config(**vector["config"])
+    lid = bytes.fromhex(vector["line_id"])
+    identities = {name: Identity.from_seed(bytes.fromhex(party["seed"]))
+                  for name, party in vector["parties"].items()}
+    states = {name: LineState() for name in identities}
+    held: dict[str, list[SignedMessage]] = {name: [] for name in identities}
+    conns: dict[tuple[str, str], Connection] = {}
+    entries = {entry["name"]: entry for entry in vector["connections"]}
+    frames = vector["frames"]
+
+    def drain(party: str, conn: Connection, at: float, start: bool) -> list[Any]:
+        events: list[Any] = []
+        while True:
+            try:
+                event = conn.next_event()
+            except (ConnectionClosedError, ConnectionBrokenError):
+                return events
+            if isinstance(event, NeedData):
+                return events
+            events.append(event)
+            if isinstance(event, PeerAuthenticated) and start:
+                conn.start(states[party], at)
+                if event.initiation_timestamp is not None:
+                    states[party].record_initiations(peers=event.initiation_timestamp)
+            elif isinstance(event, MessageReceived):
+                held[party].append(event.message)
+            elif isinstance(event, ReceiptReceived):
+                states[party].apply_peer_receipt(event.receipt)
+
+    def receipt(party: str, conn: Connection, kind: ReceiptKind, upto: int, head: bytes,
+                at: float) -> None:
+        signed = states[party].sign_own_receipt(identities[party], lid, kind, upto, head,
+                                                _wall(vector, at))
+        conn.send_receipt(signed)
+
+    for step in vector["steps"]:
+        party, name, at, do = step["party"], step["connection"], step["at"], step["do"]
+        me, peer, entry = identities[party], identities[_other(party)], entries[name]
+        ephemeral = bytes.fromhex(entry["ephemeral"][party]["private"])
+        state = states[party]
+        events: list[Any] = []
+        if do == "dial":
+            conn = conns[party, name] = Connection.initiate(
+                me, peer.public_key, now=at, timestamp=step["initiation_timestamp"],
+                config=config, ephemeral=ephemeral)
+            state.record_initiations(ours=step["initiation_timestamp"])
+        elif do == "accept":
+            conn = conns[party, name] = Connection.respond(
+                me, [peer.public_key], now=at, config=config, ephemeral=ephemeral)
+        else:
+            conn = conns[party, name]
+        if do == "receive":
+            conn.receive_data(b"".join(bytes.fromhex(frames[i]["hex"]) for i in step["frames"]),
+                              at)
+            events = drain(party, conn, at, step["started"])
+        elif do == "send":
+            for index, seq in enumerate(step["seqs"]):
+                message_entry = next(m for m in vector["messages"]
+                                     if (m["from"], m["seq"]) == (party, seq))
+                body = _body(message_entry)
+                if step["burst"]:
+                    message = unsigned_message(me.public_key, lid, state.sent_seq + 1,
+                                               _wall(vector, at), state.sent_head, body)
+                    if index == len(step["seqs"]) - 1:
+                        message = cover_message(me, message)
+                    state.append_sent(message)
+                else:
+                    message = state.next_message(me, lid, body, _wall(vector, at))
+                conn.send_message(message)
+        elif do == "delivered":
+            for message in held[party]:
+                state.record_received(message)
+            last = held[party][-1]
+            held[party].clear()
+            assert last.seq == step["upto"]
+            receipt(party, conn, ReceiptKind.DELIVERED, last.seq, last.hash, at)
+        elif do == "acknowledged":
+            assert state.delivered_receipt is not None
+            assert state.delivered_upto == step["upto"]
+            receipt(party, conn, ReceiptKind.ACKNOWLEDGED, state.delivered_upto,
+                    state.delivered_receipt.head, at)
+        elif do == "timer":
+            assert conn.next_deadline() == at
+            conn.advance(at)
+            events = drain(party, conn, at, False)
+        elif do == "close":
+            conn.close(step["reason"])
+        elif do == "end of stream":
+            conn.receive_data(b"", at)
+            events = drain(party, conn, at, False)
+            held[party].clear()
+        else:
+            assert do in ("dial", "accept"), do
+        written = conn.data_to_send()
+        assert written.hex() == "".join(frames[i]["hex"] for i in step["writes"]), step
+        assert [_reported(e) for e in events] == step["events"], step
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hotline_plays_every_vector_from_its_steps(name: str) -> None:
+    play_steps(_published(name))
