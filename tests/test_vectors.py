@@ -173,6 +173,10 @@ class _Connection:
         self.handshake_frames = 0
         self.keys: dict[str, bytes] = {}
         self.sent_under_key = {initiator: 0, responder: 0}
+        # When each side's current sending key was installed: start(), then each REKEY.
+        self.key_since: dict[str, Fraction] = {}
+        # The frames that carry REKEY because their key reached its age limit.
+        self.aged: set[int] = set()
         self.buffer = {initiator: b"", responder: b""}
 
 
@@ -213,13 +217,19 @@ def _replay_frame(vector: dict[str, Any], conn: _Connection, frame: dict[str, An
     assert (frame["flags"], frame["content_length"], frame["padding_length"]) == (
         flags, length, len(plaintext) - 3 - length
     )
-    # Section 5.3: REKEY on exactly the message that reaches the count (no vector lasts
-    # rekey_after_seconds), then Rekey() on both ends of that direction.
+    # Section 5.3: REKEY on exactly the message that reaches the count or the age limit,
+    # then Rekey() on both ends of that direction.
+    config = vector["config"]
     conn.sent_under_key[sender] += 1
-    due = conn.sent_under_key[sender] >= vector["config"]["rekey_after_messages"]
-    assert bool(flags & 2) == due, frame["what"]
+    by_count = conn.sent_under_key[sender] >= config["rekey_after_messages"]
+    sent_at = Fraction(frame["sent_at"])
+    by_age = sent_at - conn.key_since[sender] >= Fraction(config["rekey_after_seconds"])
+    assert bool(flags & 2) == (by_count or by_age), frame["what"]
     if flags & 2:
+        if by_age and not by_count:
+            conn.aged.add(frame["index"])
         conn.sent_under_key[sender] = 0
+        conn.key_since[sender] = sent_at
         new_key = ChaCha20Poly1305(conn.keys[sender]).encrypt(REKEY_NONCE, bytes(32), b"")[:32]
         noise[sender].rekey_outbound_cipher()
         noise[receiver].rekey_inbound_cipher()
@@ -320,8 +330,10 @@ def _check_steps_and_clocks(vector: dict[str, Any]) -> None:
         assert read == sorted(read, reverse=True), (conn, sender)
 
 
-def _check_pings(vector: dict[str, Any], pings: list[tuple[dict[str, Any], list[Any]]]) -> None:
-    """Section 11: ids, echoes, hold_us from the two clocks, and the interval."""
+def _check_pings(vector: dict[str, Any], pings: list[tuple[dict[str, Any], list[Any]]],
+                 aged: set[int]) -> None:
+    """Section 11: ids, echoes, hold_us from the two clocks, and the interval (a key's age
+    limit brings a ping forward: section 5.3)."""
     steps = vector["steps"]
     written_by = {i: n for n, step in enumerate(steps) for i in step["writes"]}
     read_by = {i: n for n, step in enumerate(steps) for i in step.get("frames", [])}
@@ -331,7 +343,7 @@ def _check_pings(vector: dict[str, Any], pings: list[tuple[dict[str, Any], list[
         mine = [f for f, r in pings if (f["connection"], f["from"]) ==
                 (frame["connection"], frame["from"])]
         assert ping_id == mine.index(frame) + 1
-        if ping_id > 1:
+        if ping_id > 1 and frame["index"] not in aged:
             previous = mine[ping_id - 2]
             assert Fraction(frame["sent_at"]) == (
                 Fraction(previous["sent_at"]) + Fraction(vector["config"]["heartbeat_interval"])
@@ -375,6 +387,9 @@ def replay(vector: dict[str, Any]) -> None:
     keys = _check_parties(vector)
     _check_steps_and_clocks(vector)
     connections = {entry["name"]: _Connection(vector, entry) for entry in vector["connections"]}
+    for step in vector["steps"]:
+        if step.get("started") and any(e["event"] == "PeerAuthenticated" for e in step["events"]):
+            connections[step["connection"]].key_since[step["party"]] = Fraction(step["at"])
     for entry in vector["connections"]:
         dial = next(s for s in vector["steps"]
                     if s["do"] == "dial" and s["connection"] == entry["name"])
@@ -425,7 +440,7 @@ def replay(vector: dict[str, Any]) -> None:
     # Every message the files list went on the wire, and every unsigned one was covered.
     assert len(hashes) == len(vector["messages"])
     assert unsigned == {"A1": [], "A2": []}
-    _check_pings(vector, pings)
+    _check_pings(vector, pings, set().union(*(c.aged for c in connections.values())))
     _check_round_trips(vector, pings)
     _check_events(vector)
 
@@ -480,6 +495,7 @@ CHANGES: dict[str, tuple[str, Callable[[dict[str, Any]], None]]] = {
     "a padding length": ("transcript", lambda v: v["frames"][3].update(padding_length=1)),
     "a rekeyed key": ("rekey", lambda v: next(
         f for f in v["frames"] if "new_key" in f).update(new_key="00" * 32)),
+    "the age limit of a key": ("rekey", lambda v: v["config"].update(rekey_after_seconds=2.0)),
     "an ephemeral key": ("crossing", lambda v: v["connections"][1]["ephemeral"]["A1"].update(
         private="11" * 32)),
     # A2's repeated delivered receipt, written on reading A1's retransmissions.

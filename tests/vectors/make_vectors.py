@@ -533,12 +533,15 @@ def transcript() -> _Vector:
 
 
 def rekey() -> _Vector:
-    """Both directions rekey by count (``rekey_after_messages`` = 3), more than once."""
+    """Both directions rekey by count (``rekey_after_messages`` = 3), then by age."""
     v = _Vector("rekey", (
-        "A2 calls A1 with rekey_after_messages = 3: every third transport message of each "
-        "direction carries the REKEY flag, and the next one is encrypted under the new key "
+        "A2 calls A1 with rekey_after_messages = 3 and rekey_after_seconds = 1.25. While "
+        "messages flow, every third transport message of each direction carries the REKEY "
+        "flag, and the next one is encrypted under the new key. Then the line is idle: each "
+        "side sends its ping one second after the last, and when its key is 1.25 s old it "
+        "sends a ping at once, which carries REKEY, and pings one second after that one "
         "(docs/protocol.md section 5.3). Each REKEY frame records the new key of its "
-        "direction."), Config(rekey_after_messages=3))
+        "direction."), Config(rekey_after_messages=3, rekey_after_seconds=1.25))
     v.dial(0.0, "A2", "c1", ephemeral=ephemeral_key("hotline test vector: rekey A2 c1"))
     v.accept(0.015625, "A1", "c1", ephemeral=ephemeral_key("hotline test vector: rekey A1 c1"))
     v.receive(0.015625, "A1", "c1", [0])
@@ -554,8 +557,18 @@ def rekey() -> _Vector:
         v.deliver(at + 0.03125, "A2", "c1")
         v.receive(at + 0.046875, "A1", "c1", v.last_writes())
         at += 0.125
-    v.close(0.75, "A2", "c1", "done")
-    assert v.receive(0.765625, "A1", "c1", v.last_writes()) == [PeerClosed("done")]
+    # Idle: the pings each side owes one interval after its first, then the ones its key's
+    # age brings forward (A1 rekeyed last at 0.515625, A2 at 0.53125).
+    v.timer(1.015625, "A1", "c1")
+    v.receive(1.03125, "A2", "c1", v.last_writes())
+    v.timer(1.03125, "A2", "c1")
+    v.receive(1.046875, "A1", "c1", v.last_writes())
+    v.timer(1.765625, "A1", "c1")
+    v.receive(1.78125, "A2", "c1", v.last_writes())
+    v.timer(1.78125, "A2", "c1")
+    v.receive(1.796875, "A1", "c1", v.last_writes())
+    v.close(2.0, "A2", "c1", "done")
+    assert v.receive(2.015625, "A1", "c1", v.last_writes()) == [PeerClosed("done")]
     return v
 
 
