@@ -186,10 +186,9 @@ class _Shadow:
 class _Party:
     """One node: identity, line state, its connections and what it holds undelivered."""
 
-    def __init__(self, name: str, config: Config) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
         self.identity = Identity.from_seed(SEEDS[name])
-        self.config = config
         self.state = LineState()
         self.conns: dict[str, Connection] = {}
         self.held: list[SignedMessage] = []
@@ -202,7 +201,7 @@ class _Vector:
         self.name = name
         self.description = description
         self.config = config
-        self.parties = {p: _Party(p, config) for p in ("A1", "A2")}
+        self.parties = {p: _Party(p) for p in ("A1", "A2")}
         self.identities = {p: self.parties[p].identity for p in ("A1", "A2")}
         self.line_id = line_id(self.identities["A1"].public_key, self.identities["A2"].public_key)
         self.connections: dict[str, dict[str, Any]] = {}
