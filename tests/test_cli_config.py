@@ -29,7 +29,8 @@ from hotline.cli._config_file import (
     load_known_peers,
     run_config,
 )
-from hotline.cli._node import PeerOutput, _addressed, read_lines
+from hotline.cli._input import read_lines
+from hotline.cli._node import PeerOutput, _addressed
 from hotline.cli._output import Output
 from hotline.cli._parser import build_parser
 from hotline.cli._status import CliError

@@ -30,7 +30,6 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,20 +37,20 @@ import trio
 
 from .._errors import HotlineError
 from ._config_file import PeerSpec, valid_peer_name
+from ._input import read_lines
 from ._output import Output
-from ._run import STORE_NAME, NodeLine, PeerOutput, _read_some, _run, _StopRequest
+from ._run import STORE_NAME, NodeLine, PeerOutput, _run, _StopRequest
 from ._status import EXIT_INTERRUPTED, EXIT_NOT_SENT, EXIT_OK, CliError
 
 if TYPE_CHECKING:
     from .._config import Config
     from .._keys import Identity
 
-__all__ = ["NodeLine", "PeerOutput", "check_node_args", "read_lines", "run_node"]
+__all__ = ["NodeLine", "PeerOutput", "check_node_args", "run_node"]
 
 logger = logging.getLogger("hotline")
 
 PEERS_DIR = "peers"
-_STDIN_CHUNK = 65536
 # The longest "@NAME " prefix: "@", a name of at most 64 characters, and the space.
 _MAX_PREFIX = 66
 
@@ -66,40 +65,6 @@ def check_node_args(args: argparse.Namespace) -> None:
                 "node no listen address: give listen (or --listen), or peers."
                 f"{unreachable[0]}.connect"
             )
-
-
-async def read_lines(fd: int, limit: int) -> AsyncIterator[bytes | int]:
-    """The lines of ``fd`` without their ``\\n`` (or ``\\r\\n``), as ``run`` splits them.
-
-    A line that grows past ``limit`` bytes before its end is read comes as its length, an
-    int, its bytes not kept, so a line without end cannot fill the memory. A longer line read
-    whole in one chunk comes as it is: the caller still checks the size of what it sends."""
-    pending = bytearray()
-    skipped = 0  # bytes of a line over the limit, counted but not kept
-    while True:
-        try:
-            chunk = await trio.to_thread.run_sync(_read_some, fd, abandon_on_cancel=True)
-        except OSError as exc:
-            logger.warning("cannot read standard input: %s: no more lines", exc.strerror)
-            break
-        if not chunk:
-            break
-        pending += chunk
-        while (end := pending.find(b"\n")) >= 0:
-            text = bytes(pending[:end]).rstrip(b"\r")  # as _run does
-            del pending[: end + 1]
-            if skipped:
-                yield skipped + len(text)
-                skipped = 0
-            else:
-                yield text
-        if len(pending) > limit + 1:  # + 1: room for the "\r" of a line at the limit
-            skipped += len(pending) - 1
-            del pending[:-1]  # the last byte may be the "\r" before the "\n"
-    if skipped:
-        yield skipped + len(pending)
-    elif pending:
-        yield bytes(pending)
 
 
 def _addressed(text: bytes, names: list[str]) -> tuple[str, bytes] | str:

@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
-import select
 import signal
 import sys
 from collections import deque
@@ -45,6 +43,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .._errors import HotlineError
+from ._input import read_lines
 from ._output import Output, iso_utc, printable
 from ._status import EXIT_INTERRUPTED, EXIT_NOT_SENT, EXIT_OK, CliError
 
@@ -57,7 +56,6 @@ if TYPE_CHECKING:
     from ..driver import Outgoing
 
 STORE_NAME = "hotline.db"
-_STDIN_CHUNK = 65536
 #: How long the events of lines read may take to write once the run is stopping: the one being
 #: written when the stop came, and those written after the close.
 _EVENT_TIMEOUT = 2.0
@@ -89,16 +87,6 @@ class NodeLine:
     stop: trio.Event
     network: dict[str, Any]
     report_done: Callable[[trio.Event], Awaitable[None]]
-
-
-def _read_some(fd: int) -> bytes:
-    """One blocking read of standard input, in a worker thread. A descriptor that someone
-    else left non-blocking is waited on, never changed: it is shared with the terminal."""
-    while True:
-        try:
-            return os.read(fd, _STDIN_CHUNK)
-        except BlockingIOError:
-            select.select([fd], [], [])
 
 
 class _StopRequest:
@@ -239,34 +227,11 @@ async def _run(
         if sys.stdin is None:  # Started with standard input closed: nothing to send.
             unreported.end()
             return
-        fd = sys.stdin.fileno()
-        limit = config.max_body_size
-        pending = bytearray()
-        skipped = 0  # bytes of a line over the limit, counted but not kept
-        while True:
-            try:
-                chunk = await trio.to_thread.run_sync(_read_some, fd, abandon_on_cancel=True)
-            except OSError as exc:
-                logger.warning("cannot read standard input: %s: no more lines", exc.strerror)
-                break
-            if not chunk:
-                break
-            pending += chunk
-            while (end := pending.find(b"\n")) >= 0:
-                text = bytes(pending[:end])
-                del pending[: end + 1]
-                if skipped:
-                    await too_large(skipped + len(text.rstrip(b"\r")))
-                    skipped = 0
-                else:
-                    await send(line, text.rstrip(b"\r"))
-            if len(pending) > limit + 1:  # + 1: room for the "\r" of a line at the limit
-                skipped += len(pending) - 1
-                del pending[:-1]  # the last byte may be the "\r" before the "\n"
-        if skipped:
-            await too_large(skipped + len(pending))
-        elif pending:
-            await send(line, bytes(pending))
+        async for item in read_lines(sys.stdin.fileno(), config.max_body_size):
+            if isinstance(item, int):
+                await too_large(item)
+            else:
+                await send(line, item)
         unreported.end()
 
     async def too_large(size: int) -> None:
