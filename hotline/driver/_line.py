@@ -28,7 +28,7 @@ from .._errors import AuthenticationError, LineClosed, LocalProtocolError, Store
 from .._keys import Identity, PublicKey, line_id
 from ..protocol import REPLACED, Connection, LineState, Liveness, PeerAuthenticated
 from ..store import Batch, Store
-from ._committer import Committer
+from ._committer import Committer, usable_or_cancelled
 from ._deadlines import AckDeadlines
 from ._events import LineEvent, PeerState, Stats, Watchers
 from ._inbox import Inbox, Message
@@ -283,9 +283,9 @@ class Line:
 
     async def flush(self) -> None:
         """Return once every message queued and every acknowledgement made so far is stored."""
-        self._check_usable()
+        await usable_or_cancelled(self._check_usable)
         await self._committer.flush()
-        self._check_usable()
+        await usable_or_cancelled(self._check_usable)
 
     # --- sessions ----------------------------------------------------------------------
 
