@@ -56,6 +56,7 @@ from hotline import (
     sign_message,
     sign_receipt,
 )
+from hotline._config import MIN_BODY_SIZE
 from hotline.protocol import (
     DOMAIN_MESSAGE,
     DOMAIN_RECEIPT,
@@ -1759,3 +1760,14 @@ def test_has_output_says_whether_data_to_send_would_write_anything() -> None:
     assert ca.has_output  # Being written.
     assert ca.data_to_send() == b""
     assert not ca.has_output
+
+
+def test_the_longest_goodbye_reaches_a_side_with_the_smallest_body_limit() -> None:
+    # 200 characters of four UTF-8 bytes each: an 805-byte record, more than the smallest
+    # body limit plus the room a message record needs.
+    pair = Pair(config_b=Config(max_body_size=MIN_BODY_SIZE))
+    pair.connect()
+    reason = "\U0001f600" * 200
+    pair.close("a", reason)
+    pair.pump()
+    assert pair.b.events[-1] == PeerClosed(reason)
