@@ -300,7 +300,7 @@ class Line:
         """
         session = Session(
             stream, conn, config=self.config, inbox=self._inbox, outbox=self._outbox,
-            notify=self._watchers.notify, set_liveness=self._set_liveness,
+            notify=self._watchers.notify, set_liveness=self._set_liveness, stats=self.stats,
         )
         try:
             if self._closed:
@@ -324,6 +324,9 @@ class Line:
             self._active = session
             self._no_session = trio.Event()
             self.stats.sessions += 1
+            # The system's clock, not the line's ``clock``: that one gives the timestamps
+            # this side signs, and reading it here would move them.
+            self.stats.last_handshake_ns = time.time_ns()
             if self.stats.sessions > 1:
                 self.stats.reconnects += 1
             self.stats.retransmitted += self._outbox.resending(state)
