@@ -165,7 +165,8 @@ def test_two_paths_between_two_processes(spawn: Callable[..., Child], keys: Path
     assert {event["address"] for event in paths} == {f"127.0.0.1:{first}",
                                                       f"127.0.0.1:{second}"}
     assert any(event["active"] for event in paths)
-    assert set(paths[0]) == {"event", "path", "address", "state", "active", "rtt_ms"}
+    assert set(paths[0]) == {"event", "path", "address", "state", "active", "rtt_ms", "reason",
+                             "time"}
     assert all(event["address"].startswith("in:127.0.0.1:") for event in bob.events("path"))
     assert alice.events("peer")[0]["state"] == "up"
     assert alice.proc.stdin is not None

@@ -40,7 +40,7 @@ from ..protocol import (
     RoundTrip,
 )
 from ..store import Batch, Store
-from ._committer import Committer
+from ._committer import Committer, usable_or_cancelled
 from ._deadlines import AckDeadlines
 from ._events import LineEvent, PathState, PeerState, Stats, Watchers
 from ._inbox import Inbox, Message
@@ -323,9 +323,9 @@ class Line:
 
     async def flush(self) -> None:
         """Return once every message queued and every acknowledgement made so far is stored."""
-        self._check_usable()
+        await usable_or_cancelled(self._check_usable)
         await self._committer.flush()
-        self._check_usable()
+        await usable_or_cancelled(self._check_usable)
 
     # --- sessions ----------------------------------------------------------------------
 
@@ -342,7 +342,7 @@ class Line:
             return await self._accept_path(self._paths, stream, conn)
         session = Session(
             stream, conn, config=self.config, inbox=self._inbox, outbox=self._outbox,
-            notify=self._watchers.notify, set_liveness=self._set_liveness,
+            notify=self._watchers.notify, set_liveness=self._set_liveness, stats=self.stats,
         )
         try:
             if self._closed:
@@ -366,6 +366,9 @@ class Line:
             self._active = session
             self._no_session = trio.Event()
             self.stats.sessions += 1
+            # The system's clock, not the line's ``clock``: that one gives the timestamps
+            # this side signs, and reading it here would move them.
+            self.stats.last_handshake_ns = time.time_ns()
             if self.stats.sessions > 1:
                 self.stats.reconnects += 1
             self.stats.retransmitted += self._outbox.resending(state)
@@ -400,7 +403,7 @@ class Line:
 
         session = Session(
             stream, conn, config=self.config, inbox=self._inbox, outbox=self._outbox,
-            notify=notify, set_liveness=liveness_changed,
+            notify=notify, set_liveness=liveness_changed, stats=self.stats,
         )
         path.session = session
         started = False
@@ -425,6 +428,8 @@ class Line:
             if self._no_session.is_set():
                 self._no_session = trio.Event()
             self.stats.sessions += 1
+            # The system's clock, as accept() reads it (not the line's signing clock).
+            self.stats.last_handshake_ns = time.time_ns()
             if self.stats.sessions > 1:
                 self.stats.reconnects += 1
             self._committer.session_started(
