@@ -55,6 +55,16 @@ def test_the_file_takes_a_list_of_addresses(tmp_path: Path) -> None:
     assert args.connects == [("example.org", 7401)]
 
 
+def test_the_file_gives_the_number_of_paths_and_a_flag_wins(tmp_path: Path) -> None:
+    config = tmp_path / "line.toml"
+    config.write_text('listen = "127.0.0.1:7400"\npaths = 3\n')
+    assert parsed("--config", str(config)).paths == 3
+    assert parsed("--config", str(config), "--paths", "2").paths == 2
+    config.write_text('listen = "127.0.0.1:7400"\npaths = 9\n')
+    with pytest.raises(ConfigFileError, match="paths: must be a whole number from 1 to 8"):
+        parsed("--config", str(config))
+
+
 @pytest.mark.parametrize(("value", "problem"), [
     ("[]", "at least one address"),
     ('["127.0.0.1:7400", 7]', "HOST:PORT"),

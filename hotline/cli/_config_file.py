@@ -68,6 +68,7 @@ _TOP_KEYS = {
     "peers": "a table per peer: [peers.NAME]",
     "known_peers": "an authorized_keys-style file of named peer keys",
     "heartbeat": "the heartbeat interval in seconds",
+    "paths": "how many paths to the peer to keep at once, 1 to 8 (as --paths)",
     "durability": '"FULL" or "NORMAL"',
     "metrics": "HOST:PORT to serve the metrics on",
     "settings": "a table of hotline.Config fields",
@@ -226,6 +227,15 @@ def _settings(reader: _Reader, heartbeat: float | None) -> dict[str, Any]:
     return dict(table)
 
 
+def _paths(reader: _Reader) -> int | None:
+    value = reader.table.get("paths")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 8:
+        reader.fail("paths", f"must be a whole number from 1 to 8, not {value!r}")
+    return value
+
+
 def _heartbeat(reader: _Reader) -> float | None:
     value = reader.table.get("heartbeat")
     if value is None:
@@ -338,6 +348,7 @@ def _load(path: Path, args: argparse.Namespace) -> None:
         "connect": reader.addresses("connect", listening=False),
         "peer": reader.key_value("peer"),
         "heartbeat": heartbeat,
+        "paths": _paths(reader),
         "durability": durability,
         "metrics": reader.address("metrics", listening=True),
     }
