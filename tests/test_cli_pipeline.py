@@ -234,7 +234,8 @@ async def test_a_line_queued_but_never_stored_counts_as_not_sent(
     monkeypatch.setattr(hotline.driver, "open_line", open_line_on_held_store)
     read_end, write_end = os.pipe()
     monkeypatch.setattr(sys, "stdin", os.fdopen(read_end, "rb", buffering=0))
-    args = argparse.Namespace(listen=None, connect=None, json=True, until_delivered=True,
+    args = argparse.Namespace(listen=None, connect=None, listens=[], connects=[], json=True,
+                              until_delivered=True,
                               durability="FULL", ack_within=None, metrics=None)
     stop_request = _StopRequest()
     status: list[int] = []

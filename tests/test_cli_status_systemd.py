@@ -1,4 +1,4 @@
-"""The systemd unit template contrib/systemd/hotline@.service.
+"""The systemd unit template examples/systemd/hotline@.service.
 
 Its ``ExecStart`` must be a ``hotline run`` the command line accepts, its hardening must be
 the documented one, and ``systemd-analyze verify`` (where it is installed) must find nothing
@@ -19,7 +19,7 @@ import pytest
 from hotline.cli._parser import build_parser
 
 REPO = Path(__file__).resolve().parent.parent
-UNIT = REPO / "contrib" / "systemd" / "hotline@.service"
+UNIT = REPO / "examples" / "systemd" / "hotline@.service"
 
 HARDENING = {
     "DynamicUser": "yes",
@@ -85,7 +85,7 @@ def test_exec_start_is_a_run_the_command_line_accepts() -> None:
     assert args.key == "/run/credentials/hotline@alice.service/key"
     assert args.peer == "/etc/hotline/alice.pub"
     assert args.data == "/var/lib/hotline/alice"
-    assert args.listen == ("0.0.0.0", 7400)
+    assert args.listen == [("0.0.0.0", 7400)]  # --listen may be given once per path
     assert args.json
 
 
