@@ -90,16 +90,28 @@ def case(section: str, description: str, roles: frozenset[str] = BOTH
     return register
 
 
-async def refuse_record(peer: Peer, record: list[Any] | bytes, what: str) -> None:
+Build = Callable[[Session], Any]
+
+
+def ping(session: Session, *, echo: int | None = None, interval_us: int = 1_000_000
+         ) -> list[Any]:
+    """The session's next ping. Hostile pings take their id from the session's sequence too:
+    a made-up id would make the suite's own next ping the one refused."""
+    session.ping_id += 1
+    return [T_PING, session.ping_id, session.peer_ping_id if echo is None else echo, 0,
+            interval_us]
+
+
+async def refuse_record(peer: Peer, record: list[Any] | bytes | Build, what: str) -> None:
     """Send one record on an honest session and require the connection to end."""
     async with peer.opened() as session:
-        await session.send_record(record)
+        await session.send_record(record(session) if callable(record) else record)
         await peer.expect_refusal(session, what)
 
 
-async def refuse_plaintext(peer: Peer, plain: bytes, what: str) -> None:
+async def refuse_plaintext(peer: Peer, plain: Callable[[Session], bytes], what: str) -> None:
     async with peer.opened() as session:
-        await session.send_plaintext(plain)
+        await session.send_plaintext(plain(session))
         await peer.expect_refusal(session, what)
 
 
@@ -267,22 +279,24 @@ async def case_message2_payload(peer: Peer) -> None:
 
 @case("5.2", "transport: a reserved flag bit is refused")
 async def case_reserved_flag(peer: Peer) -> None:
-    ping = pack([T_PING, 1_000_000, 0, 0, 1_000_000])
-    await refuse_plaintext(peer, plaintext(FLAG_FINAL | 0x04, ping), "flag bit 0x04")
+    await refuse_plaintext(peer, lambda s: plaintext(FLAG_FINAL | 0x04, pack(ping(s))),
+                           "flag bit 0x04")
 
 
 @case("5.2", "transport: a non-zero padding byte is refused")
 async def case_bad_padding(peer: Peer) -> None:
-    ping = pack([T_PING, 1_000_000, 0, 0, 1_000_000])
-    await refuse_plaintext(peer, plaintext(FLAG_FINAL, ping, padding=b"\0\0\x01\0"),
-                           "a padding byte 0x01")
+    await refuse_plaintext(
+        peer, lambda s: plaintext(FLAG_FINAL, pack(ping(s)), padding=b"\0\0\x01\0"),
+        "a padding byte 0x01")
 
 
 @case("5.2", "transport: a length beyond the plaintext is refused")
 async def case_length_beyond(peer: Peer) -> None:
-    ping = pack([T_PING, 1_000_000, 0, 0, 1_000_000])
-    await refuse_plaintext(peer, plaintext(FLAG_FINAL, ping, length=len(ping) + 40),
-                           "a length 40 bytes beyond the plaintext")
+    def beyond(session: Session) -> bytes:
+        record = pack(ping(session))
+        return plaintext(FLAG_FINAL, record, length=len(record) + 40)
+
+    await refuse_plaintext(peer, beyond, "a length 40 bytes beyond the plaintext")
 
 
 @case("5.2", "transport: a record over max_record_size is refused")
@@ -331,7 +345,7 @@ async def case_unknown_type(peer: Peer) -> None:
 
 @case("6", "record: a wrong element count is refused")
 async def case_wrong_count(peer: Peer) -> None:
-    await refuse_record(peer, [T_PING, 1_000_000, 0, 0], "a ping of 4 elements")
+    await refuse_record(peer, lambda s: ping(s)[:4], "a ping of 4 elements")
 
 
 @case("6", "record: a wrong element type is refused")
@@ -353,8 +367,7 @@ async def case_nil_element(peer: Peer) -> None:
 
 @case("6", "record: trailing bytes after the record are refused")
 async def case_trailing_bytes(peer: Peer) -> None:
-    await refuse_record(peer, pack([T_PING, 1_000_000, 0, 0, 1_000_000]) + b"\x00",
-                        "a ping followed by a byte")
+    await refuse_record(peer, lambda s: pack(ping(s)) + b"\x00", "a ping followed by a byte")
 
 
 # --- section 7: envelopes -----------------------------------------------------------------------
@@ -416,8 +429,10 @@ async def case_reflected_message(peer: Peer) -> None:
 
 @case("8", "message: a gap in seq is refused")
 async def case_gap(peer: Peer) -> None:
-    message = peer.message(peer.next_body("gap"), seq=peer.seq + 2, prev=random_bytes(32))
-    await refuse_message(peer, message.envelope, message.signature, "message S + 2")
+    # prev names the head the implementation holds, so that only the gap is wrong.
+    message = peer.message(peer.next_body("gap"), seq=peer.seq + 2, prev=peer.head)
+    await refuse_message(peer, message.envelope, message.signature,
+                         "message S + 2 linked to message S")
 
 
 @case("8", "message: a wrong prev is refused")
@@ -574,20 +589,21 @@ async def case_receipt_back(peer: Peer) -> None:
 
 @case("11", "heartbeat: a ping asking for an interval of 0 is refused")
 async def case_ping_interval_zero(peer: Peer) -> None:
-    await refuse_record(peer, [T_PING, 1_000_000, 0, 0, 0], "a ping with interval_us 0")
+    await refuse_record(peer, lambda s: ping(s, interval_us=0), "a ping with interval_us 0")
 
 
 @case("11", "heartbeat: ping ids that do not increase are refused")
 async def case_ping_id_repeat(peer: Peer) -> None:
     async with peer.opened() as session:
-        await session.send_record([T_PING, 1_000_000, 0, 0, 1_000_000])
-        await session.send_record([T_PING, 1_000_000, 0, 0, 1_000_000])
+        record = ping(session)
+        await session.send_record(record)
+        await session.send_record(record)
         await peer.expect_refusal(session, "the same ping id twice")
 
 
 @case("11", "heartbeat: an echo of a ping never sent is refused")
 async def case_ping_echo_unsent(peer: Peer) -> None:
-    await refuse_record(peer, [T_PING, 1_000_000, 1_000_000, 0, 1_000_000],
+    await refuse_record(peer, lambda s: ping(s, echo=1_000_000),
                         "a ping echoing ping 1000000")
 
 
@@ -605,17 +621,22 @@ async def case_ping_pacing(peer: Peer) -> None:
                 await trio.sleep(asked_us / 1e6)
                 await session.send_ping(interval_us=asked_us)
 
+        ended = False
         async with trio.open_nursery() as nursery:
             nursery.start_soon(keepalive)
             with trio.move_on_after(window + 0.5):
                 while True:
                     record = await session.record()
                     if record is None:
-                        raise CaseFailed("the implementation closed the connection")
+                        ended = True
+                        break
                     await peer.handle(session, record)
                     if record[0] == T_PING:
                         times.append(trio.current_time())
             nursery.cancel_scope.cancel()
+        # Raised out here: an exception inside the nursery would come out in a group.
+        if ended:
+            raise CaseFailed("the implementation closed the connection")
         await peer.goodbye(session)
     # Half a second to take the new interval into account, then count.
     counted = [t for t in times if t >= times[0] + 0.5] if times else []

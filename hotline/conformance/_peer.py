@@ -362,6 +362,7 @@ class Peer:
         """Pass when the implementation ends the connection within ``timeout`` while the
         suite keeps pinging; fail when it stays open, or receipts something hostile."""
         ended = False
+        failure: CaseFailed | None = None
         seen: list[list[Any]] = []
 
         async def keepalive(cancel: trio.CancelScope) -> None:
@@ -374,23 +375,30 @@ class Peer:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(keepalive, nursery.cancel_scope)
                 while True:
+                    record: list[Any] | None = None
                     try:
                         record = await session.record()
+                        if record is not None:
+                            seen.append(record)
+                            self.watch_hostile(record)
                     except (HotlineError, ValueError) as exc:
-                        raise CaseFailed(f"after {what}, the implementation sent a frame the "
-                                         f"suite cannot read: {exc!r}") from None
-                    if record is None:
-                        ended = True
+                        failure = CaseFailed(f"after {what}, the implementation sent a frame "
+                                             f"the suite cannot read: {exc!r}")
+                    except CaseFailed as exc:
+                        failure = exc
+                    if record is None or failure is not None:
+                        ended = record is None
                         nursery.cancel_scope.cancel()
                         break
-                    seen.append(record)
-                    await self.watch_hostile(record)
+        # Raised out here: an exception inside the nursery would come out in a group.
         await session.aclose()
+        if failure is not None:
+            raise failure
         if not ended:
             raise CaseFailed(f"the connection was still open {timeout:g} s after {what}; "
                              f"the implementation sent {_kinds(seen)}")
 
-    async def watch_hostile(self, record: list[Any]) -> None:
+    def watch_hostile(self, record: list[Any]) -> None:
         if record[0] == T_RECEIPT and len(record) == 3:
             fields = _unpack(record[1])
             if fields[3] > self.seq:
