@@ -1,7 +1,8 @@
 """A hand-built peer on the wire: frames, the Noise IK handshake in either role, and a
 session whose every transport plaintext the suite chooses.
 
-Nothing here goes through :class:`hotline.Connection`: the handshake is driven from the Noise
+Frames and plaintexts are those of :mod:`hotline.testing`. Nothing here goes through
+:class:`hotline.Connection`: the handshake is driven from the Noise
 primitives and records are packed by hand, so a case can put any byte wrong on purpose (a
 reserved flag, non-zero padding, a record split anywhere, a signature by the wrong key). The
 only hotline code it leans on is what docs/protocol.md specifies byte for byte: the Noise
@@ -31,6 +32,7 @@ from ..protocol import (
     handshake_prologue,
     pack,
 )
+from ..testing._wire import frame, transport_plaintext
 
 __all__ = [
     "DOMAIN_MESSAGE_HASH",
@@ -44,16 +46,10 @@ __all__ = [
 DOMAIN_MESSAGE_HASH = b"hotline-v1/message-hash\x00"
 
 
-def frame(noise_message: bytes) -> bytes:
-    """Section 3: ``uint16_be(len) || noise_message``."""
-    return len(noise_message).to_bytes(2, "big") + noise_message
-
-
 def plaintext(flags: int, content: bytes, *, length: int | None = None,
               padding: bytes = b"") -> bytes:
     """Section 5.1: ``flags || length || content || padding``, any part of it wrong if asked."""
-    size = len(content) if length is None else length
-    return bytes([flags]) + size.to_bytes(2, "big") + content + padding
+    return transport_plaintext(flags, content, length=length, padding=padding)
 
 
 def message_hash(envelope: bytes) -> bytes:
@@ -68,6 +64,8 @@ class FrameReader:
         self.stream = stream
         self.buffer = bytearray()
         self.eof = False
+        self.received = 0
+        """Bytes read from the stream so far."""
 
     async def _fill(self) -> None:
         try:
@@ -76,6 +74,7 @@ class FrameReader:
             data = b""
         if not data:
             self.eof = True
+        self.received += len(data)
         self.buffer += data
 
     async def frame(self) -> bytes | None:
@@ -90,6 +89,14 @@ class FrameReader:
             if self.eof:
                 return None
             await self._fill()
+
+    async def until_eof(self) -> bytes:
+        """Everything the peer sends until it closes (what is already buffered included)."""
+        while not self.eof:
+            await self._fill()
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data
 
 
 class InitiationClock:
