@@ -17,8 +17,6 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     from ..conformance import CaseResult, cases_for, print_result, print_summary, run_suite
     from ._keys import load_identity, load_peer
 
-    if (args.connect is None) == (args.listen is None):
-        raise CliError("give exactly one of --connect and --listen")
     identity = load_identity(args.key, args.passphrase_file)
     implementation = load_peer(args.peer)
     try:

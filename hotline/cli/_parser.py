@@ -220,10 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     conformance.add_argument("--peer", required=True, metavar="PUBFILE",
                              help="the implementation's public key file, or the "
                              "'ssh-ed25519 AAAA...' text")
-    conformance.add_argument("--connect", type=_address, metavar="HOST:PORT",
-                             help="dial the implementation, which listens here")
-    conformance.add_argument("--listen", type=_address, metavar="HOST:PORT",
-                             help="listen here for the implementation's calls")
+    role = conformance.add_mutually_exclusive_group(required=True)
+    role.add_argument("--connect", type=_address, metavar="HOST:PORT",
+                      help="dial the implementation, which listens here")
+    role.add_argument("--listen", type=_address, metavar="HOST:PORT",
+                      help="listen here for the implementation's calls")
     conformance.add_argument("--case", action="append", metavar="NAME",
                              help="run only this case (repeatable); names as in --json")
     conformance.add_argument("--passphrase-file", metavar="F",
