@@ -37,13 +37,12 @@ from ._peer import (
     CaseFailed,
     CaseSkipped,
     Peer,
-    _unpack,
     forged_receipt_envelope,
     random_bytes,
     sign_receipt_envelope,
+    unpack_envelope,
 )
 from ._wire import (
-    FrameReader,
     Session,
     frame,
     initiation_payload,
@@ -198,8 +197,8 @@ async def case_repeats_receipt(peer: Peer) -> None:
     session = await peer.session()
     try:
         flight = await peer.first_flight(session)
-        delivered = [_unpack(r[1]) for r in flight if r[0] == T_RECEIPT
-                     and _unpack(r[1])[2] == "delivered"]
+        delivered = [unpack_envelope(r[1]) for r in flight if r[0] == T_RECEIPT
+                     and unpack_envelope(r[1])[2] == "delivered"]
         if not delivered or delivered[-1][3] != peer.seq:
             raise CaseFailed(f"the first flight holds no delivered receipt for {peer.seq}")
         await peer.goodbye(session)
@@ -247,22 +246,12 @@ async def case_wrong_prologue(peer: Peer) -> None:
 
 @case("4.3", "handshake: a replayed initiation gets no answer", frozenset({CONNECT}))
 async def case_replayed_initiation(peer: Peer) -> None:
-    handshake = initiator_handshake(peer.identity, peer.implementation)
-    hello = frame(handshake.write_message(initiation_payload(peer.identity, peer.clock.next())))
-    stream = await peer.raw_stream()
-    reader = FrameReader(stream)
-    await stream.send_all(hello)
-    with trio.fail_after(10):
-        answer = await reader.frame()
-    if answer is None:
-        raise CaseFailed("the honest initiation was not answered")
-    handshake.read_message(answer)
-    send, recv = handshake.split()
-    session = Session(stream, reader, send, recv)
-    await peer.first_flight(session)
-    await peer.goodbye(session)
+    if not peer.initiator:
+        raise CaseSkipped("only the initiator's message 1 can be replayed")
+    async with peer.opened() as session:
+        await peer.goodbye(session)
     replay = await peer.raw_stream()
-    await replay.send_all(hello)
+    await replay.send_all(peer.last_initiation)
     await peer.expect_silence(replay, "a replay of the last initiation")
 
 

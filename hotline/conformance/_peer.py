@@ -55,7 +55,7 @@ from ._wire import (
     message_hash,
 )
 
-__all__ = ["CaseFailed", "CaseSkipped", "Peer"]
+__all__ = ["CaseFailed", "CaseSkipped", "Peer", "unpack_envelope"]
 
 logger = logging.getLogger("hotline.conformance")
 
@@ -103,8 +103,8 @@ class Peer:
         self.incoming = incoming
         self.line_id = compute_line_id(identity.public_key, implementation)
         self.clock = InitiationClock()
-        # Our direction: the honest chain so far, and every message we ever signed (honest or
-        # hostile), so that a receipt naming one can be recognised.
+        # Our direction: the honest chain so far, and the hashes of the messages sent to be
+        # refused, so that a receipt naming one can be told from one naming nothing we sent.
         self.seq = 0
         self.head = GENESIS_HEAD
         self.hashes: dict[int, bytes] = {0: GENESIS_HEAD}
@@ -117,10 +117,10 @@ class Peer:
         self.their_receipts: list[tuple[bytes, bytes]] = []
         self.receipted_upto = 0
         self.hold_receipts = False
-        self.delivered_upto = 0
         self.adopted = False
         self.counter = 0
         self.last_dial = -math.inf
+        self.last_initiation = b""
 
     @property
     def initiator(self) -> bool:
@@ -138,15 +138,15 @@ class Peer:
             assert self.incoming is not None
             return await self.incoming.receive()
 
-    async def initiate(self, stream: trio.SocketStream, *, message1: bytes | None = None,
-                       identity: Identity | None = None) -> Session:
-        """Complete a handshake as initiator; ``message1`` replaces the honest first frame."""
-        identity = identity or self.identity
-        handshake = initiator_handshake(identity, self.implementation)
-        hello = frame(handshake.write_message(initiation_payload(identity, self.clock.next())))
+    async def initiate(self, stream: trio.SocketStream) -> Session:
+        """Complete a handshake as initiator (its message 1 kept in ``last_initiation``)."""
+        handshake = initiator_handshake(self.identity, self.implementation)
+        hello = frame(handshake.write_message(
+            initiation_payload(self.identity, self.clock.next())))
+        self.last_initiation = hello
         reader = FrameReader(stream)
         with trio.fail_after(STEP_TIMEOUT):
-            await stream.send_all(message1 if message1 is not None else hello)
+            await stream.send_all(hello)
             response = await reader.frame()
         if response is None:
             raise CaseFailed("the implementation closed the connection instead of answering "
@@ -220,7 +220,7 @@ class Peer:
         kind = record[0]
         if kind == T_MESSAGE and len(record) == 3:
             envelope, signature = record[1], record[2]
-            fields = _unpack(envelope)
+            fields = unpack_envelope(envelope)
             seq = fields[2]
             self.their_messages[seq] = (envelope, signature)
             if seq == self.their_seq + 1 or (self.their_seq == 0 and seq > 0):
@@ -230,9 +230,7 @@ class Peer:
                 await self.send_receipts(session)
         elif kind == T_RECEIPT and len(record) == 3:
             self.their_receipts.append((record[1], record[2]))
-            fields = _unpack(record[1])
-            if fields[2] == "delivered":
-                self.delivered_upto = max(self.delivered_upto, fields[3])
+            fields = unpack_envelope(record[1])
 
     async def send_receipts(self, session: Session) -> None:
         upto, head = self.their_seq, self.their_head
@@ -270,7 +268,7 @@ class Peer:
         for record in flight:
             if record[0] != T_RECEIPT:
                 continue
-            fields = _unpack(record[1])
+            fields = unpack_envelope(record[1])
             if fields[2] != "delivered":
                 continue
             upto, head = fields[3], fields[4]
@@ -279,13 +277,18 @@ class Peer:
                 self.hashes[upto] = head
             elif upto > self.seq:
                 self.resync(upto, head)
-                raise CaseFailed(f"its delivered receipt covers message {upto}, which the "
-                                 f"suite sent to be refused")
+                raise CaseFailed(f"its delivered receipt covers message {upto}, "
+                                 f"{self.describe(head)}")
             elif self.hashes.get(upto) not in (None, head):
                 raise CaseFailed(f"its delivered receipt names a head for message {upto} "
                                  f"that the suite never sent")
         self.adopted = True
         return flight
+
+    def describe(self, head: bytes) -> str:
+        if head in self.hostile:
+            return "which the suite sent to be refused"
+        return "with a head the suite never sent"
 
     def resync(self, upto: int, head: bytes) -> None:
         """After a failure that let a hostile message through, continue the chain from it,
@@ -307,10 +310,6 @@ class Peer:
         return sign_message(signer or self.identity, self.line_id, seq, time.time_ns(),
                             prev, body)
 
-    def hostile_message(self, message: SignedMessage) -> SignedMessage:
-        self.hostile[message.hash] = message.seq
-        return message
-
     def commit(self, message: SignedMessage) -> None:
         self.sent[message.seq] = message
         self.seq, self.head = message.seq, message.hash
@@ -326,16 +325,15 @@ class Peer:
         def covers(record: list[Any]) -> bool:
             if record[0] != T_RECEIPT:
                 return False
-            fields = _unpack(record[1])
+            fields = unpack_envelope(record[1])
             return fields[2] == "delivered" and int(fields[3]) >= upto
         seen = await self.read_until(session, covers, what=f"a delivered receipt for {upto}")
-        fields = _unpack(seen[-1][1])
+        fields = unpack_envelope(seen[-1][1])
         if fields[3] > upto:
             raise CaseFailed(f"the delivered receipt covers {fields[3]}, beyond the {upto} "
                              f"messages the suite sent honestly")
         if fields[4] != head:
             raise CaseFailed("the delivered receipt names a head the suite never sent")
-        self.delivered_upto = upto
 
     async def exchange(self, session: Session, tag: str) -> None:
         """One honest message, and its delivered receipt (section 9)."""
@@ -400,11 +398,11 @@ class Peer:
 
     def watch_hostile(self, record: list[Any]) -> None:
         if record[0] == T_RECEIPT and len(record) == 3:
-            fields = _unpack(record[1])
+            fields = unpack_envelope(record[1])
             if fields[3] > self.seq:
                 self.resync(fields[3], fields[4])
                 raise CaseFailed(f"it sent a {fields[2]} receipt for message {fields[3]}, "
-                                 f"which the suite sent to be refused")
+                                 f"{self.describe(fields[4])}")
 
     async def expect_silence(self, stream: trio.SocketStream, what: str, *,
                              timeout: float = STEP_TIMEOUT + 2) -> None:
@@ -429,7 +427,7 @@ class Peer:
             raise CaseFailed(f"the connection was still open {timeout:g} s after {what}")
 
 
-def _unpack(data: bytes) -> list[Any]:
+def unpack_envelope(data: bytes) -> list[Any]:
     value = msgpack.unpackb(data, raw=False)
     if not isinstance(value, list) or len(value) != 6:
         raise CaseFailed(f"the implementation sent an envelope that is not 6 fields: {value!r}")
