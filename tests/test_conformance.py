@@ -166,6 +166,7 @@ def test_case_names_are_unique_and_cite_a_section() -> None:
 TRANSPORT = "hotline.protocol._transport"
 RECORDS = "hotline.protocol._records"
 LIVENESS = "hotline.protocol._liveness"
+CODEC = "hotline.protocol._codec"
 
 #: (variant, the check disabled as [module, function, old, new], the case that must fail)
 VARIANTS = [
@@ -195,6 +196,20 @@ VARIANTS = [
     ("no unsigned run bound", [TRANSPORT, "Transport._receive_message",
                                "if (len(unsigned) >= self.config.max_unsigned_run",
                                "if (False"], "burst-over-bound"),
+    ("non-zero padding accepted", [CODEC, "TransportCodec.open_plaintext",
+                                   "if plaintext.count(0, end) != len(plaintext) - end:",
+                                   "if False:"], "bad-padding"),
+    ("reserved flags accepted", [CODEC, "TransportCodec.open_plaintext",
+                                 "if flags & ~_KNOWN_FLAGS:", "if False:"], "reserved-flag"),
+    ("no record size limit", [CODEC, "TransportCodec.open_plaintext",
+                              "if len(self._partial) + length > max_record_size:", "if False:"],
+     "oversize-record"),
+    ("unknown record types ignored", [TRANSPORT, "Transport._handle_record",
+                                      'raise RemoteProtocolError(f"unknown record type {kind}")',
+                                      "return None"], "unknown-type"),
+    ("non-canonical envelopes accepted", [RECORDS, "_decode_envelope",
+                                          "if pack(decoded) != envelope:", "if False:"],
+     "non-canonical"),
     ("ping ids may repeat", [LIVENESS, "PeerLiveness.ping_received",
                              "if ping_id <= self._peer_ping_id:", "if False:"],
      "ping-id-repeat"),

@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -356,9 +356,13 @@ class Peer:
     # --- judging refusals -------------------------------------------------------------------
 
     async def expect_refusal(self, session: Session, what: str, *,
-                             timeout: float = REFUSAL_TIMEOUT) -> None:
+                             timeout: float = REFUSAL_TIMEOUT,
+                             proof_of_life: Callable[[Session], Awaitable[None]] | None = None
+                             ) -> None:
         """Pass when the implementation ends the connection within ``timeout`` while the
-        suite keeps pinging; fail when it stays open, or receipts something hostile."""
+        suite keeps it alive (``proof_of_life``, a ping by default); fail when it stays open,
+        or receipts something hostile."""
+        alive = proof_of_life or (lambda s: s.send_ping())
         ended = False
         failure: CaseFailed | None = None
         seen: list[list[Any]] = []
@@ -366,7 +370,7 @@ class Peer:
         async def keepalive(cancel: trio.CancelScope) -> None:
             while not session.closed:
                 await trio.sleep(KEEPALIVE)
-                await session.send_ping()
+                await alive(session)
             cancel.cancel()
 
         with trio.move_on_after(timeout):
