@@ -12,8 +12,8 @@ with the public API only (``open_line``, ``Line.send``, ``Outgoing.delivered``, 
 - ``send_many``: ``n`` bodies by ``concurrency`` concurrent senders (``send()`` returns once a
   message is durable, so concurrency is what lets group commit batch them); the clock runs
   from the first ``send()`` to the delivered receipt covering the last message;
-- ``send_in_turn``: ``n`` bodies from one task, one after another (``queue()`` where the
-  Line has it, else ``send()``), to the delivered receipt of the last;
+- ``send_in_turn``: ``n`` bodies from one task, one after another through ``queue()``, to
+  the delivered receipt of the last;
 - ``latency``: one message at a time, ``send()`` to its delivered receipt;
 - ``connect_times``: a fresh line (MemoryStore) dialling a listener, from ``open_line`` to
   liveness UP;
@@ -105,19 +105,13 @@ async def produce(
 async def send_in_turn(line: Line, body: bytes, count: int) -> Outgoing:
     """``count`` bodies from one task, one after another; returns the last one's Outgoing.
 
-    This is the loop a simple producer writes. Where the Line has the pipelined
-    ``queue()`` (it returns the Outgoing at once; ``stored()`` says when it is durable), each
-    body is queued and the task goes on; otherwise each ``send()`` returns once its body is
-    durable, so the loop waits for every commit in turn.
+    This is the loop a simple producer writes with the pipelined API: ``queue()`` returns
+    once the body has its number (waiting only for room in the outbox), so consecutive
+    bodies share commits; the caller then waits for the last one's receipt.
     """
     last: Outgoing | None = None
-    pipelined = hasattr(line, "queue")
     for _ in range(count):
-        if pipelined:
-            last = line.queue(body)  # type: ignore[attr-defined]
-            await trio.lowlevel.checkpoint()  # A producer's loop yields, as reading input does.
-        else:
-            last = await line.send(body)
+        last = await line.queue(body)
     assert last is not None
     return last
 
@@ -232,8 +226,7 @@ class Peer(Commands):
         t_queued = time.perf_counter()
         await last.delivered()
         elapsed = time.perf_counter() - t0
-        return {"elapsed": elapsed, "rate": n / elapsed, "queued_in": t_queued - t0,
-                "api": "queue" if hasattr(line, "queue") else "send"}
+        return {"elapsed": elapsed, "rate": n / elapsed, "queued_in": t_queued - t0}
 
     async def cmd_latency(self, name: str, n: int, size: int, warmup: int = 3) -> dict[str, Any]:
         line = self.line(name)

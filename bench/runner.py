@@ -283,18 +283,15 @@ async def section_hotline(run: Run) -> None:
 async def _sequential(run: Run, name: str) -> None:
     """One task sending one message after another, on the FULL line just measured."""
     plan = run.plan
-    rates, api = [], ""
-    # Fewer messages than the concurrent run: with send() each waits for its own commit.
+    rates = []
     for _ in range(plan.sequential_repeats):
         result = await run.procs["A"].request("send_in_turn", name=name, n=plan.sequential_n,
                                               size=BODY, timeout=600)
         rates.append(result["rate"])
-        api = result["api"]
     run.figures["hotline.sequential_full"] = summarize(
-        rates, "msg/s", messages=plan.sequential_n, size=BODY, api=api,
-        method="one task, one message after another (Line.queue where the Line has it, "
-               "else await Line.send); clock from the first call to the delivered receipt "
-               "covering the last message")
+        rates, "msg/s", messages=plan.sequential_n, size=BODY,
+        method="one task, one message after another (await Line.queue in a loop); clock from "
+               "the first call to the delivered receipt covering the last message")
 
 
 async def section_detection(run: Run) -> None:

@@ -47,13 +47,18 @@ __all__ = ["AsyncioLine", "AsyncioOutgoing", "open_asyncio_line"]
 
 
 class AsyncioOutgoing:
-    """A message this side stored; await its receipts from asyncio."""
+    """A message this side sent (stored, or queued to be); await its receipts from asyncio."""
 
     def __init__(self, line: AsyncioLine, outgoing: Outgoing) -> None:
         self._line = line
         self._outgoing = outgoing
         self.message = outgoing.message
         self.seq: int = outgoing.seq
+
+    async def stored(self) -> None:
+        """Return once this message is durable (at once for one :meth:`AsyncioLine.send`
+        returned); :class:`~hotline.LineClosed` if the line stopped before it was stored."""
+        await self._line._call(self._outgoing.stored)
 
     async def delivered(self) -> Receipt:
         """The peer's signed receipt saying it holds this message (and all before it)."""
@@ -84,9 +89,18 @@ class AsyncioLine:
     async def _call(self, function: Callable[[], Awaitable[T]]) -> T:
         return await self._run.call(function)
 
-    async def send(self, body: bytes) -> AsyncioOutgoing:
-        """Sign and store ``body`` as the next message (waits while the outbox is full)."""
-        return AsyncioOutgoing(self, await self._call(lambda: self._line.send(body)))
+    async def send(self, body: bytes, *, ack_within: float | None = None) -> AsyncioOutgoing:
+        """Sign and store ``body`` as the next message (waits while the outbox is full, then
+        until it is stored). ``ack_within``: as :meth:`hotline.Line.send`."""
+        outgoing = await self._call(lambda: self._line.send(body, ack_within=ack_within))
+        return AsyncioOutgoing(self, outgoing)
+
+    async def queue(self, body: bytes, *, ack_within: float | None = None) -> AsyncioOutgoing:
+        """Give ``body`` its number and queue it without waiting for its commit (waits only
+        while the outbox is full), so that one producer's messages share commits: as
+        :meth:`hotline.Line.queue`. Await :meth:`AsyncioOutgoing.stored` for durability."""
+        outgoing = await self._call(lambda: self._line.queue(body, ack_within=ack_within))
+        return AsyncioOutgoing(self, outgoing)
 
     async def receive(self) -> Message:
         """The peer's next message, in order, each once; :class:`~hotline.LineClosed` once

@@ -47,13 +47,19 @@ __all__ = ["BlockingLine", "BlockingOutgoing", "open_blocking_line"]
 
 
 class BlockingOutgoing:
-    """A message this side stored; wait for its receipts (each wait may time out)."""
+    """A message this side sent (stored, or queued to be); wait for its receipts (each wait
+    may time out)."""
 
     def __init__(self, line: BlockingLine, outgoing: Outgoing) -> None:
         self._line = line
         self._outgoing = outgoing
         self.message = outgoing.message
         self.seq: int = outgoing.seq
+
+    def stored(self, timeout: float | None = None) -> None:
+        """Return once this message is durable (at once for one :meth:`BlockingLine.send`
+        returned); :class:`~hotline.LineClosed` if the line stopped before it was stored."""
+        self._line._call(self._outgoing.stored, timeout)
 
     def delivered(self, timeout: float | None = None) -> Receipt:
         """The peer's signed receipt saying it holds this message (and all before it)."""
@@ -99,10 +105,23 @@ class BlockingLine:
 
     # --- the line -----------------------------------------------------------------------
 
-    def send(self, body: bytes, *, timeout: float | None = None) -> BlockingOutgoing:
-        """Sign and store ``body`` as the next message (waits while the outbox is full,
-        at most ``timeout`` seconds); the line sends it as soon as it can."""
-        outgoing = self._call(lambda: self._line.send(body), timeout)
+    def send(
+        self, body: bytes, *, ack_within: float | None = None, timeout: float | None = None
+    ) -> BlockingOutgoing:
+        """Sign and store ``body`` as the next message (waits while the outbox is full, then
+        until it is stored, at most ``timeout`` seconds); the line sends it as soon as it can.
+        ``ack_within``: as :meth:`hotline.Line.send`."""
+        outgoing = self._call(lambda: self._line.send(body, ack_within=ack_within), timeout)
+        return BlockingOutgoing(self, outgoing)
+
+    def queue(
+        self, body: bytes, *, ack_within: float | None = None, timeout: float | None = None
+    ) -> BlockingOutgoing:
+        """Give ``body`` its number and queue it without waiting for its commit (waits only
+        while the outbox is full, at most ``timeout`` seconds), so that one producer's
+        messages share commits: as :meth:`hotline.Line.queue`. Call
+        :meth:`BlockingOutgoing.stored` for durability."""
+        outgoing = self._call(lambda: self._line.queue(body, ack_within=ack_within), timeout)
         return BlockingOutgoing(self, outgoing)
 
     def receive(self, timeout: float | None = None) -> Message:

@@ -40,6 +40,12 @@ MIN_HEARTBEAT_INTERVAL = 0.01
 #: protocol's ``HASH_SIZE``, written out: the protocol imports this module, not the reverse.)
 MIN_BODY_SIZE = 32
 
+#: The longest goodbye record a receiver must take: its array and type bytes, a str16
+#: header, and the 1,024 bytes of the longest reason the record decoder accepts (a sender
+#: cuts its reason to 200 characters, up to 800 bytes of UTF-8). Small body limits would
+#: otherwise refuse an honest goodbye as a record over the limit.
+_LONGEST_GOODBYE_RECORD = 1 + 1 + 3 + 1024
+
 # Longer durations are a slip of the unit (milliseconds for seconds), not a choice, and
 # this bound keeps every deadline and the ping's microsecond field far from overflowing.
 _MAX_SECONDS = 86_400.0
@@ -193,8 +199,9 @@ class Config:
 
     @property
     def max_record_size(self) -> int:
-        """Largest reassembled record accepted: a full message record plus its framing."""
-        return self.max_body_size + 512
+        """Largest reassembled record accepted: a full message record plus its framing, and
+        never less than a goodbye with the longest reason the decoder takes."""
+        return max(self.max_body_size + 512, _LONGEST_GOODBYE_RECORD)
 
 
 _FLOAT_FIELDS = frozenset(f.name for f in fields(Config) if f.type == "float")

@@ -10,11 +10,15 @@ with the two public keys alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import trio
@@ -196,13 +200,42 @@ def _evidence(show: _Show, store: SQLiteStore, alice: Identity, bob: Identity) -
              deadline_met=message.deadline_met)
 
 
+async def _interruptible_demo(show: _Show, workdir: Path) -> bool | None:
+    """The demo, or None if SIGINT or SIGTERM stopped it.
+
+    A signal cancels the demo, so its lines close the way trio closes anything, instead of
+    a KeyboardInterrupt raised wherever the signal lands: in a line's own task it broke the
+    line under the demo (whose next call then failed with LineClosed, status 1), and an
+    ``open_line`` interrupted while entering was finalized only after the run had exited
+    ("Exception ignored ... RunFinishedError" on the way out).
+    """
+    with trio.CancelScope() as scope:
+        token = trio.lowlevel.current_trio_token()
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(scope.cancel)
+
+        signals = (signal.SIGINT, signal.SIGTERM)
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = [signal.signal(signum, stop) for signum in signals] if main_thread else []
+        try:
+            return await _demo(show, workdir)
+        finally:
+            for signum, handler in zip(signals, previous, strict=False):
+                signal.signal(signum, handler)
+    return None
+
+
 def run_demo(*, as_json: bool = False) -> int:
     show = _Show(as_json)
     if not as_json:
         print("hotline demo: alice and bob talk over real TCP on this machine "
               "(loopback), with fresh keys and temporary stores.")
     with tempfile.TemporaryDirectory(prefix="hotline-demo-") as workdir:
-        ok = trio.run(_demo, show, Path(workdir))
+        ok = trio.run(_interruptible_demo, show, Path(workdir))
+    if ok is None:
+        raise KeyboardInterrupt  # The command line's way to say "interrupted" (status 4).
     if not as_json:
         print("\nDone." if ok else "\nFAILED: see above.", file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1

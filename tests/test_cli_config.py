@@ -29,7 +29,8 @@ from hotline.cli._config_file import (
     load_known_peers,
     run_config,
 )
-from hotline.cli._node import PeerOutput, _addressed, read_lines
+from hotline.cli._input import read_lines
+from hotline.cli._node import PeerOutput, _addressed
 from hotline.cli._output import Output
 from hotline.cli._parser import build_parser
 from hotline.cli._status import CliError
@@ -396,7 +397,10 @@ def test_one_node_serves_two_peers_on_one_port(
         "a line must start with @NAME and a space (the peers: alice, carol)",
         "no peer named 'dave' (the peers: alice, carol)",
     ]
-    assert all("peer" in e for e in bob.events if e["event"] != "error"), bob.describe()
+    assert all("peer" in e for e in bob.events if e["event"] not in ("error", "start")), \
+        bob.describe()
+    assert bob.events[0]["event"] == "start"
+    assert set(bob.events[0]["peer_keys"]) == {"alice", "carol"}
     assert f"hotline: listening on 127.0.0.1:{port}" in bob.stderr
 
     bob.proc.send_signal(signal.SIGTERM)
@@ -544,10 +548,14 @@ async def test_every_event_of_a_line_names_its_peer(
 ) -> None:
     failures: list[str] = []
     shared = Output(as_json, failures.append)
+    assert await shared.emit("start", None, schema=2)  # the node's; first, as always
     assert await PeerOutput(shared, "alice").emit("queued", "-> #1 queued", seq=1)
     written = capfd.readouterr().out
     if as_json:
-        assert json.loads(written) == {"event": "queued", "peer": "alice", "seq": 1}
+        start, queued = map(json.loads, written.splitlines())
+        assert start["event"] == "start"
+        assert queued.pop("time")
+        assert queued == {"event": "queued", "peer": "alice", "seq": 1}
     else:
         assert written.endswith("  [alice] -> #1 queued\n"), written
     assert failures == []

@@ -177,7 +177,7 @@ def test_a_run_stopped_mid_input_reports_exactly_what_it_stored(
     assert "Traceback" not in stderr, stderr
     assert status == EXIT_INTERRUPTED, stderr  # Nothing delivered, nothing refused.
     sent = [json.loads(raw) for raw in output]
-    assert {e["event"] for e in sent} <= {"queued", "dial"}, sent
+    assert {e["event"] for e in sent} <= {"start", "queued", "dial"}, sent
     queued = [e["seq"] for e in sent if e["event"] == "queued"]
     with contextlib.closing(SQLiteStore(data / "hotline.db")) as store:
         state = store.load(
@@ -235,7 +235,7 @@ async def test_a_line_queued_but_never_stored_counts_as_not_sent(
     read_end, write_end = os.pipe()
     monkeypatch.setattr(sys, "stdin", os.fdopen(read_end, "rb", buffering=0))
     args = argparse.Namespace(listen=None, connect=None, json=True, until_delivered=True,
-                              durability="FULL")
+                              durability="FULL", ack_within=None, metrics=None)
     stop_request = _StopRequest()
     status: list[int] = []
 
@@ -271,8 +271,11 @@ async def test_a_line_queued_but_never_stored_counts_as_not_sent(
     assert store.sent_per_commit == [[1], [2]]
     assert line.state.sent_seq == 2
     printed = [json.loads(raw) for raw in capfd.readouterr().out.splitlines()]
-    assert printed == [
+    assert printed[0]["event"] == "start"
+    assert all(event.pop("time") for event in printed)
+    assert printed[1:] == [
         {"event": "queued", "seq": 1},
         {"event": "queued", "seq": 2},
-        {"event": "error", "message": "the line closed before the message was stored"},
+        {"event": "error", "message": "the line closed before the message was stored",
+         "line": 3},
     ]

@@ -226,6 +226,7 @@ def test_no_acknowledgement_when_standard_output_fails(
                       "--data", "alice-data", "--connect", f"127.0.0.1:{port}", "--json")
         alice.wait_event(event="peer", state="up")
         with os.fdopen(read_end, "rb") as events:
+            assert events.readline().startswith(b'{"event": "start"')
             assert b'"state": "up"' in events.readline()
         # Whoever reads bob's output has gone: the next line bob writes fails (EPIPE).
         alice.send("nobody will see this")

@@ -27,7 +27,7 @@ from hotline import (
     sign_message,
 )
 from hotline._config import _RANGES, MIN_BODY_SIZE, MIN_HEARTBEAT_INTERVAL
-from hotline.protocol import MIN_REQUESTED_INTERVAL
+from hotline.protocol import MAX_STR_LEN, MIN_REQUESTED_INTERVAL
 
 NOT_FINITE = [math.inf, -math.inf, math.nan]
 
@@ -140,3 +140,10 @@ async def test_open_listener_refuses_a_port_tcp_cannot_carry(port: int) -> None:
     with trio.fail_after(5), pytest.raises(LocalProtocolError, match=str(port)):
         async with open_listener(Identity.generate(), "127.0.0.1", port):
             pytest.fail("the listener opened")
+
+
+def test_the_record_limit_holds_the_longest_goodbye_whatever_the_body_limit() -> None:
+    # A goodbye is [5, reason]: fixarray, type, a str16 header and the longest str decoded.
+    longest_goodbye = 1 + 1 + 3 + MAX_STR_LEN
+    assert Config(max_body_size=MIN_BODY_SIZE).max_record_size >= longest_goodbye
+    assert Config().max_record_size == Config().max_body_size + 512

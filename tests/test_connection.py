@@ -23,6 +23,7 @@ from corepair import Pair, drain, handshake, kinds, snapshot
 
 import hotline.protocol
 from hotline import (
+    GENESIS_HEAD,
     NEED_DATA,
     PROLOGUE,
     PROTOCOL_NAME,
@@ -55,6 +56,7 @@ from hotline import (
     sign_message,
     sign_receipt,
 )
+from hotline._config import MIN_BODY_SIZE
 from hotline.protocol import (
     DOMAIN_MESSAGE,
     DOMAIN_RECEIPT,
@@ -64,6 +66,7 @@ from hotline.protocol import (
     MIN_REQUESTED_INTERVAL,
     REPLACED,
     HandshakeState,
+    decode_message,
     handshake_prologue,
 )
 from hotline.store import MemoryStore
@@ -331,15 +334,39 @@ def test_line_still_works_after_a_refused_oversize_body(then_send: bool) -> None
     assert pair.b.delivered == expected
 
 
-def test_body_over_the_receivers_limit_is_a_protocol_error() -> None:
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        # The record (at most about 1,300 bytes) is within b's record limit (1,512): the
+        # envelope's body is what breaks the limit, and the error names the setting.
+        (1001, r"^message body over max_body_size \(1001 bytes, more than 1000\)$"),
+        (1100, r"^message body over max_body_size \(1100 bytes, more than 1000\)$"),
+        # Past max_record_size the reassembly refuses the record before it is decoded.
+        (2000, r"^record larger than the limit$"),
+    ],
+)
+def test_body_over_the_receivers_limit_is_a_protocol_error(size: int, expected: str) -> None:
     pair = Pair(config_b=Config(max_body_size=1000))
     pair.connect()
     before = snapshot(pair.b.state)
-    pair.send("a", bytes(1100))  # The record (about 1,300 bytes) is within b's record limit.
-    with pytest.raises(RemoteProtocolError):
+    pair.send("a", bytes(size))
+    with pytest.raises(RemoteProtocolError, match=expected):
         pair.pump()
     assert snapshot(pair.b.state) == before
     assert pair.b.delivered == []
+    assert pair.b.conn is not None
+    assert pair.b.conn.state is ConnectionState.ERROR
+
+
+def test_an_oversize_bin_elsewhere_in_an_envelope_is_a_malformed_record() -> None:
+    # Only the body's limit is max_body_size: a line id announced longer than it is no body.
+    me, peer = Identity.generate(), Identity.generate()
+    lid = line_id(me.public_key, peer.public_key)
+    envelope = b"\x96\xc5\x10\x00" + bytes(4096) + msgpack.packb(
+        [me.public_key.raw, 1, 0, GENESIS_HEAD, b""], use_bin_type=True)[1:]
+    expected = r"^malformed record: 4096 bytes, more than 1000$"
+    with pytest.raises(RemoteProtocolError, match=expected):
+        decode_message(envelope, b"", sender=me.public_key, line_id=lid, max_body_size=1000)
 
 
 # --------------------------------------------------------------------------- tampering
@@ -1733,3 +1760,14 @@ def test_has_output_says_whether_data_to_send_would_write_anything() -> None:
     assert ca.has_output  # Being written.
     assert ca.data_to_send() == b""
     assert not ca.has_output
+
+
+def test_the_longest_goodbye_reaches_a_side_with_the_smallest_body_limit() -> None:
+    # 200 characters of four UTF-8 bytes each: an 805-byte record, more than the smallest
+    # body limit plus the room a message record needs.
+    pair = Pair(config_b=Config(max_body_size=MIN_BODY_SIZE))
+    pair.connect()
+    reason = "\U0001f600" * 200
+    pair.close("a", reason)
+    pair.pump()
+    assert pair.b.events[-1] == PeerClosed(reason)

@@ -309,3 +309,47 @@ def test_asyncio_line_raises_the_error_that_stopped_the_line() -> None:
             await line.receive()
 
     asyncio.run(main())
+
+
+# --- queue(): one producer's messages share commits, from asyncio and from a thread -------
+
+
+def test_a_blocking_producer_queues_and_its_messages_share_commits(tmp_path: Path) -> None:
+    with open_blocking_line(BOB, ALICE.public_key, store=tmp_path / "bob.db",
+                            listen=("127.0.0.1", 0)) as bob:
+        address = bob.listen_addresses[0]
+        with open_blocking_line(ALICE, BOB.public_key, store=tmp_path / "alice.db",
+                                connect=address) as alice:
+            sent = [alice.queue(b"%d" % n, timeout=WAIT) for n in range(1, 201)]
+            assert [outgoing.seq for outgoing in sent] == list(range(1, 201))
+            sent[-1].stored(timeout=WAIT)
+            assert sent[-1].delivered(timeout=WAIT).upto == 200
+            assert [bob.receive(timeout=WAIT).body for _ in range(200)] == [
+                b"%d" % n for n in range(1, 201)
+            ]
+    with SQLiteStore(tmp_path / "alice.db") as store:
+        state = store.load(ALICE.public_key, BOB.public_key)
+    assert state.sent_seq == 200
+
+
+def test_an_asyncio_producer_queues_and_sees_each_message_stored(tmp_path: Path) -> None:
+    async def main() -> None:
+        bob = await asyncio.to_thread(
+            open_blocking_line, BOB, ALICE.public_key, store=tmp_path / "bob.db",
+            listen=("127.0.0.1", 0))
+        try:
+            async with open_asyncio_line(ALICE, BOB.public_key, store=tmp_path / "alice.db",
+                                         connect=bob.listen_addresses[0]) as alice:
+                sent = [await alice.queue(b"q%d" % n) for n in range(1, 51)]
+                assert [outgoing.seq for outgoing in sent] == list(range(1, 51))
+                for outgoing in sent:
+                    await asyncio.wait_for(outgoing.stored(), WAIT)
+                receipt = await asyncio.wait_for(sent[-1].delivered(), WAIT)
+                assert receipt.upto == 50
+                stored = await alice.send(b"sent", ack_within=30.0)
+                assert stored.seq == 51
+                await asyncio.wait_for(stored.stored(), WAIT)  # At once: send() stored it.
+        finally:
+            await asyncio.to_thread(bob.close)
+
+    asyncio.run(main())

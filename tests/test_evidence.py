@@ -463,6 +463,7 @@ def test_cli_run_reports_overdue_as_json(tmp_path: Path) -> None:
     try:
         node.send("are you there?")
         event = node.wait_event(event="overdue")
+        assert event.pop("time")
         assert event == {"event": "overdue", "seq": 1, "ack_within": 0.5, "delivered": False}
         node.proc.send_signal(signal.SIGTERM)
         assert node.wait_exit() == 0, node.describe()

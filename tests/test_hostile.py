@@ -716,7 +716,7 @@ async def test_oversized_announcements_refused_before_allocation(
                             + ALICE.public_key.raw + b"\x01\x01\xc4\x20" + bytes(32)
                             + b"\xc6\x7f\xff\xff\xff")
                 await hostile.send_record([T_MESSAGE, envelope, bytes(64)])
-                expected = r"malformed record"
+                expected = r"message body over max_body_size"
             await wait_for_log(caplog, r"session \d+: protocol error from the peer: " + expected)
             await hostile.closed_by_node()
         bound = 2 * limit + SMALL if case == "fragment-chain-over-default-limit" else SMALL

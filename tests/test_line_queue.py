@@ -55,10 +55,12 @@ class CountingStore(MemoryStore):
         if not held:
             self.release.set()
         self.sent_per_commit: list[list[int]] = []
+        self.began = threading.Event()  # A commit with our messages has begun.
 
     def commit(self, batch: Batch) -> None:
         if batch.sent:
             self.sent_per_commit.append([message.seq for message in batch.sent])
+            self.began.set()
         # Bounded: a test that fails before releasing must not leave the thread behind forever.
         self.release.wait(LIMIT)
         if self.fail:
@@ -116,7 +118,11 @@ async def test_a_sequential_queue_loop_shares_commits() -> None:
     count = 200
     with trio.fail_after(LIMIT):
         async with open_line(A, B.public_key, store=store) as line:
-            outs = [await line.queue(body(n)) for n in range(1, count + 1)]
+            outs = [await line.queue(body(1))]
+            # The first commit is under way in its worker thread (held there) ...
+            assert await trio.to_thread.run_sync(store.began.wait, LIMIT)
+            # ... while the same task queues the rest, one after another.
+            outs += [await line.queue(body(n)) for n in range(2, count + 1)]
             assert [out.seq for out in outs] == list(range(1, count + 1))
             assert line.stats.sent == count
             assert line.state.sent_seq == 0  # Queued, not stored: the first commit is held.
@@ -324,3 +330,25 @@ async def test_a_cancel_after_the_number_is_taken_still_returns_the_outgoing(
             assert [out.seq for out in got] == [1]
             await got[0].stored()
             assert line.state.sent_seq == 1
+
+
+async def test_calls_cancelled_with_the_line_see_cancelled_not_line_closed(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A scope cancelled around a line and a task using it (Ctrl-C in a program): the line's
+    own tasks close it, and a call the task makes afterwards, with its scope cancelled, must
+    end as cancelled, not raise LineClosed out of the cancelled scope as an error. (The
+    demo, signalled as it opened its lines, ended with status 1 this way.)"""
+    for call in ("delivered", "acknowledged", "receive", "flush", "stored"):
+        with trio.fail_after(LIMIT), trio.CancelScope() as outer:
+            async with open_line(A, B.public_key, store=MemoryStore()) as line:
+                sent = await line.queue(b"never receipted")
+                outer.cancel()
+                with trio.CancelScope(shield=True):
+                    # Busy elsewhere while the line's tasks see the cancellation and close it.
+                    await trio.sleep(1)
+                assert line._closed
+                calls = {"delivered": sent.delivered, "acknowledged": sent.acknowledged,
+                         "receive": line.receive, "flush": line.flush, "stored": sent.stored}
+                await calls[call]()
+        assert outer.cancelled_caught, call

@@ -15,7 +15,8 @@ module imports nothing but :mod:`._signals` and the standard library's cheapest 
 grammar and help), :mod:`._keys` (``keygen``, ``fingerprint``, key loading), :mod:`._run`
 (``run``), :mod:`._config_file` (``run --config``) and :mod:`._node` (``run`` serving several
 peers), :mod:`._output` (what ``run`` and ``log`` print), :mod:`._commands` (``log``,
-``verify``, ``evidence``, ``check-evidence``, ``demo``).
+``verify``, ``evidence``, ``check-evidence``, ``demo``), :mod:`._status_cmd` (``status``),
+:mod:`._control` (the control socket ``status`` reads) and :mod:`._metrics` (``run --metrics``).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ _IMPORTS = {
             "tomllib", "hotline.cli._launch", "hotline.cli._node"),
     "log": ("msgpack", "hotline.store"),
     "verify": ("hotline._verify", "hotline.store"),
+    "status": ("hotline.store", "hotline.cli._control"),
     "demo": ("trio", "hotline._demo"),
     "evidence": ("hotline._evidence", "hotline.store"),
     "check-evidence": ("hotline._evidence",),

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._output import iso_utc, printable
+from ._output import body_fields, iso_utc, printable
 from ._run import STORE_NAME
 from ._status import CliError
 
@@ -45,7 +45,7 @@ def cmd_log(args: argparse.Namespace) -> int:
                 timestamp, body = fields[3], fields[5]
                 text = body.decode("utf-8", errors="replace")
                 record = {"record": index, "direction": who, "kind": "message",
-                          "seq": entry.seq, "sent_at": iso_utc(timestamp), "body": text}
+                          "seq": entry.seq, "sent_at": iso_utc(timestamp), **body_fields(body)}
                 human = (f"{index:6}  {who:3}  message  #{entry.seq:<6} {iso_utc(timestamp)}  "
                          f"{printable(text)}")
             else:

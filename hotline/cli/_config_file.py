@@ -69,6 +69,7 @@ _TOP_KEYS = {
     "known_peers": "an authorized_keys-style file of named peer keys",
     "heartbeat": "the heartbeat interval in seconds",
     "durability": '"FULL" or "NORMAL"',
+    "metrics": "HOST:PORT to serve the metrics on",
     "settings": "a table of hotline.Config fields",
 }
 _PEER_KEYS = {"key": "the peer's public key file or text", "connect": "HOST:PORT of the peer"}
@@ -322,6 +323,7 @@ def _load(path: Path, args: argparse.Namespace) -> None:
         "peer": reader.key_value("peer"),
         "heartbeat": heartbeat,
         "durability": durability,
+        "metrics": reader.address("metrics", listening=True),
     }
     for name, value in values.items():
         if getattr(args, name) is None:  # a flag given wins over the file

@@ -18,6 +18,10 @@ status is 3, as for a line over the size limit. Each peer's channel holds no lin
 waits while the addressed line is storing the previous one, so a peer whose outbox is full
 holds up the input of all (the input is one ordered stream, and reordering it would be worse).
 
+The node, not its lines, writes the ``start`` event (naming every peer) and serves the
+control socket ``DATA/hotline.sock`` and ``--metrics`` with the state of all its lines, once
+every line has opened and handed itself over (:attr:`NodeLine.opened`).
+
 ``--until-delivered`` ends the node once standard input is at its end and every line has no
 message of ours without a delivered receipt: the lines close together, so none says goodbye
 to its peer while another is still waiting.
@@ -30,7 +34,6 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,20 +41,22 @@ import trio
 
 from .._errors import HotlineError
 from ._config_file import PeerSpec, valid_peer_name
-from ._output import Output
-from ._run import STORE_NAME, NodeLine, PeerOutput, _read_some, _run, _StopRequest
+from ._control import line_live_state
+from ._input import read_lines
+from ._output import JSON_SCHEMA, Output, package_version
+from ._run import STORE_NAME, NodeLine, PeerOutput, _run, _StopRequest, start_monitoring
 from ._status import EXIT_INTERRUPTED, EXIT_NOT_SENT, EXIT_OK, CliError
 
 if TYPE_CHECKING:
     from .._config import Config
     from .._keys import Identity
+    from ..driver import Line
 
-__all__ = ["NodeLine", "PeerOutput", "check_node_args", "read_lines", "run_node"]
+__all__ = ["NodeLine", "PeerOutput", "check_node_args", "run_node"]
 
 logger = logging.getLogger("hotline")
 
 PEERS_DIR = "peers"
-_STDIN_CHUNK = 65536
 # The longest "@NAME " prefix: "@", a name of at most 64 characters, and the space.
 _MAX_PREFIX = 66
 
@@ -66,40 +71,6 @@ def check_node_args(args: argparse.Namespace) -> None:
                 "node no listen address: give listen (or --listen), or peers."
                 f"{unreachable[0]}.connect"
             )
-
-
-async def read_lines(fd: int, limit: int) -> AsyncIterator[bytes | int]:
-    """The lines of ``fd`` without their ``\\n`` (or ``\\r\\n``), as ``run`` splits them.
-
-    A line that grows past ``limit`` bytes before its end is read comes as its length, an
-    int, its bytes not kept, so a line without end cannot fill the memory. A longer line read
-    whole in one chunk comes as it is: the caller still checks the size of what it sends."""
-    pending = bytearray()
-    skipped = 0  # bytes of a line over the limit, counted but not kept
-    while True:
-        try:
-            chunk = await trio.to_thread.run_sync(_read_some, fd, abandon_on_cancel=True)
-        except OSError as exc:
-            logger.warning("cannot read standard input: %s: no more lines", exc.strerror)
-            break
-        if not chunk:
-            break
-        pending += chunk
-        while (end := pending.find(b"\n")) >= 0:
-            text = bytes(pending[:end]).rstrip(b"\r")  # as _run does
-            del pending[: end + 1]
-            if skipped:
-                yield skipped + len(text)
-                skipped = 0
-            else:
-                yield text
-        if len(pending) > limit + 1:  # + 1: room for the "\r" of a line at the limit
-            skipped += len(pending) - 1
-            del pending[:-1]  # the last byte may be the "\r" before the "\n"
-    if skipped:
-        yield skipped + len(pending)
-    elif pending:
-        yield bytes(pending)
 
 
 def _addressed(text: bytes, names: list[str]) -> tuple[str, bytes] | str:
@@ -154,6 +125,21 @@ async def _node(
 
     out = Output(args.json, output_failed)
     stop_request.attach(stop)
+    open_lines: dict[str, Line] = {}
+    all_open = trio.Event()
+
+    def opened(name: str, line: Line) -> None:
+        open_lines[name] = line
+        if len(open_lines) == len(peers):
+            all_open.set()
+    metrics = None
+    if args.metrics is not None:
+        from ._metrics import open_metrics_listeners
+
+        metrics = await open_metrics_listeners(args.metrics)
+
+    def live_state() -> list[dict[str, Any]]:
+        return [line_live_state(open_lines[name], name) for name in names if name in open_lines]
 
     async def report_done(name: str, done: trio.Event) -> None:
         await done.wait()
@@ -161,13 +147,14 @@ async def _node(
         if len(done_lines) == len(peers):
             stop.set()
 
-    async def run_line(spec: PeerSpec, bodies: trio.MemoryReceiveChannel[bytes],
+    async def run_line(spec: PeerSpec, bodies: trio.MemoryReceiveChannel[tuple[int, bytes]],
                        listener: Any) -> None:
         network: dict[str, Any] = {"connect": spec.connect}
         if listener is not None:
             network["listener"] = listener
         line = NodeLine(bodies, PeerOutput(out, spec.name), stop, network,
-                        lambda done: report_done(spec.name, done))
+                        lambda done: report_done(spec.name, done),
+                        lambda line: opened(spec.name, line))
         store = Path(args.data) / PEERS_DIR / spec.name / STORE_NAME
         try:
             statuses[spec.name] = await _run(identity, spec.key, store, args, config, None, line)
@@ -175,23 +162,27 @@ async def _node(
             failures.append(f"peer {spec.name!r}: {exc}")
             stop.set()
 
-    async def dispatch(senders: dict[str, trio.MemorySendChannel[bytes]]) -> None:
+    async def dispatch(senders: dict[str, trio.MemorySendChannel[tuple[int, bytes]]]) -> None:
         nonlocal unsent
         async with contextlib.AsyncExitStack() as channels:
             for sender in senders.values():
                 channels.enter_context(sender)
             if sys.stdin is None:  # Started with standard input closed: nothing to send.
                 return
+            number = 0  # of the input line, for error events
             async for item in read_lines(sys.stdin.fileno(), config.max_body_size + _MAX_PREFIX):
+                number += 1
                 if isinstance(item, int):
                     reason = f"line of {item} bytes is over the limit of {config.max_body_size}"
                     unsent += 1
-                    await out.emit("error", f"!! not sent: {reason}", message=reason)
+                    await out.emit("error", f"!! not sent: {reason}", message=reason,
+                                   line=number)
                     continue
                 target = _addressed(item, names)
                 if isinstance(target, str):
                     unsent += 1
-                    await out.emit("error", f"!! not sent: {target}", message=target)
+                    await out.emit("error", f"!! not sent: {target}", message=target,
+                                   line=number)
                     continue
                 name, body = target
                 if len(body) > config.max_body_size:
@@ -199,16 +190,28 @@ async def _node(
                     reason = (f"body of {len(body)} bytes is over the limit of "
                               f"{config.max_body_size}")
                     await out.emit("error", f"[{name}] !! not sent: {reason}", peer=name,
-                                   message=reason)
+                                   message=reason, line=number)
                     continue
                 try:
-                    await senders[name].send(body)
+                    await senders[name].send((number, body))
                 except trio.BrokenResourceError:
                     return  # That line has ended: the node is stopping.
 
+    async def announce(nursery: trio.Nursery, listener: Any) -> None:
+        """Once every line is open, as a single-peer run once its line is: the start event
+        (every other event waits for it, see Output), the control socket and the metrics."""
+        await all_open.wait()
+        addresses = [] if listener is None else listener.addresses
+        await out.emit("start", None, schema=JSON_SCHEMA, version=package_version(),
+                       identity=identity.public_key.fingerprint(),
+                       peer_keys={spec.name: spec.key.fingerprint() for spec in peers},
+                       listen=[f"{host}:{port}" for host, port in addresses])
+        await start_monitoring(nursery, Path(args.data), metrics, live_state)
+
     async def run_lines(listener: Any) -> None:
-        channels = {name: trio.open_memory_channel[bytes](0) for name in names}
+        channels = {name: trio.open_memory_channel[tuple[int, bytes]](0) for name in names}
         async with trio.open_nursery() as outer:
+            outer.start_soon(announce, outer, listener)
             outer.start_soon(dispatch, {name: pair[0] for name, pair in channels.items()})
             async with trio.open_nursery() as lines:
                 for spec in peers:

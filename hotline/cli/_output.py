@@ -9,19 +9,32 @@ never changed: a descriptor that someone else left non-blocking is waited on wit
 Each event is written whole, by a worker thread when it cannot be written at once, before the
 caller goes on: ``run`` acknowledges a message only after :meth:`Output.emit` has returned
 True, so the peer's "acknowledged" means the line was shown, never a part of it.
+
+Every JSON event carries its ``time`` (ISO 8601 UTC, when it was written); the first one of a
+run is ``start``, with the :data:`JSON_SCHEMA` version a program can check before reading on.
+A body travels as text in ``body`` and, when its bytes are not UTF-8, also exactly in
+``body_base64`` (:func:`body_fields`).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import select
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["Output", "iso_utc", "printable"]
+__all__ = ["JSON_SCHEMA", "Output", "body_fields", "iso_utc", "package_version", "printable"]
+
+JSON_SCHEMA = 2
+"""The version of the ``--json`` events, in the ``start`` event. Version 1 was the events
+before they had a version: without ``time``, ``start``, ``reason``, ``line`` and
+``body_base64``. A version grows by new fields and events only; a field changing its meaning
+or going away makes a new version."""
 
 
 def _escape_table() -> dict[int, str]:
@@ -54,6 +67,28 @@ def iso_utc(timestamp_ns: int) -> str:
     moment = datetime.fromtimestamp(timestamp_ns / 1e9, tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
+
+def package_version() -> str:
+    """hotline's version, as installed (or as the checkout says when run from one)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("hotline")
+    except importlib.metadata.PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
+
+
+def body_fields(body: bytes) -> dict[str, str]:
+    """A message body for JSON: ``body`` as text always (replacement characters where the
+    bytes are not UTF-8, so a reader of the old events keeps working), and ``body_base64``
+    with the exact bytes whenever they are not UTF-8."""
+    try:
+        return {"body": body.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"body": body.decode("utf-8", errors="replace"),
+                "body_base64": base64.b64encode(body).decode("ascii")}
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:
@@ -90,6 +125,10 @@ class Output:
 
     Each line is written whole by a worker thread, one at a time and in order, so a slow or
     paused terminal never stops the heartbeats. If standard output fails, the run stops.
+
+    The ``start`` event comes first: other events wait until it is written. So the tasks
+    that report the line may start (and subscribe to its events) before it is written,
+    and miss nothing of what happens meanwhile.
     """
 
     def __init__(self, as_json: bool, on_failure: Callable[[str], None]) -> None:
@@ -101,13 +140,30 @@ class Output:
         self.failed = False
         self._encoding = (sys.stdout.encoding if sys.stdout is not None else None) or "utf-8"
         self._direct = not os.isatty(1)
+        self._started = trio.Event()
 
-    async def emit(self, event: str, human: str, **fields: Any) -> bool:
-        """Write one event; True once it is written and flushed (it is never buffered)."""
+    async def emit(self, event: str, human: str | None, **fields: Any) -> bool:
+        """Write one event; True once it is written and flushed (it is never buffered).
+
+        ``human`` None: an event for programs only, which people do not see."""
+
+        if event == "start":
+            try:
+                return await self._write(event, human, fields)
+            finally:
+                self._started.set()
+        if not self._started.is_set():  # (wait() checkpoints even when set)
+            await self._started.wait()
+        return await self._write(event, human, fields)
+
+    async def _write(self, event: str, human: str | None, fields: dict[str, Any]) -> bool:
         import trio
 
         if self.as_json:
-            data = json.dumps({"event": event, **fields}, ensure_ascii=False).encode("utf-8")
+            record = {"event": event, **fields, "time": iso_utc(time.time_ns())}
+            data = json.dumps(record, ensure_ascii=False).encode("utf-8")
+        elif human is None:
+            return True
         else:
             line = f"{datetime.now().strftime('%H:%M:%S.%f')[:-3]}  {human}"
             data = line.encode(self._encoding, errors="backslashreplace")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 
 from .._errors import HotlineError
 from ._commands import cmd_check_evidence, cmd_demo, cmd_evidence, cmd_log, cmd_verify
 from ._conformance import cmd_conformance
 from ._keys import cmd_fingerprint, cmd_keygen
 from ._launch import cmd_run
+from ._output import package_version
+from ._status_cmd import cmd_status
 
 __all__ = ["build_parser"]
 
@@ -43,15 +44,6 @@ def _seconds(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
     return value
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("hotline")
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
-        from .. import __version__
-
-        return __version__
 
 
 _RUN_EXAMPLES = """\
@@ -90,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EXIT_STATUSES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"hotline {_version()}")
+    parser.add_argument("--version", action="version", version=f"hotline {package_version()}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more logging on standard error (-vv for debug)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -153,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--durability", choices=("FULL", "NORMAL"),
                      help="FULL (default): a receipted message survives power loss; NORMAL: "
                      "it survives a crash of the process")
+    run.add_argument("--metrics", type=_address, metavar="HOST:PORT",
+                     help="serve the live state in the Prometheus text format at "
+                     "http://HOST:PORT/metrics (no authentication: use a loopback address)")
     # The configuration file (docs/cli.md, "Configuration file"): --key, --peer and --data
     # may come from it, so cmd_run checks that they are given once the file is read, and
     # reports what is wrong in the file as a usage error through this parser.
@@ -174,6 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
                                  "every receipt of the transcript in DIR/hotline.db.")
     verify.add_argument("dir", metavar="DIR", help="the data directory given to run --data")
     verify.set_defaults(handler=cmd_verify)
+
+    status = commands.add_parser(
+        "status", help="a line's state, from its store and from the running node",
+        description="Show each line of DIR (DIR/hotline.db, DIR/peers/*/hotline.db): "
+        "sequence numbers, outbox, the last receipts each way with their signed times, "
+        "and, while a node runs there, its live state (peer liveness, RTT, last handshake, "
+        "messages and bytes each way) from its control socket DIR/hotline.sock.",
+    )
+    status.add_argument("dir", metavar="DIR", help="the data directory given to run --data")
+    status.add_argument("--json", action="store_true", help="one JSON document")
+    status.set_defaults(handler=cmd_status)
 
     # --- evidence for disputes: export and check (docs/evidence.md) ---
     evidence = commands.add_parser(

@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
-import select
 import signal
 import sys
 from collections import deque
@@ -45,7 +43,8 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .._errors import HotlineError
-from ._output import Output, iso_utc, printable
+from ._input import read_lines
+from ._output import JSON_SCHEMA, Output, body_fields, iso_utc, package_version, printable
 from ._status import EXIT_INTERRUPTED, EXIT_NOT_SENT, EXIT_OK, CliError
 
 if TYPE_CHECKING:
@@ -54,10 +53,10 @@ if TYPE_CHECKING:
     import trio
 
     from .._keys import Identity, PublicKey
-    from ..driver import Outgoing
+    from ..driver import Line, Outgoing
+    from ._control import LiveState
 
 STORE_NAME = "hotline.db"
-_STDIN_CHUNK = 65536
 #: How long the events of lines read may take to write once the run is stopping: the one being
 #: written when the stop came, and those written after the close.
 _EVENT_TIMEOUT = 2.0
@@ -75,30 +74,24 @@ class PeerOutput:
     def as_json(self) -> bool:
         return self._shared.as_json
 
-    async def emit(self, event: str, human: str, **fields: Any) -> bool:
-        return await self._shared.emit(event, f"[{self.name}] {human}", peer=self.name,
-                                       **fields)
+    async def emit(self, event: str, human: str | None, **fields: Any) -> bool:
+        shown = None if human is None else f"[{self.name}] {human}"
+        return await self._shared.emit(event, shown, peer=self.name, **fields)
 
 
 @dataclass
 class NodeLine:
     """What one line of a node gets from the node instead of owning it (see the module)."""
 
-    bodies: trio.MemoryReceiveChannel[bytes]
+    bodies: trio.MemoryReceiveChannel[tuple[int, bytes]]
+    """Each body with the number of its input line."""
     out: PeerOutput
     stop: trio.Event
     network: dict[str, Any]
     report_done: Callable[[trio.Event], Awaitable[None]]
-
-
-def _read_some(fd: int) -> bytes:
-    """One blocking read of standard input, in a worker thread. A descriptor that someone
-    else left non-blocking is waited on, never changed: it is shared with the terminal."""
-    while True:
-        try:
-            return os.read(fd, _STDIN_CHUNK)
-        except BlockingIOError:
-            select.select([fd], [], [])
+    opened: Callable[[Line], None]
+    """Called with the line once it is open: the node shows its state (control socket,
+    metrics)."""
 
 
 class _StopRequest:
@@ -133,19 +126,40 @@ class _StopRequest:
             event.set()
 
 
+async def start_monitoring(
+    nursery: trio.Nursery,
+    data_dir: Path,
+    metrics: list[trio.SocketListener] | None,
+    live_state: LiveState,
+) -> None:
+    """The control socket in ``data_dir`` (for ``hotline status``), and the metrics endpoint
+    on the ``metrics`` listeners if any, serving ``live_state`` until the nursery is
+    cancelled."""
+    from ._control import CONTROL_SOCKET, serve_control
+
+    await nursery.start(serve_control, data_dir / CONTROL_SOCKET, live_state)
+    if metrics is not None:
+        from ._metrics import bound_address, serve_metrics
+
+        host, port = bound_address(metrics)
+        nursery.start_soon(serve_metrics, metrics, live_state)
+        print(f"hotline: metrics on http://{host}:{port}/metrics", file=sys.stderr, flush=True)
+
+
 class _Unreported:
     """The lines read from standard input that have no event yet, in the order they were read.
 
     Each is the :class:`~hotline.Outgoing` of a queued line, or the reason a line was not
-    sent. The reader adds an ``Outgoing`` in the same step as ``queue()`` returns it (no
-    checkpoint between), so however the run ends, every queued line is here until its event
-    is written. One reader adds and one reporter takes, each waiting on ``_changed``.
+    sent, with the line's number in the input (for its event). The reader adds an
+    ``Outgoing`` in the same step as ``queue()`` returns it (no checkpoint between), so
+    however the run ends, every queued line is here until its event is written. One reader
+    adds and one reporter takes, each waiting on ``_changed``.
     """
 
     def __init__(self, limit: int) -> None:
         import trio
 
-        self._items: deque[Outgoing | str] = deque()
+        self._items: deque[tuple[int, Outgoing | str]] = deque()
         self._limit = limit
         self._ended = False
         self._changed = trio.Event()
@@ -160,8 +174,8 @@ class _Unreported:
         while len(self._items) >= self._limit:
             await self._changed.wait()
 
-    def add(self, item: Outgoing | str) -> None:
-        self._items.append(item)
+    def add(self, number: int, item: Outgoing | str) -> None:
+        self._items.append((number, item))
         self._change()
 
     def end(self) -> None:
@@ -169,7 +183,7 @@ class _Unreported:
         self._ended = True
         self._change()
 
-    async def first(self) -> Outgoing | str | None:
+    async def first(self) -> tuple[int, Outgoing | str] | None:
         """The oldest line without an event (left in place), or None once input has ended
         and every line has had its event."""
         while not self._items:
@@ -186,10 +200,13 @@ class _Unreported:
     async def wait_reported(self, upto: int) -> None:
         """Wait until no line numbered up to ``upto`` is without its event (a refused line
         at the head is waited for too: its event is written at once)."""
-        while self._items and (isinstance(self._items[0], str) or self._items[0].seq <= upto):
+        while self._items:
+            item = self._items[0][1]
+            if not isinstance(item, str) and item.seq > upto:
+                return
             await self._changed.wait()
 
-    def take_all(self) -> list[Outgoing | str]:
+    def take_all(self) -> list[tuple[int, Outgoing | str]]:
         items = list(self._items)
         self._items.clear()
         return items
@@ -209,8 +226,9 @@ async def _run(
     lines, ``node`` gives it its input, its output, its network and the node's stop."""
     import trio
 
-    from ..driver import AckOverdue, DialFailed, Line, PeerState, open_line
+    from ..driver import AckOverdue, DialFailed, PeerState, open_line
     from ..protocol import ReceiptKind, ReceiptReceived, RoundTrip
+    from ._control import line_live_state
 
     done = trio.Event()  # --until-delivered: all is delivered
     stop = trio.Event()  # a signal, or standard output failed
@@ -232,50 +250,30 @@ async def _run(
 
     async def read_stdin(line: Line) -> None:
         if node is not None:  # The node reads standard input and hands this line its own.
-            async for body in node.bodies:
-                await send(line, body)
+            async for number, body in node.bodies:
+                await send(line, body, number)
             unreported.end()
             return
         if sys.stdin is None:  # Started with standard input closed: nothing to send.
             unreported.end()
             return
-        fd = sys.stdin.fileno()
-        limit = config.max_body_size
-        pending = bytearray()
-        skipped = 0  # bytes of a line over the limit, counted but not kept
-        while True:
-            try:
-                chunk = await trio.to_thread.run_sync(_read_some, fd, abandon_on_cancel=True)
-            except OSError as exc:
-                logger.warning("cannot read standard input: %s: no more lines", exc.strerror)
-                break
-            if not chunk:
-                break
-            pending += chunk
-            while (end := pending.find(b"\n")) >= 0:
-                text = bytes(pending[:end])
-                del pending[: end + 1]
-                if skipped:
-                    await too_large(skipped + len(text.rstrip(b"\r")))
-                    skipped = 0
-                else:
-                    await send(line, text.rstrip(b"\r"))
-            if len(pending) > limit + 1:  # + 1: room for the "\r" of a line at the limit
-                skipped += len(pending) - 1
-                del pending[:-1]  # the last byte may be the "\r" before the "\n"
-        if skipped:
-            await too_large(skipped + len(pending))
-        elif pending:
-            await send(line, bytes(pending))
+        number = 0  # of the input line, for error events
+        async for item in read_lines(sys.stdin.fileno(), config.max_body_size):
+            number += 1
+            if isinstance(item, int):
+                await too_large(item, number)
+            else:
+                await send(line, item, number)
         unreported.end()
 
-    async def too_large(size: int) -> None:
+    async def too_large(size: int, number: int) -> None:
         nonlocal unsent
         unsent += 1
         await unreported.wait_for_room()
-        unreported.add(f"body of {size} bytes is over the limit of {config.max_body_size}")
+        reason = f"body of {size} bytes is over the limit of {config.max_body_size}"
+        unreported.add(number, reason)
 
-    async def send(line: Line, body: bytes) -> None:
+    async def send(line: Line, body: bytes, number: int) -> None:
         nonlocal unsent
         # Cancelled while waiting for room here or in queue(), the line is not queued.
         await unreported.wait_for_room()
@@ -283,21 +281,23 @@ async def _run(
             outgoing = await line.queue(body, ack_within=args.ack_within)
         except HotlineError as exc:
             unsent += 1
-            unreported.add(str(exc))
+            unreported.add(number, str(exc))
             return
-        unreported.add(outgoing)
+        unreported.add(number, outgoing)
 
     async def report_in_order() -> None:
         nonlocal unsent, last_queued
-        while (item := await unreported.first()) is not None:
+        while (oldest := await unreported.first()) is not None:
+            number, item = oldest
             if isinstance(item, str):
-                await emit_whole("error", f"!! not sent: {item}", message=item)
+                await emit_whole("error", f"!! not sent: {item}", message=item, line=number)
             else:
                 try:
                     await item.stored()
                 except HotlineError as exc:
                     unsent += 1
-                    await emit_whole("error", f"!! not sent: {exc}", message=str(exc))
+                    await emit_whole("error", f"!! not sent: {exc}", message=str(exc),
+                                     line=number)
                 else:
                     await emit_whole("queued", f"-> #{item.seq} queued", seq=item.seq)
                     last_queued = item.seq
@@ -318,15 +318,16 @@ async def _run(
         nonlocal unsent
         stored_upto = line.state.sent_seq
         events: list[tuple[str, str, dict[str, Any]]] = []
-        for item in unreported.take_all():
+        for number, item in unreported.take_all():
             if isinstance(item, str):  # Counted when it was read.
-                events.append(("error", f"!! not sent: {item}", {"message": item}))
+                events.append(("error", f"!! not sent: {item}", {"message": item, "line": number}))
             elif item.seq <= stored_upto:
                 events.append(("queued", f"-> #{item.seq} queued", {"seq": item.seq}))
             else:
                 unsent += 1
                 reason = "the line closed before the message was stored"
-                events.append(("error", f"!! not sent: {reason}", {"message": reason}))
+                events.append(("error", f"!! not sent: {reason}",
+                               {"message": reason, "line": number}))
         # Bounded like the close itself: a stopped terminal must not hold the exit.
         with trio.move_on_after(_EVENT_TIMEOUT):
             for event, human, fields in events:
@@ -341,7 +342,7 @@ async def _run(
                 reason = f" ({printable(event.reason)})" if event.reason else ""
                 if event.state.value in ("up", "suspect", "down"):
                     await out.emit("peer", f"peer {event.state.value}{shown}{reason}",
-                                   state=event.state.value, rtt_ms=rtt_ms)
+                                   state=event.state.value, rtt_ms=rtt_ms, reason=event.reason)
             elif isinstance(event, ReceiptReceived):
                 receipt = event.receipt
                 kind = receipt.kind.value
@@ -373,7 +374,7 @@ async def _run(
             shown = f"<- #{message.seq} [{iso_utc(message.timestamp)}] {printable(text)}"
             # The peer's "acknowledged" means it was shown: only once the line is written.
             if not await out.emit("message", shown, seq=message.seq,
-                                  sent_at=iso_utc(message.timestamp), body=text):
+                                  sent_at=iso_utc(message.timestamp), **body_fields(message.body)):
                 return
             message.ack()
 
@@ -396,6 +397,11 @@ async def _run(
         network: dict[str, Any] = {"listen": args.listen, "connect": args.connect}
     else:
         out, stop, network = node.out, node.stop, node.network
+    metrics = None
+    if node is None and args.metrics is not None:
+        from ._metrics import open_metrics_listeners
+
+        metrics = await open_metrics_listeners(args.metrics)
     try:
         async with open_line(
             identity, peer, store=store_path, **network,
@@ -411,6 +417,15 @@ async def _run(
             nursery.start_soon(receive, line)
             if args.until_delivered:
                 nursery.start_soon(until_delivered, line)
+            if node is None:
+                await out.emit("start", None, schema=JSON_SCHEMA, version=package_version(),
+                               identity=identity.public_key.fingerprint(),
+                               peer_key=peer.fingerprint(),
+                               listen=[f"{h}:{p}" for h, p in line.listen_addresses])
+                await start_monitoring(nursery, store_path.parent, metrics,
+                                       lambda: [line_live_state(line)])
+            else:  # The node says start, and serves every line's state (see _node).
+                node.opened(line)
 
             async def wait_for(event: trio.Event) -> None:
                 await event.wait()

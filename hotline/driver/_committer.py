@@ -32,6 +32,7 @@ from typing import TypeVar
 
 import trio
 
+from .._errors import LineClosed
 from .._keys import Identity, PublicKey
 from ..protocol import (
     MAX_BURST_MESSAGES,
@@ -57,6 +58,20 @@ PEER_RECEIPT_DELAY = 0.05
 
 _T = TypeVar("_T")
 
+
+async def usable_or_cancelled(check_usable: Callable[[], None]) -> None:
+    """``check_usable()`` for a call that waited while the line may have stopped.
+
+    A line that failed raises its error. A line that merely closed raises LineClosed, unless
+    the caller's own scope is cancelled: that may be what closed it (the line's ``async with``
+    inside the cancelled scope), and then the caller must see Cancelled, as from any trio
+    call, not a LineClosed that would escape the cancellation as an error.
+    """
+    try:
+        check_usable()
+    except LineClosed:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        raise
 
 class Commit:
     """Set once, when a batch is durable (or will never be).

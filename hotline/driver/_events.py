@@ -80,6 +80,17 @@ class Stats:
     """Sessions started after the first."""
     sessions: int = 0
     rejected_connections: int = 0
+    bytes_sent: int = 0
+    """Bytes the line's sessions wrote to the peer. Counted from the moment a session is
+    authenticated, so a responder's handshake answer (written by its session) counts and an
+    initiator's handshake message does not."""
+    bytes_received: int = 0
+    """Bytes the line's sessions read from the peer, from the moment each is authenticated:
+    what arrived with the handshake (an initiator reads the answer, and what came with it,
+    before its session starts) is not counted."""
+    last_handshake_ns: int | None = None
+    """When the last session came up, in nanoseconds since the Unix epoch by the system's
+    clock, or None before the first."""
 
 
 class Watchers:

@@ -24,7 +24,7 @@ import trio
 from .._config import Config
 from .._errors import LocalProtocolError
 from ..protocol import SignedMessage
-from ._committer import Committer
+from ._committer import Committer, usable_or_cancelled
 from ._events import Stats
 
 __all__ = ["Inbox", "Message"]
@@ -127,7 +127,7 @@ class Inbox:
         if self._auto_ack and self._last_yielded is not None:
             self._last_yielded.ack()
         while self._yield_next > self._committer.state.received_seq:
-            self._check_usable()
+            await usable_or_cancelled(self._check_usable)
             self._stored = trio.Event()
             await self._stored.wait()
         seq = self._yield_next

@@ -28,7 +28,7 @@ from .._errors import AuthenticationError, LineClosed, LocalProtocolError, Store
 from .._keys import Identity, PublicKey, line_id
 from ..protocol import REPLACED, Connection, LineState, Liveness, PeerAuthenticated
 from ..store import Batch, Store
-from ._committer import Committer
+from ._committer import Committer, usable_or_cancelled
 from ._deadlines import AckDeadlines
 from ._events import LineEvent, PeerState, Stats, Watchers
 from ._inbox import Inbox, Message
@@ -283,9 +283,9 @@ class Line:
 
     async def flush(self) -> None:
         """Return once every message queued and every acknowledgement made so far is stored."""
-        self._check_usable()
+        await usable_or_cancelled(self._check_usable)
         await self._committer.flush()
-        self._check_usable()
+        await usable_or_cancelled(self._check_usable)
 
     # --- sessions ----------------------------------------------------------------------
 
@@ -300,7 +300,7 @@ class Line:
         """
         session = Session(
             stream, conn, config=self.config, inbox=self._inbox, outbox=self._outbox,
-            notify=self._watchers.notify, set_liveness=self._set_liveness,
+            notify=self._watchers.notify, set_liveness=self._set_liveness, stats=self.stats,
         )
         try:
             if self._closed:
@@ -324,6 +324,9 @@ class Line:
             self._active = session
             self._no_session = trio.Event()
             self.stats.sessions += 1
+            # The system's clock, not the line's ``clock``: that one gives the timestamps
+            # this side signs, and reading it here would move them.
+            self.stats.last_handshake_ns = time.time_ns()
             if self.stats.sessions > 1:
                 self.stats.reconnects += 1
             self.stats.retransmitted += self._outbox.resending(state)

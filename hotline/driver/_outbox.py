@@ -48,7 +48,7 @@ from ..protocol import (
     SignedMessage,
     unsigned_message,
 )
-from ._committer import Commit, Committer
+from ._committer import Commit, Committer, usable_or_cancelled
 from ._events import LineEvent, Stats
 
 __all__ = ["Outbox", "Outgoing"]
@@ -180,7 +180,7 @@ class Outbox:
         await commit.wait()
         if seq <= self._committer.state.sent_seq:
             return
-        self._check_usable()
+        await usable_or_cancelled(self._check_usable)
         raise LineClosed("the line closed before the message was stored")
 
     def _admissible(self, body: bytes) -> bytes:
@@ -200,7 +200,7 @@ class Outbox:
         has queued nothing."""
         self._space = trio.Event() if self._space.is_set() else self._space
         await self._space.wait()
-        self._check_usable()
+        await usable_or_cancelled(self._check_usable)
 
     def _enqueue(self, body: bytes) -> Outgoing:
         """Make ``body`` our next message and hand it to the committer; no checkpoint."""
@@ -253,7 +253,7 @@ class Outbox:
             receipt = self._peer_receipts.get(kind)
             if receipt is not None and receipt.upto >= seq:
                 return receipt
-            self._check_usable()
+            await usable_or_cancelled(self._check_usable)
             event = trio.Event()
             heapq.heappush(self._waiters[kind], (seq, next(self._waiter_ids), event))
             await event.wait()

@@ -56,7 +56,7 @@ from ..protocol import (
     SignaturesToCheck,
 )
 from ..store import Batch
-from ._events import LineEvent
+from ._events import LineEvent, Stats
 from ._inbox import Inbox
 from ._outbox import Outbox
 
@@ -104,6 +104,7 @@ class Session:
         outbox: Outbox,
         notify: Callable[[LineEvent], None],
         set_liveness: Callable[[Liveness, str], None],
+        stats: Stats,
     ) -> None:
         self.id = next(self._ids)
         self.stream = stream
@@ -113,6 +114,7 @@ class Session:
         self._outbox = outbox
         self._notify = notify
         self._set_liveness = set_liveness
+        self._stats = stats
         self.wake = trio.Event()
         self.scope = trio.CancelScope()
         self.alarm = trio.CancelScope()  # The idle writer's wait, until the core's next deadline.
@@ -280,11 +282,14 @@ class Session:
             if len(data) <= WRITE_PIECE:
                 writing.deadline = trio.current_time() + patience
                 await self.stream.send_all(data)
+                self._stats.bytes_sent += len(data)
             else:
                 view = memoryview(data)
                 for start in range(0, len(view), WRITE_PIECE):
                     writing.deadline = trio.current_time() + patience
-                    await self.stream.send_all(view[start : start + WRITE_PIECE])
+                    piece = view[start : start + WRITE_PIECE]
+                    await self.stream.send_all(piece)
+                    self._stats.bytes_sent += len(piece)
         finally:
             self.in_write = False
             writing.deadline = math.inf
@@ -320,6 +325,7 @@ class Session:
                     await self._inbox.wait_for_room()
                     conn.release(trio.current_time())
                 data = await self.stream.receive_some(READ_SIZE)
+                self._stats.bytes_received += len(data)
                 conn.receive_data(data, trio.current_time())
                 await self._process_checking_signatures()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -427,4 +433,5 @@ class Session:
                             trio.BrokenResourceError, trio.ClosedResourceError, OSError
                         ):
                             await self.stream.send_all(data)
+                            self._stats.bytes_sent += len(data)
             await trio.aclose_forcefully(self.stream)

@@ -74,6 +74,8 @@ SIGNATURE_SIZE = 64
 #: The ``prev`` of the first message in each direction.
 GENESIS_HEAD = bytes(HASH_SIZE)
 _U64_MAX = 2**64 - 1
+# The position of the body in a message envelope: [line_id, sender, seq, timestamp, prev, body].
+_BODY_FIELD = 5
 
 
 class ReceiptKind(enum.Enum):
@@ -147,6 +149,18 @@ def _malformed(why: str) -> RemoteProtocolError:
     return RemoteProtocolError(f"malformed record: {why}")
 
 
+class _BinTooLong(RemoteProtocolError):
+    """A bin longer than its context allows, with its position in the array: the message
+    decoder names the body's limit, where the generic text would leave the reader guessing
+    which limit a message broke."""
+
+    def __init__(self, index: int, length: int, limit: int) -> None:
+        super().__init__(f"malformed record: {length} bytes, more than {limit}")
+        self.index = index
+        self.length = length
+        self.limit = limit
+
+
 def _number(data: bytes, pos: int, width: int) -> int:
     end = pos + width
     if end > len(data):
@@ -183,7 +197,7 @@ def strict_unpack(
     if count > max_array_len:
         raise _malformed(f"an array of {count} elements, more than {max_array_len}")
     fields: list[int | bytes | str] = []
-    for _ in range(count):
+    for index in range(count):
         if pos >= size:
             raise _malformed("truncated")
         tag = data[pos]
@@ -208,6 +222,8 @@ def strict_unpack(
         else:
             raise _malformed(f"msgpack type {tag:#04x} is not allowed")
         if length > limit:
+            if tag in _BIN_WIDTHS:
+                raise _BinTooLong(index, length, limit)
             raise _malformed(f"{length} bytes, more than {limit}")
         end = pos + length
         if end > size:
@@ -377,7 +393,16 @@ def decode_message(
         _check_bytes(signature, "signature", SIGNATURE_SIZE)
     else:
         _check_bytes(signature, "signature")
-    fields = _decode_envelope(envelope, 6, max_body_size)
+    try:
+        fields = _decode_envelope(envelope, 6, max_body_size)
+    except _BinTooLong as error:
+        if error.index != _BODY_FIELD:
+            raise
+        # The body alone decides whether this side can take the message at all, so the
+        # error names the setting (docs/protocol.md, "Timers and limits").
+        raise RemoteProtocolError(
+            f"message body over max_body_size ({error.length} bytes, more than {error.limit})"
+        ) from None
     env_line, env_sender, seq, timestamp, prev, body = fields
     _check_bytes(env_line, "line id", HASH_SIZE)
     _check_bytes(env_sender, "sender", 32)

@@ -70,6 +70,10 @@ _SYNCHRONOUS = ("FULL", "NORMAL")
 # Rows per query when streaming the transcript: bounds memory with large bodies, and no
 # statement stays open between pages (a caller may commit while it iterates).
 _TRANSCRIPT_PAGE = 128
+SELECT_LATEST_RECEIPT = (
+    "SELECT upto, timestamp FROM receipts WHERE direction = ? AND kind = ?"
+    " ORDER BY ord DESC LIMIT 1"
+)
 
 
 def _mismatch(stored: tuple[PublicKey, PublicKey], identity: PublicKey, peer: PublicKey) -> str:
@@ -272,6 +276,20 @@ class SQLiteStore:
             receipt = self._conn.execute(SELECT_UNMATCHED_RECEIPT).fetchone()
         return (None if message is None else (message[0], message[1]),
                 None if receipt is None else receipt[0])
+
+    def latest_receipts(self) -> dict[tuple[Direction, str], tuple[int, int]]:
+        """The newest receipt of each kind each way, for ``hotline status``:
+        ``(direction, kind)`` -> ``(upto, its signed timestamp in ns)``; kinds without one
+        are left out. Each is found by reading the receipts backwards from the newest."""
+        self._check_open()
+        latest: dict[tuple[Direction, str], tuple[int, int]] = {}
+        with self._errors("cannot read the store"):
+            for way in Direction:
+                for kind in ("delivered", "acknowledged"):
+                    row = self._conn.execute(SELECT_LATEST_RECEIPT, (way.value, kind)).fetchone()
+                    if row is not None:
+                        latest[(way, kind)] = (row[0], from_i64(row[1]))
+        return latest
 
     def close(self) -> None:
         if self._closed:
