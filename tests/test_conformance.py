@@ -100,6 +100,12 @@ async def implementation(tmp_path: Path, keys: Keys, *, role: str,
     try:
         assert process.stdin is not None
         await process.stdin.send_all(IMPLEMENTATION_SENDS)
+        # Stored before the suite connects, so that its first connection carries them.
+        with trio.fail_after(30):
+            while (tmp_path / "impl.out").read_text().count('"event": "queued"') < 3:
+                if process.poll() is not None:
+                    raise AssertionError(stderr_path.read_text(errors="replace"))
+                await trio.sleep(0.05)
         address = None
         if role == "listen":
             with trio.fail_after(30):

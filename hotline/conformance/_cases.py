@@ -136,14 +136,21 @@ async def case_resend_unreceipted(peer: Peer) -> None:
     # messages, so that the receipt checks below can be made while they are unreceipted.
     peer.hold_receipts = True
     async with peer.opened() as session:
+        # An implementation that calls may queue its messages just after it connected: they
+        # then come right after the first flight.
+        await peer.read_for(session, 0.5)
         before = dict(peer.their_messages)
         await peer.goodbye(session)
     if not before:
         raise CaseSkipped("the implementation had no message to send (give it lines)")
+    peer.their_messages.clear()
     async with peer.opened() as session:
-        again = {seq: peer.their_messages[seq] for seq in before}
+        # Section 10: pending messages come in the first flight, before the first ping.
+        again = {seq: peer.their_messages.get(seq) for seq in before}
         if again != before:
-            raise CaseFailed("the messages of the next connection differ from the first")
+            missing = sorted(seq for seq in before if again[seq] is None)
+            raise CaseFailed(f"the next connection's first flight lacks messages {missing}"
+                             if missing else "the next connection's messages differ")
         await peer.goodbye(session)
 
 
@@ -620,7 +627,7 @@ async def case_ping_echo_unsent(peer: Peer) -> None:
                         "a ping echoing ping 1000000")
 
 
-@case("11", "heartbeat: the implementation pings at the interval asked")
+@case("11", "heartbeat: the implementation pings at the interval asked, and no faster")
 async def case_ping_pacing(peer: Peer) -> None:
     asked_us = 100_000
     window = 2.0
@@ -654,9 +661,12 @@ async def case_ping_pacing(peer: Peer) -> None:
     # Half a second to take the new interval into account, then count.
     counted = [t for t in times if t >= times[0] + 0.5] if times else []
     expected = window / (asked_us / 1e6)
-    if len(counted) < expected / 2:
+    # Generous bounds, as timers on a loaded machine are late, but tight enough to catch a
+    # side that ignores the request (2 pings) or answers every ping of ours (about 40).
+    if not expected / 2 <= len(counted) <= expected * 1.5 + 2:
         raise CaseFailed(f"asked for a ping every {asked_us // 1000} ms, it sent {len(counted)} "
-                         f"in {window:g} s (expected about {expected:.0f})")
+                         f"in {window:g} s (expected about {expected:.0f}; section 11: at its "
+                         f"interval, never in answer to a ping)")
 
 
 @case("11", "heartbeat: silence makes the implementation end the connection")
@@ -687,7 +697,7 @@ async def case_goodbye(peer: Peer) -> None:
     async with peer.opened() as session:
         await session.send_record([T_GOODBYE, "conformance: goodbye"])
         # Not a refusal, but observable the same way: the connection ends.
-        await peer.expect_refusal(session, "a goodbye", timeout=REFUSAL_TIMEOUT)
+        await peer.expect_refusal(session, "a goodbye", goodbye_allowed=True)
 
 
 @case("10", "resume: a newer connection replaces the live one", frozenset({CONNECT}))

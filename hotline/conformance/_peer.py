@@ -8,8 +8,8 @@ it can test any implementation of docs/protocol.md.
 
 Judging rests on three observations, each defined by the specification:
 
-- *refused*: after a bad input the implementation ends the connection (section 14: an error
-  is final and the stream is closed; a goodbye first is tolerated). While it waits, the suite
+- *refused*: after a bad input the implementation ends the connection without a goodbye
+  (section 14.2: it produces nothing more and closes the stream). While it waits, the suite
   keeps sending valid pings, so that a peer that ignored the bad input has no reason to close
   (a silent suite would be declared down, section 11, and look like a refusal);
 - *not delivered*: the delivered receipt the implementation sends at the start of every
@@ -259,6 +259,14 @@ class Peer:
         raise CaseFailed(f"no {what} within {timeout:g} s; the implementation sent "
                          f"{_kinds(seen)}")
 
+    async def read_for(self, session: Session, seconds: float) -> None:
+        """Read (and answer) what comes for ``seconds``, as an honest peer."""
+        with trio.move_on_after(seconds):
+            while (record := await session.record()) is not None:
+                await self.handle(session, record)
+                if record[0] == T_PING:
+                    await session.send_ping()
+
     async def first_flight(self, session: Session) -> list[list[Any]]:
         """Section 10: receipts and pending messages, up to the first ping. The first time,
         the suite adopts the chain position the implementation's delivered receipt names,
@@ -357,8 +365,8 @@ class Peer:
 
     async def expect_refusal(self, session: Session, what: str, *,
                              timeout: float = REFUSAL_TIMEOUT,
-                             proof_of_life: Callable[[Session], Awaitable[None]] | None = None
-                             ) -> None:
+                             proof_of_life: Callable[[Session], Awaitable[None]] | None = None,
+                             goodbye_allowed: bool = False) -> None:
         """Pass when the implementation ends the connection within ``timeout`` while the
         suite keeps it alive (``proof_of_life``, a ping by default); fail when it stays open,
         or receipts something hostile."""
@@ -382,7 +390,7 @@ class Peer:
                         record = await session.record()
                         if record is not None:
                             seen.append(record)
-                            self.watch_hostile(record)
+                            self.watch_hostile(record, what, goodbye_allowed=goodbye_allowed)
                     except (HotlineError, ValueError) as exc:
                         failure = CaseFailed(f"after {what}, the implementation sent a frame "
                                              f"the suite cannot read: {exc!r}")
@@ -400,7 +408,12 @@ class Peer:
             raise CaseFailed(f"the connection was still open {timeout:g} s after {what}; "
                              f"the implementation sent {_kinds(seen)}")
 
-    def watch_hostile(self, record: list[Any]) -> None:
+    def watch_hostile(self, record: list[Any], what: str, *, goodbye_allowed: bool) -> None:
+        """Fail on what a refusing implementation must not send."""
+        if record[0] == T_GOODBYE and not goodbye_allowed:
+            # Section 14.2: a failed connection produces nothing more.
+            raise CaseFailed(f"it answered {what} with a goodbye {record[1:]!r}; a failing "
+                             f"connection sends none (section 14.2)")
         if record[0] == T_RECEIPT and len(record) == 3:
             fields = unpack_envelope(record[1])
             if fields[3] > self.seq:
