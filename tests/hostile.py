@@ -19,6 +19,8 @@ whatever bytes it likes. The pieces:
 - :func:`open_node`, :func:`exchange_with_real_peer`: the node under test and the check
   that, after an attack, it still serves its real peer (a real second line connects and a
   message goes each way with both receipts).
+- :class:`FrameReader` (from :mod:`hotline.conformance`, which plays hostile peers against
+  any implementation): a stream cut into frames.
 - :func:`wait_for_log`, :class:`MemoryProbe`: observation (the ``hotline`` logger) and
   bounded memory (``tracemalloc`` peak growth around an attack).
 
@@ -58,6 +60,7 @@ from hotline import (
     sign_message,
     sign_receipt,
 )
+from hotline.conformance import FrameReader
 from hotline.driver import Line, Listener
 from hotline.protocol import (
     DOMAIN_MESSAGE,
@@ -95,50 +98,6 @@ Address = tuple[str, int]
 
 def now_ns() -> int:
     return time.time_ns()
-
-
-# --- reading frames ------------------------------------------------------------------
-
-
-class FrameReader:
-    """Cuts a trio stream into frames. A reset counts as end of stream."""
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.buffer = bytearray()
-        self.eof = False
-        self.received = 0
-
-    async def _fill(self) -> None:
-        try:
-            data = await self.stream.receive_some(65536)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            data = b""
-        if not data:
-            self.eof = True
-        self.received += len(data)
-        self.buffer += data
-
-    async def frame(self) -> bytes | None:
-        """The next whole frame's Noise message, or None at end of stream."""
-        while True:
-            if len(self.buffer) >= 2:
-                size = int.from_bytes(self.buffer[:2], "big")
-                if len(self.buffer) >= 2 + size:
-                    message = bytes(self.buffer[2 : 2 + size])
-                    del self.buffer[: 2 + size]
-                    return message
-            if self.eof:
-                return None
-            await self._fill()
-
-    async def until_eof(self) -> bytes:
-        """Everything the peer sends until it closes (what is already buffered included)."""
-        while not self.eof:
-            await self._fill()
-        data = bytes(self.buffer)
-        self.buffer.clear()
-        return data
 
 
 # --- the hostile initiator -------------------------------------------------------------

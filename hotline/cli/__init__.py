@@ -69,6 +69,7 @@ _IMPORTS = {
     "demo": ("trio", "hotline._demo"),
     "evidence": ("hotline._evidence", "hotline.store"),
     "check-evidence": ("hotline._evidence",),
+    "conformance": ("trio", "msgpack", "hotline.conformance", "hotline.cli._keys"),
 }
 
 

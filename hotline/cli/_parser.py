@@ -6,6 +6,7 @@ import argparse
 
 from .._errors import HotlineError
 from ._commands import cmd_check_evidence, cmd_demo, cmd_evidence, cmd_log, cmd_verify
+from ._conformance import cmd_conformance
 from ._keys import cmd_fingerprint, cmd_keygen
 from ._launch import cmd_run
 from ._output import package_version
@@ -227,4 +228,30 @@ def build_parser() -> argparse.ArgumentParser:
                                "over loopback TCP, with fresh keys and temporary stores.")
     demo.add_argument("--json", action="store_true", help="one JSON object per line")
     demo.set_defaults(handler=cmd_demo)
+
+    # --- the conformance suite (docs/cli.md, docs/testing.md) ---
+    conformance = commands.add_parser(
+        "conformance", help="test an implementation of the protocol over TCP",
+        description="Play an honest peer and then hostile ones against an implementation of "
+        "the hotline protocol that trusts KEY, and print one line per case: PASS, FAIL or "
+        "SKIP, the section of docs/protocol.md it checks, and what it checks. Exit status 0 "
+        "when no case failed.")
+    conformance.add_argument("--key", required=True, metavar="FILE",
+                             help="the suite's own private key, which the implementation "
+                             "trusts")
+    conformance.add_argument("--peer", required=True, metavar="PUBFILE",
+                             help="the implementation's public key file, or the "
+                             "'ssh-ed25519 AAAA...' text")
+    role = conformance.add_mutually_exclusive_group(required=True)
+    role.add_argument("--connect", type=_address, metavar="HOST:PORT",
+                      help="dial the implementation, which listens here")
+    role.add_argument("--listen", type=_address, metavar="HOST:PORT",
+                      help="listen here for the implementation's calls")
+    conformance.add_argument("--case", action="append", metavar="NAME",
+                             help="run only this case (repeatable); names as in --json")
+    conformance.add_argument("--passphrase-file", metavar="F",
+                             help="the passphrase of an encrypted --key (mode 0600)")
+    conformance.add_argument("--json", action="store_true",
+                             help="one JSON object per case, then a summary object")
+    conformance.set_defaults(handler=cmd_conformance)
     return parser
