@@ -19,7 +19,6 @@ Judging rests on three observations, each defined by the specification:
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import time
@@ -57,7 +56,6 @@ from ._wire import (
 
 __all__ = ["CaseFailed", "CaseSkipped", "Peer", "unpack_envelope"]
 
-logger = logging.getLogger("hotline.conformance")
 
 #: How long an implementation may take to end a connection after a bad input.
 REFUSAL_TIMEOUT = 5.0

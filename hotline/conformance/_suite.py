@@ -14,7 +14,7 @@ import trio
 from .._errors import HotlineError
 from .._keys import Identity, PublicKey
 from ._cases import CASES, CONNECT, LISTEN, Case
-from ._peer import CaseFailed, CaseSkipped, Peer, logger
+from ._peer import CaseFailed, CaseSkipped, Peer
 
 __all__ = ["CaseResult", "print_result", "print_summary", "run_suite"]
 
@@ -62,9 +62,7 @@ async def run_case(peer: Peer, case: Case, *, timeout: float = CASE_TIMEOUT) -> 
             status, detail = FAIL, f"{type(exc).__name__}: {exc}"
     if scope.cancelled_caught:
         status, detail = FAIL, f"the case did not finish within {timeout:g} s"
-    result = CaseResult(case, status, detail, trio.current_time() - start)
-    logger.info("%s %s: %s %s", case.section, case.name, status, detail)
-    return result
+    return CaseResult(case, status, detail, trio.current_time() - start)
 
 
 async def run_suite(
