@@ -51,8 +51,8 @@ __all__ = ["Listener", "open_listener"]
 
 logger = logging.getLogger("hotline")
 
-#: Seconds a new connection has to deliver the first handshake message (one frame of about
-#: 108 bytes, sent by a real initiator as soon as TCP connects). Two seconds cover a slow path
+#: Seconds a new connection has to deliver the first handshake message (one frame of 142
+#: bytes, sent by a real initiator as soon as TCP connects). Two seconds cover a slow path
 #: and one retransmission of that segment (TCP's first retransmission timeout is 1 s, RFC
 #: 6298); an idle connection is not allowed the whole ``handshake_timeout`` (10 s), which would
 #: let one slot be held with a connection every 10 s.
