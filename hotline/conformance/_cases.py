@@ -508,16 +508,22 @@ def burst(peer: Peer, count: int, tag: str) -> list[Any]:
     return messages
 
 
+async def deliver_burst(peer: Peer, session: Session, messages: list[Any]) -> None:
+    """Send ``messages`` as one burst (only the last signed) and wait until the delivered
+    receipt covers them all."""
+    for message in messages[:-1]:
+        await peer.send_message(session, message, signature=b"")
+    await peer.send_message(session, messages[-1])
+    for message in messages:
+        peer.commit(message)
+    await peer.await_delivered(session, peer.seq, peer.head)
+
+
 @case("8.1", "burst: an unsigned run covered by a signature is accepted")
 async def case_burst_accepted(peer: Peer) -> None:
     messages = burst(peer, 4, "burst")
     async with peer.opened() as session:
-        for message in messages[:-1]:
-            await peer.send_message(session, message, signature=b"")
-        await peer.send_message(session, messages[-1])
-        for message in messages:
-            peer.commit(message)
-        await peer.await_delivered(session, peer.seq, peer.head)
+        await deliver_burst(peer, session, messages)
         await peer.goodbye(session)
 
 
@@ -533,12 +539,7 @@ async def case_burst_cut(peer: Peer) -> None:
         await peer.goodbye(session)
     async with peer.opened() as session:
         # Section 8: the run is resent with the signature that covers it.
-        for message in messages[:-1]:
-            await peer.send_message(session, message, signature=b"")
-        await peer.send_message(session, messages[-1])
-        for message in messages:
-            peer.commit(message)
-        await peer.await_delivered(session, peer.seq, peer.head)
+        await deliver_burst(peer, session, messages)
         await peer.goodbye(session)
 
 
