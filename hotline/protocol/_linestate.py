@@ -24,7 +24,6 @@ that a peer that never acknowledges does not make this state grow with every mes
 
 from __future__ import annotations
 
-import dataclasses
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,19 +109,22 @@ class LineState:
         """An independent copy. Without ``outbox``, only the marks (no pending messages, no
         sent heads): enough to validate a store batch, whose checks read only the marks, and
         cheap however many messages wait for a peer that is away."""
-        # replace() copies every field, so one added later cannot be left out.
-        return dataclasses.replace(
-            self,
-            pending=deque(self.pending) if outbox else deque(),
-            sent_heads=dict(self.sent_heads) if outbox else {},
-        )
+        state = self.successor()
+        state.pending = deque(self.pending) if outbox else deque()
+        state.sent_heads = dict(self.sent_heads) if outbox else {}
+        return state
 
     def successor(self) -> LineState:
         """A copy of the marks that takes over this state's outbox (``pending`` and
         ``sent_heads`` are shared, not copied): for a single writer that applies a batch to
         it and then uses it in place of this one, at a cost independent of the outbox size.
         This state must not be used once the successor has changed."""
-        return dataclasses.replace(self)
+        # Every field, so one added later cannot be left out; a shallow copy of the instance
+        # dictionary, several times cheaper than dataclasses.replace(), which runs __init__
+        # (the committer makes two or three of these per commit).
+        state = object.__new__(LineState)
+        state.__dict__.update(self.__dict__)
+        return state
 
     def head_of_sent(self, seq: int) -> bytes | None:
         """The chain head after our message ``seq``, if this state (or its store) knows it."""

@@ -306,7 +306,8 @@ def cover_message(identity: Identity, message: SignedMessage) -> SignedMessage:
     if message.envelope[35:69] != b"\xc4\x20" + identity.public_key.raw:
         raise LocalProtocolError("a message is signed by the sender its envelope names")
     signature = identity.sign(DOMAIN_MESSAGE + message.envelope)
-    return dataclasses.replace(message, signature=signature)
+    return SignedMessage(message.seq, message.timestamp, message.prev, message.body,
+                         message.envelope, signature, message.hash)
 
 
 def sign_message(
