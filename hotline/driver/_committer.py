@@ -22,11 +22,24 @@ The peer's receipts are the exception: checked by the connection, they move the 
 successor swapped in at once, as for a commit) when they arrive and join the batch to be
 stored, but alone they do not start a commit: they wait up to 50 ms for one that stores
 something else (a commit per receipt would make the next send() wait behind it).
+
+Where a commit runs. A store whose commits wait on the disk is committed in a worker thread,
+so that the event loop goes on (the line's other tasks, other lines, the next batch filling)
+while the fsync waits. The thread costs two switches, which on the latency path (one
+message in flight, send() to delivered receipt) cost as much as a commit itself. So a commit
+runs on the event loop instead when the store has been idle (the committer waited for this
+batch at least as long as its last commit took: nothing is gathering behind a commit, so
+nothing gains from overlapping with it) and the store says its commits are short
+(``Store.short_commits``). What that costs other lines of the process is the loop's time
+blocked in such commits, so it is bounded process-wide: commits on the loop may take at
+most ``LOOP_COMMIT_SHARE`` of the elapsed time (in blocks of one commit, with at most
+``LOOP_COMMIT_BURST`` in a row); past that, commits go to a thread again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -56,7 +69,49 @@ logger = logging.getLogger("hotline")
 #: and the peer, dropping the duplicates, sends its latest delivered receipt again.
 PEER_RECEIPT_DELAY = 0.05
 
+#: The share of the event loop's time that commits made on it may take, process-wide, and the
+#: most that may be spent at once after a quiet spell (seconds).
+LOOP_COMMIT_SHARE = 0.5
+LOOP_COMMIT_BURST = 0.005
+
 _T = TypeVar("_T")
+
+#: What commits are timed with: real time (a test's virtual clock does not move while a
+#: commit blocks the loop). Tests replace it to decide the durations themselves.
+real_time: Callable[[], float] = time.perf_counter
+
+
+class _LoopCommitBudget:
+    """A token bucket of event-loop seconds for commits made on the loop, shared by every
+    line of one trio run (what a commit there costs is every other task's wait)."""
+
+    __slots__ = ("_at", "_seconds")
+
+    def __init__(self) -> None:
+        self._seconds = LOOP_COMMIT_BURST
+        self._at = real_time()
+
+    def allows(self) -> bool:
+        now = real_time()
+        self._seconds = min(LOOP_COMMIT_BURST,
+                            self._seconds + (now - self._at) * LOOP_COMMIT_SHARE)
+        self._at = now
+        return self._seconds > 0
+
+    def spend(self, seconds: float) -> None:
+        self._seconds -= seconds
+
+
+_loop_budget: trio.lowlevel.RunVar[_LoopCommitBudget] = trio.lowlevel.RunVar("loop_commit")
+
+
+def _budget() -> _LoopCommitBudget:
+    try:
+        return _loop_budget.get()
+    except LookupError:
+        budget = _LoopCommitBudget()
+        _loop_budget.set(budget)
+        return budget
 
 
 async def usable_or_cancelled(check_usable: Callable[[], None]) -> None:
@@ -151,6 +206,10 @@ class Committer:
         self._inflight: Commit | None = None
         self._ack_target: tuple[int, bytes] | None = None
         self._initiation_used = 0  # The newest handshake timestamp handed out, maybe unstored.
+        # How long the last commit took (seconds, real time): an idle spell at least as long
+        # lets the next one run on the event loop (see the module docstring).
+        self._commit_seconds = 0.0
+        self._may_commit_on_loop = store.commits_block and getattr(store, "short_commits", False)
 
     async def store_call(self, fn: Callable[..., _T], *args: object) -> _T:
         async with self._store_lock:
@@ -236,10 +295,12 @@ class Committer:
 
     async def _commit_forever(self) -> None:
         while True:
+            waiting_since = real_time()
             with trio.CancelScope() as self._alarm:
                 if self._receipts_due is not None:
                     self._alarm.deadline = self._receipts_due
                 await self._wanted.wait()
+            idle = real_time() - waiting_since >= self._commit_seconds
             self._wanted = trio.Event()
             self._receipts_due = None
             batch, done = self.batch, self.batch_done
@@ -248,7 +309,7 @@ class Committer:
             self._stage(batch)
             if batch:
                 try:
-                    await self.store_call(self.store.commit, batch)
+                    await self._commit(batch, idle=idle)
                 except Exception as exc:
                     # The line cannot go on without its store: stop it, and let open_line
                     # raise this one error (run() wakes everyone waiting on the batch).
@@ -262,6 +323,22 @@ class Committer:
             # Not kept while the next commit is awaited: the envelopes it holds are stored,
             # and the inbox keeps only their bodies.
             del batch
+
+    async def _commit(self, batch: Batch, *, idle: bool) -> None:
+        """Store ``batch``: on the event loop when the store was idle and the process-wide
+        budget allows (see the module docstring), else as ``store_call`` does."""
+        if not (self._may_commit_on_loop and idle and _budget().allows()):
+            started = real_time()
+            await self.store_call(self.store.commit, batch)
+            self._commit_seconds = real_time() - started
+            return
+        async with self._store_lock:
+            started = real_time()
+            try:
+                self.store.commit(batch)
+            finally:
+                self._commit_seconds = real_time() - started
+                _budget().spend(self._commit_seconds)
 
     def _stage(self, batch: Batch) -> None:
         """Check ``batch`` on a copy of the state's marks and sign our receipts there.

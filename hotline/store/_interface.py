@@ -15,8 +15,9 @@ resume (:class:`~hotline.LineState`). The driver talks to it through four calls:
 - :meth:`Store.inbox` to re-read held messages the application has not acknowledged.
 - :meth:`Store.transcript` for the offline verifier and ``hotline log``.
 
-All methods are synchronous. A driver runs them off its event loop (a worker thread),
-one at a time.
+All methods are synchronous. A driver runs them one at a time, off its event loop (a worker
+thread) when they wait on the disk, except the short commits described at
+:attr:`Store.short_commits`.
 """
 
 from __future__ import annotations
@@ -92,7 +93,14 @@ class Store(Protocol):
 
     commits_block: bool
     """True when :meth:`commit` and :meth:`load` wait on the disk: the trio driver then calls
-    them in a worker thread, so they never stall the event loop."""
+    them in a worker thread, so they never stall the event loop for long."""
+
+    short_commits: bool
+    """True when a commit of a few records takes about one fsync (a millisecond or so): the
+    trio driver may then make a commit on its event loop when the line's store has been idle,
+    within a process-wide share of the loop's time (see ``hotline.driver._committer``), to
+    save the two thread switches of a worker thread on the latency path. Optional: a store
+    without the attribute is treated as False, every blocking commit in a worker thread."""
 
     def load(self, identity: PublicKey, peer: PublicKey) -> LineState:
         """Return the line's state; a new store takes these keys, another store must match.

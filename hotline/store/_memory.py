@@ -25,6 +25,9 @@ class MemoryStore:
     """
 
     commits_block = False
+    # Never blocks, so never sent to a thread anyway; False keeps a subclass that makes its
+    # commits block (a test's held store) in a worker thread.
+    short_commits = False
 
     def __init__(self) -> None:
         self._keys: tuple[PublicKey, PublicKey] | None = None

@@ -104,6 +104,7 @@ class SQLiteStore:
     """
 
     commits_block = True
+    short_commits = True  # A WAL append and one fsync.
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
         self._open(path, synchronous, writing=True)

@@ -1,0 +1,126 @@
+"""Where a line's commit runs: on the event loop when the store has been idle, else in a thread.
+
+The store here records the thread each commit ran in and, instead of sleeping, moves a fake
+real-time clock by the time a commit "takes"; the test moves the same clock for the time the
+line stays idle. So whether the committer waited at least as long as its last commit took,
+and what is left of the process-wide budget, are decided by the test, not by the machine.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import trio
+
+from hotline import Identity, MemoryStore, open_line
+from hotline.driver import _committer
+from hotline.store import Batch
+
+A = Identity.from_seed(bytes([0x6A]) * 32, "a")
+B = Identity.from_seed(bytes([0x6B]) * 32, "b")
+
+COMMIT_SECONDS = 0.002
+"""What one commit takes on the fake clock: a little under half the budget's burst."""
+
+
+class FakeRealTime:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TimedStore(MemoryStore):
+    """A store whose commits block (as SQLite's do) and take ``COMMIT_SECONDS`` of ``clock``."""
+
+    commits_block = True
+
+    def __init__(self, clock: FakeRealTime, *, short: bool = True) -> None:
+        super().__init__()
+        self.short_commits = short
+        self.clock = clock
+        self.on_loop: list[bool] = []  # Per commit of our messages: run on the loop's thread?
+
+    def commit(self, batch: Batch) -> None:
+        if batch.sent:
+            self.on_loop.append(threading.current_thread() is threading.main_thread())
+        self.clock.now += COMMIT_SECONDS
+        super().commit(batch)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeRealTime:
+    fake = FakeRealTime()
+    monkeypatch.setattr(_committer, "real_time", fake)
+    return fake
+
+
+async def test_a_commit_after_an_idle_spell_runs_on_the_loop(clock: FakeRealTime) -> None:
+    store = TimedStore(clock)
+    async with open_line(A, B.public_key, store=store) as line:
+        for _ in range(3):
+            clock.now += 1.0  # Idle far longer than a commit takes, and the budget refills.
+            await line.send(b"one at a time")
+    assert store.on_loop == [True, True, True]
+
+
+async def test_a_commit_with_work_waiting_behind_the_last_one_goes_to_a_thread(
+    clock: FakeRealTime,
+) -> None:
+    """Queued at once after a commit, with no idle spell: a thread, so that the next batch
+    can fill while the fsync waits."""
+    store = TimedStore(clock)
+    async with open_line(A, B.public_key, store=store) as line:
+        clock.now += 1.0
+        await line.send(b"first")
+        await line.send(b"second, with no idle spell")
+        clock.now += COMMIT_SECONDS / 2  # Idle, but not as long as the last commit took.
+        await line.send(b"third")
+        clock.now += COMMIT_SECONDS * 2
+        await line.send(b"fourth")
+    assert store.on_loop == [True, False, False, True]
+
+
+async def test_the_process_wide_budget_bounds_commits_on_the_loop(
+    clock: FakeRealTime,
+) -> None:
+    """Two lines of one process share the budget: commits on the loop take at most the burst
+    plus LOOP_COMMIT_SHARE of the time elapsed (the last one may overdraw it), and once it is
+    spent, commits go to a thread until idle time has refilled it.
+
+    Each line, taking turns with the other, waits as long as the other's commit, so each is
+    idle enough by its own measure; together they would keep the loop blocked all the time."""
+    store_a, store_b = TimedStore(clock), TimedStore(clock)
+    share, burst = _committer.LOOP_COMMIT_SHARE, _committer.LOOP_COMMIT_BURST
+    async with (
+        open_line(A, B.public_key, store=store_a) as line_a,
+        open_line(B, A.public_key, store=store_b) as line_b,
+    ):
+        clock.now += 1.0
+        began = clock.now
+        rounds = 40
+        for n in range(rounds):
+            await (line_a if n % 2 == 0 else line_b).send(b"x")
+        elapsed = clock.now - began
+        on_loop = store_a.on_loop + store_b.on_loop
+        assert len(on_loop) == rounds
+        assert store_a.on_loop[0]
+        assert not all(on_loop)
+        assert sum(on_loop) * COMMIT_SECONDS <= burst + share * elapsed + COMMIT_SECONDS
+        # A long quiet spell refills it (never above the burst).
+        clock.now += burst / share + 1.0
+        await line_a.send(b"after a quiet spell")
+        assert store_a.on_loop[-1]
+
+
+async def test_a_store_without_short_commits_always_commits_in_a_thread(
+    clock: FakeRealTime,
+) -> None:
+    store = TimedStore(clock, short=False)
+    async with open_line(A, B.public_key, store=store) as line:
+        for _ in range(3):
+            clock.now += 1.0
+            await line.send(b"x")
+    assert store.on_loop == [False, False, False]
