@@ -83,36 +83,53 @@ async def test_a_commit_with_work_waiting_behind_the_last_one_goes_to_a_thread(
     assert store.on_loop == [True, False, False, True]
 
 
-async def test_the_process_wide_budget_bounds_commits_on_the_loop(
-    clock: FakeRealTime,
-) -> None:
-    """Two lines of one process share the budget: commits on the loop take at most the burst
-    plus LOOP_COMMIT_SHARE of the time elapsed (the last one may overdraw it), and once it is
-    spent, commits go to a thread until idle time has refilled it.
-
-    Each line, taking turns with the other, waits as long as the other's commit, so each is
-    idle enough by its own measure; together they would keep the loop blocked all the time."""
+async def test_idle_means_the_whole_process_idle(clock: FakeRealTime) -> None:
+    """Two lines of one process taking turns: each waited as long as the other's commit, so
+    each alone would look idle, but together they keep the loop busy with commits: after the
+    first, theirs go to threads until the process has been idle as long as a commit."""
     store_a, store_b = TimedStore(clock), TimedStore(clock)
-    share, burst = _committer.LOOP_COMMIT_SHARE, _committer.LOOP_COMMIT_BURST
     async with (
         open_line(A, B.public_key, store=store_a) as line_a,
         open_line(B, A.public_key, store=store_b) as line_b,
     ):
         clock.now += 1.0
-        began = clock.now
-        rounds = 40
-        for n in range(rounds):
-            await (line_a if n % 2 == 0 else line_b).send(b"x")
-        elapsed = clock.now - began
-        on_loop = store_a.on_loop + store_b.on_loop
-        assert len(on_loop) == rounds
-        assert store_a.on_loop[0]
-        assert not all(on_loop)
-        assert sum(on_loop) * COMMIT_SECONDS <= burst + share * elapsed + COMMIT_SECONDS
-        # A long quiet spell refills it (never above the burst).
-        clock.now += burst / share + 1.0
-        await line_a.send(b"after a quiet spell")
-        assert store_a.on_loop[-1]
+        for _ in range(3):
+            await line_a.send(b"x")
+            await line_b.send(b"y")
+        clock.now += COMMIT_SECONDS
+        await line_a.send(b"after an idle spell")
+        await line_b.send(b"y")
+    assert store_a.on_loop == [True, False, False, True]
+    assert store_b.on_loop == [False, False, False, False]
+
+
+async def test_no_commit_on_the_loop_while_another_is_in_a_thread(clock: FakeRealTime) -> None:
+    held = TimedStore(clock, short=False)
+    gate = threading.Event()
+    original = held.commit
+
+    def commit_when_released(batch: Batch) -> None:
+        gate.wait(10)
+        original(batch)
+
+    held.commit = commit_when_released  # type: ignore[method-assign]
+    store = TimedStore(clock)
+    async with (
+        open_line(A, B.public_key, store=held) as line_held,
+        open_line(B, A.public_key, store=store) as line,
+    ):
+        clock.now += 1.0
+        outgoing = line_held.send_nowait(b"held in its thread")
+        with trio.fail_after(10):
+            while not _committer._commits().in_threads:
+                await trio.sleep(0.001)
+        await line.send(b"while the other commit waits in its thread")
+        gate.set()
+        await outgoing.stored()
+        clock.now += 10.0  # Longer than any commit so far, however the test's time went.
+        await line.send(b"after it")
+    assert held.on_loop == [False]
+    assert store.on_loop == [False, True]
 
 
 async def test_a_store_without_short_commits_always_commits_in_a_thread(

@@ -27,13 +27,13 @@ Where a commit runs. A store whose commits wait on the disk is committed in a wo
 so that the event loop goes on (the line's other tasks, other lines, the next batch filling)
 while the fsync waits. The thread costs two switches, which on the latency path (one
 message in flight, send() to delivered receipt) cost as much as a commit itself. So a commit
-runs on the event loop instead when the store has been idle (the committer waited for this
-batch at least as long as its last commit took: nothing is gathering behind a commit, so
-nothing gains from overlapping with it) and the store says its commits are short
-(``Store.short_commits``). What that costs other lines of the process is the loop's time
-blocked in such commits, so it is bounded process-wide: commits on the loop may take at
-most ``LOOP_COMMIT_SHARE`` of the elapsed time (in blocks of one commit, with at most
-``LOOP_COMMIT_BURST`` in a row); past that, commits go to a thread again.
+runs on the event loop instead when the process's commits are idle: none is in a thread, and
+none has ended for at least as long as the last one took (nothing is gathering behind a
+commit, in this line or another, so nothing gains from overlapping with it), and the store
+says its commits are short (``Store.short_commits``). What that costs the process's other
+tasks is the loop's time blocked in such commits: one commit at a time, and, as each follows
+an idle spell at least as long as the commit before it, at most about half of the time
+(``python -m bench.loop_commits`` measures both sides of the trade).
 """
 
 from __future__ import annotations
@@ -69,11 +69,6 @@ logger = logging.getLogger("hotline")
 #: and the peer, dropping the duplicates, sends its latest delivered receipt again.
 PEER_RECEIPT_DELAY = 0.05
 
-#: The share of the event loop's time that commits made on it may take, process-wide, and the
-#: most that may be spent at once after a quiet spell (seconds).
-LOOP_COMMIT_SHARE = 0.5
-LOOP_COMMIT_BURST = 0.005
-
 _T = TypeVar("_T")
 
 #: What commits are timed with: real time (a test's virtual clock does not move while a
@@ -81,37 +76,33 @@ _T = TypeVar("_T")
 real_time: Callable[[], float] = time.perf_counter
 
 
-class _LoopCommitBudget:
-    """A token bucket of event-loop seconds for commits made on the loop, shared by every
-    line of one trio run (what a commit there costs is every other task's wait)."""
+class _ProcessCommits:
+    """The commits of every line of one trio run: whether one may run on the event loop."""
 
-    __slots__ = ("_at", "_seconds")
+    __slots__ = ("_last_end", "_last_seconds", "in_threads")
 
     def __init__(self) -> None:
-        self._seconds = LOOP_COMMIT_BURST
-        self._at = real_time()
+        self.in_threads = 0
+        self._last_end = self._last_seconds = 0.0
 
-    def allows(self) -> bool:
-        now = real_time()
-        self._seconds = min(LOOP_COMMIT_BURST,
-                            self._seconds + (now - self._at) * LOOP_COMMIT_SHARE)
-        self._at = now
-        return self._seconds > 0
+    def idle(self) -> bool:
+        return not self.in_threads and real_time() - self._last_end >= self._last_seconds
 
-    def spend(self, seconds: float) -> None:
-        self._seconds -= seconds
+    def ended(self, started: float) -> None:
+        self._last_end = real_time()
+        self._last_seconds = self._last_end - started
 
 
-_loop_budget: trio.lowlevel.RunVar[_LoopCommitBudget] = trio.lowlevel.RunVar("loop_commit")
+_process_commits: trio.lowlevel.RunVar[_ProcessCommits] = trio.lowlevel.RunVar("commits")
 
 
-def _budget() -> _LoopCommitBudget:
+def _commits() -> _ProcessCommits:
     try:
-        return _loop_budget.get()
+        return _process_commits.get()
     except LookupError:
-        budget = _LoopCommitBudget()
-        _loop_budget.set(budget)
-        return budget
+        commits = _ProcessCommits()
+        _process_commits.set(commits)
+        return commits
 
 
 async def usable_or_cancelled(check_usable: Callable[[], None]) -> None:
@@ -206,9 +197,6 @@ class Committer:
         self._inflight: Commit | None = None
         self._ack_target: tuple[int, bytes] | None = None
         self._initiation_used = 0  # The newest handshake timestamp handed out, maybe unstored.
-        # How long the last commit took (seconds, real time): an idle spell at least as long
-        # lets the next one run on the event loop (see the module docstring).
-        self._commit_seconds = 0.0
         self._may_commit_on_loop = store.commits_block and getattr(store, "short_commits", False)
 
     async def store_call(self, fn: Callable[..., _T], *args: object) -> _T:
@@ -295,12 +283,10 @@ class Committer:
 
     async def _commit_forever(self) -> None:
         while True:
-            waiting_since = real_time()
             with trio.CancelScope() as self._alarm:
                 if self._receipts_due is not None:
                     self._alarm.deadline = self._receipts_due
                 await self._wanted.wait()
-            idle = real_time() - waiting_since >= self._commit_seconds
             self._wanted = trio.Event()
             self._receipts_due = None
             batch, done = self.batch, self.batch_done
@@ -309,7 +295,7 @@ class Committer:
             self._stage(batch)
             if batch:
                 try:
-                    await self._commit(batch, idle=idle)
+                    await self._commit(batch)
                 except Exception as exc:
                     # The line cannot go on without its store: stop it, and let open_line
                     # raise this one error (run() wakes everyone waiting on the batch).
@@ -324,21 +310,24 @@ class Committer:
             # and the inbox keeps only their bodies.
             del batch
 
-    async def _commit(self, batch: Batch, *, idle: bool) -> None:
-        """Store ``batch``: on the event loop when the store was idle and the process-wide
-        budget allows (see the module docstring), else as ``store_call`` does."""
-        if not (self._may_commit_on_loop and idle and _budget().allows()):
-            started = real_time()
-            await self.store_call(self.store.commit, batch)
-            self._commit_seconds = real_time() - started
-            return
-        async with self._store_lock:
-            started = real_time()
-            try:
-                self.store.commit(batch)
-            finally:
-                self._commit_seconds = real_time() - started
-                _budget().spend(self._commit_seconds)
+    async def _commit(self, batch: Batch) -> None:
+        """Store ``batch``: on the event loop when the process's commits are idle (see the
+        module docstring), else as ``store_call`` does."""
+        commits = _commits()
+        on_loop = self._may_commit_on_loop and commits.idle()
+        started = real_time()
+        try:
+            if on_loop:
+                async with self._store_lock:
+                    self.store.commit(batch)
+            else:
+                commits.in_threads += 1
+                try:
+                    await self.store_call(self.store.commit, batch)
+                finally:
+                    commits.in_threads -= 1
+        finally:
+            commits.ended(started)
 
     def _stage(self, batch: Batch) -> None:
         """Check ``batch`` on a copy of the state's marks and sign our receipts there.
