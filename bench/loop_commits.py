@@ -8,8 +8,9 @@ dialling process holds every line's sending end. Two scenes, each run with commi
 allowed (``on``) and never made (``off``, every blocking commit in a worker thread),
 alternately, ``--rounds`` times:
 
-- ``latency``: ``--lines`` lines in one process, each sending one 1 KiB message at a time
-  and waiting for its delivered receipt; the median over all lines' messages.
+- ``latency``: one line, then ``--lines`` lines in one process, each sending one 1 KiB
+  message at a time and waiting for its delivered receipt; the median over all lines'
+  messages.
 - ``mixed``: one line sends as fast as 64 concurrent ``send()`` allow (messages per second)
   while another, in the same process, sends one message at a time (its median latency): what
   a latency line's commits on the loop cost a busy neighbour, and the other way round.
@@ -178,17 +179,17 @@ def main() -> None:
         _set_mode(mode)
         trio.run(_listen, json.loads(ports), Path(folder))
         return
-    for scene in ("latency", "mixed"):
+    for scene, lines in (("latency", 1), ("latency", args.lines), ("mixed", 2)):
         figures: dict[str, dict[str, list[float]]] = {"on": {}, "off": {}}
         for _ in range(args.rounds):
             for mode in ("on", "off"):
-                for name, value in _run_once(scene, mode, args.lines, args.seconds,
+                for name, value in _run_once(scene, mode, lines, args.seconds,
                                              args.tmpdir).items():
                     figures[mode].setdefault(name, []).append(value)
         for name in figures["on"]:
             on = statistics.median(figures["on"][name])
             off = statistics.median(figures["off"][name])
-            what = f"{args.lines} lines" if scene == "latency" else "bulk + one-at-a-time"
+            what = f"{lines} lines" if scene == "latency" else "bulk + one-at-a-time"
             print(f"{scene:8} ({what}) {name:15} on {on:9.3f}  off {off:9.3f}"
                   f"  on/off {on / off:.2f}")
 
