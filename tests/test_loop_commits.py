@@ -41,12 +41,13 @@ class TimedStore(MemoryStore):
         super().__init__()
         self.short_commits = short
         self.clock = clock
+        self.takes = COMMIT_SECONDS
         self.on_loop: list[bool] = []  # Per commit of our messages: run on the loop's thread?
 
     def commit(self, batch: Batch) -> None:
         if batch.sent:
             self.on_loop.append(threading.current_thread() is threading.main_thread())
-        self.clock.now += COMMIT_SECONDS
+        self.clock.now += self.takes
         super().commit(batch)
 
 
@@ -130,6 +131,23 @@ async def test_no_commit_on_the_loop_while_another_is_in_a_thread(clock: FakeRea
         await line.send(b"after it")
     assert held.on_loop == [False]
     assert store.on_loop == [False, True]
+
+
+async def test_after_a_slow_commit_commits_stay_in_threads_until_one_is_quick(
+    clock: FakeRealTime,
+) -> None:
+    """A disk that stalls blocks the loop once, not at every idle spell."""
+    store = TimedStore(clock)
+    async with open_line(A, B.public_key, store=store) as line:
+        clock.now += 1.0
+        store.takes = 0.5  # A stalled fsync: half a second.
+        await line.send(b"stalls the loop")
+        store.takes = COMMIT_SECONDS
+        clock.now += 10.0  # However long the line then stays idle.
+        await line.send(b"in a thread, where it is quick")
+        clock.now += 10.0
+        await line.send(b"the last one was quick again: on the loop")
+    assert store.on_loop == [True, False, True]
 
 
 async def test_a_store_without_short_commits_always_commits_in_a_thread(

@@ -33,7 +33,9 @@ commit, in this line or another, so nothing gains from overlapping with it), and
 says its commits are short (``Store.short_commits``). What that costs the process's other
 tasks is the loop's time blocked in such commits: one commit at a time, and, as each follows
 an idle spell at least as long as the commit before it, at most about half of the time
-(``python -m bench.loop_commits`` measures both sides of the trade).
+(``python -m bench.loop_commits`` measures both sides of the trade). A disk that stalls
+stalls the loop, heartbeats included, once: after a commit slower than
+``LOOP_COMMIT_LIMIT``, commits stay in threads until one is quick again.
 """
 
 from __future__ import annotations
@@ -69,6 +71,10 @@ logger = logging.getLogger("hotline")
 #: and the peer, dropping the duplicates, sends its latest delivered receipt again.
 PEER_RECEIPT_DELAY = 0.05
 
+#: A commit slower than this (seconds) sends the next ones to worker threads until one is
+#: quick again: a disk that takes this long is not one whose commits are short.
+LOOP_COMMIT_LIMIT = 0.005
+
 _T = TypeVar("_T")
 
 #: What commits are timed with: real time (a test's virtual clock does not move while a
@@ -86,7 +92,8 @@ class _ProcessCommits:
         self._last_end = self._last_seconds = 0.0
 
     def idle(self) -> bool:
-        return not self.in_threads and real_time() - self._last_end >= self._last_seconds
+        return (not self.in_threads and self._last_seconds <= LOOP_COMMIT_LIMIT
+                and real_time() - self._last_end >= self._last_seconds)
 
     def ended(self, started: float) -> None:
         self._last_end = real_time()
