@@ -207,9 +207,11 @@ class Committer:
         self._may_commit_on_loop = store.commits_block and getattr(store, "short_commits", False)
 
     async def store_call(self, fn: Callable[..., _T], *args: object) -> _T:
+        if not self.store.commits_block:
+            # Never called from a thread, so nothing to wait for: no lock, and no scheduling
+            # round (acquiring even a free trio.Lock is one).
+            return fn(*args)
         async with self._store_lock:
-            if not self.store.commits_block:
-                return fn(*args)
             return await trio.to_thread.run_sync(fn, *args)
 
     async def load(self, me: PublicKey, peer: PublicKey) -> LineState:
@@ -321,12 +323,13 @@ class Committer:
         """Store ``batch``: on the event loop when the process's commits are idle (see the
         module docstring), else as ``store_call`` does."""
         commits = _commits()
-        on_loop = self._may_commit_on_loop and commits.idle()
+        # The lock is free unless an inbox read is in a thread; then so is this commit.
+        on_loop = (self._may_commit_on_loop and not self._store_lock.locked()
+                   and commits.idle())
         started = real_time()
         try:
             if on_loop:
-                async with self._store_lock:
-                    self.store.commit(batch)
+                self.store.commit(batch)  # Nothing awaits: no other call can begin meanwhile.
             else:
                 commits.in_threads += 1
                 try:
