@@ -8,20 +8,110 @@ bounded by ``trio.fail_after``.
 
 from __future__ import annotations
 
+import functools
 import socket
 
 import pytest
 import trio
 import trio.testing
 
-from hotline import Identity, Liveness, MemoryStore, open_line
+from hotline import Config, Identity, Liveness, MemoryStore, open_line
 from hotline.driver._network import as_connector, connect_failure
+from hotline.testing import StreamWrapper
 
 A = Identity.from_seed(bytes([0xA1]) * 32, "a")
 B = Identity.from_seed(bytes([0xB2]) * 32, "b")
 
 REFUSED = "connection refused: nothing listens on that port"
 LIMIT = 10.0
+
+
+class Writers(StreamWrapper):
+    """Records which task makes each write; from write number ``stuck_from`` on (counting
+    from 0), a write never completes, as to a peer that has stopped reading."""
+
+    def __init__(self, inner: trio.abc.Stream, stuck_from: int | None = None) -> None:
+        super().__init__(inner)
+        self.tasks: list[trio.lowlevel.Task] = []
+        self.stuck_from = stuck_from
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.tasks.append(trio.lowlevel.current_task())
+        if self.stuck_from is not None and len(self.tasks) > self.stuck_from:
+            await trio.sleep_forever()
+        await self.inner.send_all(data)
+
+
+async def _run(line: object, stream: trio.abc.Stream, initiator: bool,
+               runners: dict[bool, trio.lowlevel.Task]) -> None:
+    runners[initiator] = trio.lowlevel.current_task()
+    await line.run_stream(stream, initiator=initiator)  # type: ignore[attr-defined]
+
+
+async def test_the_answer_and_the_opening_pings_are_written_by_the_accepting_task(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # The initiator waits on the responder's answer: it must not wait for the session's
+    # writer task to be scheduled first. Each side's first write after the handshake (the
+    # responder's carries its answer) comes from the task that accepted the connection.
+    end_a, end_b = trio.testing.memory_stream_pair()
+    tap_a, tap_b = Writers(end_a), Writers(end_b)
+    runners: dict[bool, trio.lowlevel.Task] = {}
+    async with open_line(A, B.public_key, store=MemoryStore()) as line_a, \
+            open_line(B, A.public_key, store=MemoryStore()) as line_b, \
+            trio.open_nursery() as nursery:
+        nursery.start_soon(_run, line_a, tap_a, True, runners)
+        nursery.start_soon(_run, line_b, tap_b, False, runners)
+        await line_a.wait_liveness(Liveness.UP)
+        await line_b.wait_liveness(Liveness.UP)
+        await trio.sleep(0.5)  # Both openings are written by now.
+        # The initiator: message 1 (during the handshake), then its opening ping.
+        assert tap_a.tasks[:2] == [runners[True], runners[True]]
+        # The responder: message 2 and its opening ping, in its first write.
+        assert tap_b.tasks[0] is runners[False]
+        # Later writes are the session writer's.
+        await trio.sleep(Config().heartbeat_interval)
+        assert tap_b.tasks[-1] is not runners[False]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_responder_whose_answer_is_not_read_gives_up_after_down_after(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    config = Config()
+    end_a, end_b = trio.testing.memory_stream_pair()
+    tap_b = Writers(end_b, stuck_from=0)  # The responder's first write is its answer.
+    async with open_line(A, B.public_key, store=MemoryStore()) as line_a, \
+            open_line(B, A.public_key, store=MemoryStore(), config=config) as line_b, \
+            trio.open_nursery() as nursery:
+        nursery.start_soon(functools.partial(line_a.run_stream, end_a, initiator=True))
+        start = trio.current_time()
+        await line_b.run_stream(tap_b, initiator=False)
+        # UP at the handshake, then down once the answer has waited down_after.
+        assert trio.current_time() - start == pytest.approx(config.down_after)
+        assert line_b.liveness is Liveness.DOWN
+        assert line_b.stats.sessions == 1
+        assert line_a.liveness is Liveness.CONNECTING  # It never had an answer.
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_responder_whose_answer_fails_ends_the_session_at_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    class Broken(StreamWrapper):
+        async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+            raise trio.BrokenResourceError("reset by the peer")
+
+    end_a, end_b = trio.testing.memory_stream_pair()
+    async with open_line(A, B.public_key, store=MemoryStore()) as line_a, \
+            open_line(B, A.public_key, store=MemoryStore()) as line_b, \
+            trio.open_nursery() as nursery:
+        nursery.start_soon(functools.partial(line_a.run_stream, end_a, initiator=True))
+        start = trio.current_time()
+        await line_b.run_stream(Broken(end_b), initiator=False)
+        assert trio.current_time() == start
+        assert line_b.liveness is Liveness.DOWN
+        nursery.cancel_scope.cancel()
 
 
 # --- dialling an address -------------------------------------------------------------

@@ -198,6 +198,8 @@ class Session:
 
     async def run(self) -> None:
         with self.scope:
+            if not await self._write_opening():
+                return
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._reader)
                 nursery.start_soon(self._writer)
@@ -217,6 +219,30 @@ class Session:
         if batch.received:
             conn.send_receipt(batch.own_receipts[-1])
         self.kick()
+
+    async def _write_opening(self) -> bool:
+        """Write what :meth:`start` produced (a responder's answer to the handshake, the
+        opening ping) before the tasks start; returns whether the session goes on.
+
+        The initiator waits on that answer, and the writer would send it only a scheduling
+        round after it is spawned. The stream is fresh, so a few hundred bytes do not block;
+        the writer's bound on a write applies all the same.
+        """
+        data = self.conn.data_to_send()
+        if not data:
+            return True
+        try:
+            with trio.move_on_after(self._config.down_after) as scope:
+                await self.stream.send_all(data)
+                self._stats.bytes_sent += len(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.end(f"the connection failed: {exc!r}")
+            return False
+        if scope.cancelled_caught:
+            self.stalled = True
+            self.end(f"the peer read nothing for {self._config.down_after:.3f} s")
+            return False
+        return True
 
     async def _writer(self) -> None:
         conn = self.conn
