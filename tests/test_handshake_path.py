@@ -16,6 +16,7 @@ import trio
 import trio.testing
 
 from hotline import Config, Identity, Liveness, MemoryStore, open_line
+from hotline.driver import Line
 from hotline.driver._network import as_connector, connect_failure
 from hotline.testing import StreamWrapper
 
@@ -185,3 +186,19 @@ async def test_a_line_dialling_an_ip_address_comes_up() -> None:
                                  connect=address) as line_a:
                 await line_a.wait_liveness(Liveness.UP)
                 await line_b.wait_liveness(Liveness.UP)
+
+
+# --- a line's set-up -----------------------------------------------------------------
+
+
+def test_lines_share_the_default_config_and_still_jitter_their_redials() -> None:
+    # A Config is validated when it is made: lines given none share one rather than each
+    # validating its own. The redial jitter's generator is made when first needed.
+    first, second = Line(A, B.public_key, MemoryStore()), Line(A, B.public_key, MemoryStore())
+    assert first.config is second.config
+    assert first.config == Config()
+    config = first.config
+    nominal = min(config.reconnect_max, config.reconnect_initial * 4)
+    delays = {first._backoff(3) for _ in range(20)}
+    assert all(nominal * (1 - config.reconnect_jitter) <= d <= nominal for d in delays)
+    assert len(delays) > 1
