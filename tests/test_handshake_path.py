@@ -202,3 +202,35 @@ def test_lines_share_the_default_config_and_still_jitter_their_redials() -> None
     delays = {first._backoff(3) for _ in range(20)}
     assert all(nominal * (1 - config.reconnect_jitter) <= d <= nominal for d in delays)
     assert len(delays) > 1
+
+
+async def test_a_listener_answers_each_call_with_a_new_ephemeral_key() -> None:
+    # The listener derives the key of its answer before message 1 arrives (off the
+    # initiator's wait); it must still be a fresh one for every call.
+    answers: list[bytes] = []
+
+    class FirstRead(StreamWrapper):
+        async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+            data = await self.inner.receive_some(max_bytes)
+            if not answers or len(answers[-1]) < 34:
+                answers[-1] += data
+            return data
+
+    with trio.fail_after(LIMIT):
+        async with open_line(B, A.public_key, store=MemoryStore(),
+                             listen=("127.0.0.1", 0)) as line_b:
+            address = line_b.listen_addresses[0]
+
+            async def connect() -> trio.abc.Stream:
+                answers.append(b"")
+                return FirstRead(await trio.open_tcp_stream(*address))
+
+            for _ in range(3):
+                async with open_line(A, B.public_key, store=MemoryStore(),
+                                     connect=connect) as line_a:
+                    await line_a.wait_liveness(Liveness.UP)
+    # Message 2 opens with its 2-byte frame length, then the responder's ephemeral key.
+    keys = [answer[2:34] for answer in answers]
+    assert len(keys) == 3
+    assert all(len(key) == 32 for key in keys)
+    assert len(set(keys)) == 3

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -186,11 +187,16 @@ class Listener:
         failure: Exception | None = None
         try:
             with slot.scope:
+                # Our ephemeral key for message 2, derived now (a scalar multiplication)
+                # while message 1 is still on its way rather than once it has arrived. A
+                # caller that sends nothing costs no more than one that sends 142 bytes of
+                # anything, which costs a Diffie-Hellman before it fails.
                 conn = Connection.respond(
                     self.identity,
                     self._known,
                     now=trio.current_time(),
                     config=self.config,
+                    ephemeral=os.urandom(32),
                 )
                 hello = await authenticate(stream, conn)
         except (HotlineError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
