@@ -11,11 +11,12 @@ its live session.
 Strangers cost little and cannot pile up: at most ``max_pending_handshakes`` connections may
 be unauthenticated at once, and the core buffers at most one Noise message per connection
 before it authenticates. A responder sends nothing to an unknown or replayed initiator.
-Handshakes cost two Diffie-Hellman operations each, so each source may start at most
-``handshake_rate`` of them per second with bursts of ``handshake_burst`` (WireGuard's figures:
-20 per second, burst 5); connections beyond that are closed before any work is done. The same
-rate applies per peer key once a handshake authenticates (WireGuard limits each peer too), so
-one key calling from many addresses cannot churn its line's session.
+Handshakes cost three X25519 operations each before the caller is known (our ephemeral
+key, derived as the connection is accepted, and two Diffie-Hellman), so each source may start
+at most ``handshake_rate`` of them per second with bursts of ``handshake_burst`` (WireGuard's
+figures: 20 per second, burst 5); connections beyond that are closed before any work is done.
+The same rate applies per peer key once a handshake authenticates (WireGuard limits each peer
+too), so one key calling from many addresses cannot churn its line's session.
 
 The pending table is shared, so nobody may hold it: a *source* (an IPv4 address, or an IPv6
 /64, which one machine usually owns whole) holds at most :data:`PENDING_PER_SOURCE` slots, a
