@@ -49,26 +49,34 @@ async def _run(line: object, stream: trio.abc.Stream, initiator: bool,
     await line.run_stream(stream, initiator=initiator)  # type: ignore[attr-defined]
 
 
-async def test_the_answer_and_the_opening_pings_are_written_by_the_accepting_task(
+async def test_the_answer_is_written_by_the_accepting_task_and_up_comes_before_any_ping(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     # The initiator waits on the responder's answer: it must not wait for the session's
-    # writer task to be scheduled first. Each side's first write after the handshake (the
-    # responder's carries its answer) comes from the task that accepted the connection.
+    # writer task to be scheduled first, so the responder's first write (its answer, with its
+    # opening ping) comes from the task that accepted the connection. The initiator's
+    # opening ping is the writer's, and waits until the tasks woken by UP have run.
     end_a, end_b = trio.testing.memory_stream_pair()
     tap_a, tap_b = Writers(end_a), Writers(end_b)
     runners: dict[bool, trio.lowlevel.Task] = {}
+    writes_at_up: list[int] = []
     async with open_line(A, B.public_key, store=MemoryStore()) as line_a, \
             open_line(B, A.public_key, store=MemoryStore()) as line_b, \
             trio.open_nursery() as nursery:
+
+        async def up_a() -> None:
+            await line_a.wait_liveness(Liveness.UP)
+            writes_at_up.append(len(tap_a.tasks))
+
+        nursery.start_soon(up_a)
+        await trio.sleep(0.1)  # up_a() waits before the handshake starts.
         nursery.start_soon(_run, line_a, tap_a, True, runners)
         nursery.start_soon(_run, line_b, tap_b, False, runners)
-        await line_a.wait_liveness(Liveness.UP)
         await line_b.wait_liveness(Liveness.UP)
         await trio.sleep(0.5)  # Both openings are written by now.
-        # The initiator: message 1 (during the handshake), then its opening ping.
-        assert tap_a.tasks[:2] == [runners[True], runners[True]]
-        # The responder: message 2 and its opening ping, in its first write.
+        assert writes_at_up == [1]  # Message 1 only: the opening ping came after.
+        assert tap_a.tasks[0] is runners[True]
+        assert tap_a.tasks[1] is not runners[True]
         assert tap_b.tasks[0] is runners[False]
         # Later writes are the session writer's.
         await trio.sleep(Config().heartbeat_interval)

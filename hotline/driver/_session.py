@@ -198,7 +198,10 @@ class Session:
 
     async def run(self) -> None:
         with self.scope:
-            if not await self._write_opening():
+            # A responder's first output carries its answer to the handshake, which the
+            # initiator waits for: it goes out now, not a scheduling round later from the
+            # writer. An initiator's is only its opening ping (see _writer()).
+            if not self.initiated_by_us and not await self._write_opening():
                 return
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._reader)
@@ -221,12 +224,11 @@ class Session:
         self.kick()
 
     async def _write_opening(self) -> bool:
-        """Write what :meth:`start` produced (a responder's answer to the handshake, the
+        """Write what :meth:`start` produced (a responder's answer to the handshake and its
         opening ping) before the tasks start; returns whether the session goes on.
 
-        The initiator waits on that answer, and the writer would send it only a scheduling
-        round after it is spawned. The stream is fresh, so a few hundred bytes do not block;
-        the writer's bound on a write applies all the same.
+        The stream is fresh, so a few hundred bytes do not block; the writer's bound on a
+        write applies all the same.
         """
         data = self.conn.data_to_send()
         if not data:
@@ -246,6 +248,11 @@ class Session:
 
     async def _writer(self) -> None:
         conn = self.conn
+        if self.initiated_by_us:
+            # Our opening ping waits one round, so that the tasks UP has just woken (an
+            # application waiting to send) run first: a write to a peer on this machine can
+            # hand the peer's process our CPU in the middle of the call.
+            await trio.lowlevel.checkpoint()
         # One scope for the writer's life, whose deadline is set only while a piece is being
         # written: an idle line pays a deadline update per write, not a scope per write.
         with self.writing:
