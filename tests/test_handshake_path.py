@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import functools
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import trio
@@ -242,3 +245,17 @@ async def test_a_listener_answers_each_call_with_a_new_ephemeral_key() -> None:
     assert len(keys) == 3
     assert all(len(key) == 32 for key in keys)
     assert len(set(keys)) == 3
+
+
+def test_the_connect_path_benchmark_runs() -> None:
+    # It asserts no timing: the machine running the tests may be busy with anything.
+    pytest.importorskip("noise", reason="the Noise baseline needs noiseprotocol")
+    root = Path(__file__).resolve().parent.parent
+    for processes in ("1", "2"):
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.connect_path", "--processes", processes, "-n", "4"],
+            cwd=root, capture_output=True, text=True, timeout=120, check=True,
+        )
+        assert done.stdout.startswith(f"{processes} process(es), n=4: hotline open_line to UP ")
+        assert "Noise IK" in done.stdout
+        assert "ratio" in done.stdout
