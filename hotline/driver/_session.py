@@ -1,6 +1,7 @@
 """A session: one authenticated connection while it is (about to be) the line's live one.
 
-The session is the only caller of its :class:`~hotline.Connection`. It runs three tasks: a
+The session is the only caller of its :class:`~hotline.Connection`. A responder writes its
+answer to the handshake before anything else starts; then the session runs three tasks: a
 writer (the only task that writes to the stream; others *kick* it), which is also the timer
 while it is idle (it waits for a kick or the core's next deadline, whichever comes first); a
 reader (bytes -> core -> events, each handed on through a dispatch table), which kicks the
