@@ -64,6 +64,9 @@ logger = logging.getLogger("hotline")
 
 #: The most paths one line keeps (each costs a connection and its heartbeats).
 MAX_PATHS = 8
+#: Config is frozen, so lines without one of their own share this one: validating a new
+#: Config is most of what building a Line costs, on every open_line.
+_DEFAULT_CONFIG = Config()
 
 
 class Line:
@@ -87,11 +90,13 @@ class Line:
             raise LocalProtocolError(f"max_paths is from 1 to {MAX_PATHS}, not {max_paths!r}")
         self.identity = identity
         self.peer = peer
-        self.config = config or Config()
+        self.config = config or _DEFAULT_CONFIG
         self.auto_ack = auto_ack
         self.line_id = line_id(identity.public_key, peer)
         self.stats = Stats()
-        self._rng = rng or random.Random()
+        # Made when a redial first needs it: seeding a Random reads 2.5 KB from the system's
+        # entropy, a cost a line that never redials should not pay while it opens.
+        self._rng = rng
         self._liveness = Liveness.CONNECTING
         self._active: Session | None = None
         self._closed = False
@@ -532,6 +537,8 @@ class Line:
     def _backoff(self, attempt: int) -> float:
         config = self.config
         delay = min(config.reconnect_max, config.reconnect_initial * 2.0 ** (attempt - 1))
+        if self._rng is None:
+            self._rng = random.Random()
         return delay * (1 - config.reconnect_jitter * self._rng.random())
 
     async def _dial(self, connect: Address | Connector) -> None:

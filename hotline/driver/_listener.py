@@ -11,11 +11,12 @@ its live session.
 Strangers cost little and cannot pile up: at most ``max_pending_handshakes`` connections may
 be unauthenticated at once, and the core buffers at most one Noise message per connection
 before it authenticates. A responder sends nothing to an unknown or replayed initiator.
-Handshakes cost two Diffie-Hellman operations each, so each source may start at most
-``handshake_rate`` of them per second with bursts of ``handshake_burst`` (WireGuard's figures:
-20 per second, burst 5); connections beyond that are closed before any work is done. The same
-rate applies per peer key once a handshake authenticates (WireGuard limits each peer too), so
-one key calling from many addresses cannot churn its line's session.
+Handshakes cost three X25519 operations each before the caller is known (our ephemeral
+key, derived as the connection is accepted, and two Diffie-Hellman), so each source may start
+at most ``handshake_rate`` of them per second with bursts of ``handshake_burst`` (WireGuard's
+figures: 20 per second, burst 5); connections beyond that are closed before any work is done.
+The same rate applies per peer key once a handshake authenticates (WireGuard limits each peer
+too), so one key calling from many addresses cannot churn its line's session.
 
 The pending table is shared, so nobody may hold it: a *source* (an IPv4 address, or an IPv6
 /64, which one machine usually owns whole) holds at most :data:`PENDING_PER_SOURCE` slots, a
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -186,11 +188,16 @@ class Listener:
         failure: Exception | None = None
         try:
             with slot.scope:
+                # Our ephemeral key for message 2, derived now (a scalar multiplication)
+                # while message 1 is still on its way rather than once it has arrived. A
+                # caller that sends nothing costs no more than one that sends 142 bytes of
+                # anything, which costs a Diffie-Hellman before it fails.
                 conn = Connection.respond(
                     self.identity,
                     self._known,
                     now=trio.current_time(),
                     config=self.config,
+                    ephemeral=os.urandom(32),
                 )
                 hello = await authenticate(stream, conn)
         except (HotlineError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:

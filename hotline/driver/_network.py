@@ -13,6 +13,7 @@ mere silence.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator
@@ -161,11 +162,36 @@ def as_connector(connect: Address | Connector) -> Connector:
     if callable(connect):
         return connect
     host, port = connect
+    family = _literal_family(host)
+    if family is None:
 
-    async def tcp() -> trio.abc.Stream:
-        return await trio.open_tcp_stream(host, port)
+        async def tcp() -> trio.abc.Stream:
+            return await trio.open_tcp_stream(host, port)
 
-    return tcp
+        return tcp
+
+    async def direct() -> trio.abc.Stream:
+        # An IP address has one target and needs no resolver: trio's open_tcp_stream would
+        # still run its happy-eyeballs race in a nursery of its own, a task and two
+        # scheduling rounds on every call, which is a good part of a loopback connect.
+        sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        try:
+            await sock.connect((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return trio.SocketStream(sock)
+
+    return direct
+
+
+def _literal_family(host: str) -> socket.AddressFamily | None:
+    """The address family of an IP address written out, None for a host name."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
 
 
 def address_text(connect: Address | Connector) -> str | None:

@@ -1,6 +1,7 @@
 """A session: one authenticated connection while it is (about to be) the line's live one.
 
-The session is the only caller of its :class:`~hotline.Connection`. It runs three tasks: a
+The session is the only caller of its :class:`~hotline.Connection`. A responder writes its
+answer to the handshake before anything else starts; then the session runs three tasks: a
 writer (the only task that writes to the stream; others *kick* it), which is also the timer
 while it is idle (it waits for a kick or the core's next deadline, whichever comes first); a
 reader (bytes -> core -> events, each handed on through a dispatch table), which kicks the
@@ -198,6 +199,11 @@ class Session:
 
     async def run(self) -> None:
         with self.scope:
+            # A responder's first output carries its answer to the handshake, which the
+            # initiator waits for: it goes out now, not a scheduling round later from the
+            # writer. An initiator's is only its opening ping (see _writer()).
+            if not self.initiated_by_us and not await self._write_opening():
+                return
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._reader)
                 nursery.start_soon(self._writer)
@@ -218,8 +224,36 @@ class Session:
             conn.send_receipt(batch.own_receipts[-1])
         self.kick()
 
+    async def _write_opening(self) -> bool:
+        """Write what :meth:`start` produced (a responder's answer to the handshake and its
+        opening ping) before the tasks start; returns whether the session goes on.
+
+        The stream is fresh, so a few hundred bytes do not block; the writer's bound on a
+        write applies all the same.
+        """
+        data = self.conn.data_to_send()
+        if not data:
+            return True
+        try:
+            with trio.move_on_after(self._config.down_after) as scope:
+                await self.stream.send_all(data)
+                self._stats.bytes_sent += len(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.end(f"the connection failed: {exc!r}")
+            return False
+        if scope.cancelled_caught:
+            self.stalled = True
+            self.end(f"the peer read nothing for {self._config.down_after:.3f} s")
+            return False
+        return True
+
     async def _writer(self) -> None:
         conn = self.conn
+        if self.initiated_by_us:
+            # Our opening ping waits one round, so that the tasks UP has just woken (an
+            # application waiting to send) run first: a write to a peer on this machine can
+            # hand the peer's process our CPU in the middle of the call.
+            await trio.lowlevel.checkpoint()
         # One scope for the writer's life, whose deadline is set only while a piece is being
         # written: an idle line pays a deadline update per write, not a scope per write.
         with self.writing:

@@ -140,7 +140,9 @@ class Connection:
         """Wait for an initiation from any of ``known_peers``.
 
         ``known_peers`` may be a mapping from each peer's X25519 key to its public key, which
-        is then used as it is (and may change while the connection waits).
+        is then used as it is (and may change while the connection waits). ``ephemeral``
+        (32 random bytes; fixed ones only for test vectors) is the key pair message 2 will
+        carry, derived here rather than while the initiator waits for that message.
         """
         config, frames = config or Config(), Frames()
         handshake = Handshake(identity, Role.RESPONDER, frames, peer=None,
