@@ -101,8 +101,21 @@ class Scale(Commands):
         await self.nursery.start(hold_listener)
         return result
 
+    async def cmd_freeze(self) -> dict[str, int]:
+        """Collect, then move every object the cyclic GC tracks out of its sight.
+
+        Thousands of lines are millions of long-lived objects, and each full pass of the
+        collector walks them all: with the collector off, 2,500 lines in one process came up
+        in 5.3 s instead of 20.6 s. An application that holds that many lines would freeze
+        them the same way; what they hold in memory does not change.
+        """
+        gc.collect()
+        gc.freeze()
+        return {"frozen": gc.get_freeze_count()}
+
     async def cmd_open_dial(self, n: int, address: list[Any], config: dict[str, Any],
-                            window: int = 100, budget: float | None = None) -> dict[str, Any]:
+                            window: int = 100, budget: float | None = None,
+                            freeze_every: int = 0) -> dict[str, Any]:
         """Dial ``n`` lines, at most ``window`` of them not yet UP at a time.
 
         A window rather than batches that each wait for their slowest line: a handshake
@@ -110,6 +123,9 @@ class Scale(Commands):
         it while the rest of the window keeps dialling. With ``budget`` (seconds), dialling
         stops when it runs out: the lines opened so far stay open (still dialling if not
         UP) and the answer says how many there are.
+
+        With ``freeze_every``, each time that many more lines are opened, what this process
+        holds is frozen out of the cyclic GC's sight (see :meth:`cmd_freeze`).
         """
         self._raise_fd_limit(n + 256)
         line_config = Config(**config)
@@ -131,6 +147,8 @@ class Scale(Commands):
                 })
                 self.lines.append(line)
                 self.nursery.start_soon(until_up, line)
+                if freeze_every and (index + 1) % freeze_every == 0:
+                    await self.cmd_freeze()
             for line in self.lines:
                 await line.wait_liveness(Liveness.UP)
         return {"opened_in": time.perf_counter() - t0, "opened": len(self.lines),
