@@ -55,6 +55,7 @@ class Plan:
     cli_repeats: int
     idle_many_lines: int
     idle_many_budget: float
+    idle_many_heartbeat: float
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,7 +76,7 @@ FULL = Plan(
     sequential_n=2000, sequential_repeats=3,
     peer_n=5000, peer_repeats=3, peer_latency_n=300, peer_timeout=120.0,
     cli_lines=5000, cli_repeats=3,
-    idle_many_lines=10_000, idle_many_budget=300.0,
+    idle_many_lines=10_000, idle_many_budget=300.0, idle_many_heartbeat=10.0,
 )
 
 QUICK = Plan(
@@ -93,7 +94,7 @@ QUICK = Plan(
     sequential_n=300, sequential_repeats=1,
     peer_n=300, peer_repeats=1, peer_latency_n=20, peer_timeout=20.0,
     cli_lines=300, cli_repeats=1,
-    idle_many_lines=0, idle_many_budget=0.0,
+    idle_many_lines=0, idle_many_budget=0.0, idle_many_heartbeat=10.0,
 )
 
 

@@ -192,6 +192,10 @@ class Paths:
 
     def round_trip(self, event: RoundTrip) -> bool:
         """A new round trip may make another path the better one: whether it did."""
+        if len(self.paths) == 1 and self.active is self.paths[0]:
+            # Every ping brings one, and with one path that is active there is nothing to
+            # choose between: choose_active() would keep it.
+            return False
         return bool(self.reselect("a shorter round trip"))
 
     def _report(self, path: Path, state: Liveness, reason: str) -> None:

@@ -124,11 +124,13 @@ class Session:
         self.backup = trio.CancelScope()
         self._backup_deadline = math.inf
         self.in_write = False
+        # When the write in progress has taken too long, unless a receipt puts it off.
+        self._write_deadline = math.inf
         self.end_reason = ""
         self.started = False
         self.replaced_by_peer = False
         self.stalled = False  # The writer gave up part way through a write.
-        # The writer's scope: its deadline runs only while a piece is being written.
+        # The writer's scope, cancelled by the backup timer when a write stalls.
         self.writing = trio.CancelScope()
         # What each event of the core means here (others mean nothing to a started
         # session); a handler returns True when the connection has ended.
@@ -254,8 +256,8 @@ class Session:
             # application waiting to send) run first: a write to a peer on this machine can
             # hand the peer's process our CPU in the middle of the call.
             await trio.lowlevel.checkpoint()
-        # One scope for the writer's life, whose deadline is set only while a piece is being
-        # written: an idle line pays a deadline update per write, not a scope per write.
+        # One scope for the writer's life, which only the backup timer cancels (when a write
+        # stalls): a write arms one deadline, the backup timer's, not a scope of its own.
         with self.writing:
             try:
                 while True:
@@ -313,42 +315,50 @@ class Session:
         peer that stops reading is still declared suspect and down on time.
         """
         patience = self._config.down_after
-        writing = self.writing
+        self._write_deadline = trio.current_time() + patience
         deadline = self.conn.next_deadline()
-        if deadline is not None:
-            self._backup_deadline = self.backup.deadline = deadline
+        if deadline is None or deadline > self._write_deadline:
+            deadline = self._write_deadline
+        self._backup_deadline = self.backup.deadline = deadline
         self.in_write = True
         try:
             if len(data) <= WRITE_PIECE:
-                writing.deadline = trio.current_time() + patience
                 await self.stream.send_all(data)
                 self._stats.bytes_sent += len(data)
             else:
                 view = memoryview(data)
                 for start in range(0, len(view), WRITE_PIECE):
-                    writing.deadline = trio.current_time() + patience
+                    # The backup timer finds the later deadline when it wakes at the earlier.
+                    self._write_deadline = trio.current_time() + patience
                     piece = view[start : start + WRITE_PIECE]
                     await self.stream.send_all(piece)
                     self._stats.bytes_sent += len(piece)
         finally:
             self.in_write = False
-            writing.deadline = math.inf
+            self._write_deadline = math.inf
             self._backup_deadline = self.backup.deadline = math.inf
 
     async def _backup_timer(self) -> None:
         """Run the core's timers while the writer is busy writing (an idle writer runs them
-        itself, see :meth:`_idle`): armed by :meth:`_write` for the duration of a write."""
+        itself, see :meth:`_idle`), and end a write that stalls: armed by :meth:`_write` for
+        the duration of a write, by the earlier of the core's next deadline and the write's.
+        """
         while True:
             with trio.CancelScope(deadline=self._backup_deadline) as self.backup:
                 await trio.sleep_forever()
-            # Armed, and the deadline passed during a write: run the timers, and stay
-            # armed for the next deadline while the write goes on.
+            self._backup_deadline = math.inf
+            if not self.in_write:
+                continue  # The write ended in the same instant.
+            if trio.current_time() >= self._write_deadline:
+                self.writing.cancel()
+                continue
+            # Run the timers, and stay armed for the next deadline while the write goes on
+            # (a receipt may have put off the write's own, which is then the next).
             self._tick()
             deadline = self.conn.next_deadline()
-            if self.in_write and deadline is not None:
-                self._backup_deadline = deadline
-            else:
-                self._backup_deadline = math.inf
+            if deadline is None or deadline > self._write_deadline:
+                deadline = self._write_deadline
+            self._backup_deadline = deadline
 
     # --- in: from the stream, through the core, to the inbox and the outbox --------------
 
@@ -381,6 +391,9 @@ class Session:
         while (batch := self._process()) is not None:
             await trio.to_thread.run_sync(batch.run)
             self.conn.signatures_checked(batch)
+        # Input moves the idle writer's deadline; after a timer tick the writer asks the
+        # core again anyway before it waits.
+        self._rearm()
 
     def _process(self) -> SignatureBatch | None:
         """Drain the core's events. Ends the session on a terminal event or a peer fault.
@@ -413,7 +426,6 @@ class Session:
         # The writer needs waking only for output: a ping from the peer mostly brings none.
         if conn.has_output or conn.state is not ConnectionState.OPEN:
             self.kick()
-        self._rearm()
         return None
 
     def _on_message(self, event: MessageReceived) -> bool:
@@ -423,9 +435,13 @@ class Session:
     def _on_receipt(self, event: ReceiptReceived) -> bool:
         self._outbox.on_peer_receipt(event.receipt)
         # A new receipt proves the peer reads what we write: the piece being written may
-        # take until then (a slow link drains a piece in bursts, not byte by byte).
-        deadline = trio.current_time() + self._config.down_after
-        self.writing.deadline = max(self.writing.deadline, deadline)
+        # take until then (a slow link drains a piece in bursts, not byte by byte). Only the
+        # write's deadline moves: the backup timer finds it when it wakes, so a busy line
+        # pays no trio deadline update per receipt.
+        if self.in_write:
+            self._write_deadline = max(
+                self._write_deadline, trio.current_time() + self._config.down_after
+            )
         return False
 
     def _on_round_trip(self, event: RoundTrip) -> bool:

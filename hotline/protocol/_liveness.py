@@ -149,13 +149,25 @@ class PeerLiveness:
     def ping_at(self) -> float:
         return self._last_ping_at + self._ping_interval
 
-    def silence_deadlines(self) -> list[float]:
-        """When the silence timers fire (none while the driver holds its reading)."""
+    def next_deadline(self) -> float:
+        """The earliest of the ping timer and the silence timers (which do not run while
+        the driver holds its reading).
+
+        Asked after every read and every wake-up of an idle line: it compares plain floats
+        rather than building a list of them.
+        """
+        ping_at = self._last_ping_at + self._ping_interval
         if self._held:
-            return []
+            return ping_at
+        config = self._config
+        down_at = self._last_heard + config.down_after
+        if down_at < ping_at:
+            ping_at = down_at
         if self.state is Liveness.UP:
-            return [self._down_at(), self._suspect_at()]
-        return [self._down_at()]
+            suspect_at = self._last_heard + config.suspect_after * config.heartbeat_interval
+            if suspect_at < ping_at:
+                return suspect_at
+        return ping_at
 
     def advance(self, now: float) -> LivenessChanged | None:
         """Run the silence timers due at ``now``; the peer may now be suspect or down."""

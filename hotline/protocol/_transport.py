@@ -423,11 +423,12 @@ class Transport:
     # --- time -------------------------------------------------------------------------
 
     def next_deadline(self) -> float:
-        deadlines = [self.liveness.ping_at(), *self.liveness.silence_deadlines()]
-        if not self._ping_owed:
+        deadline = self.liveness.next_deadline()
+        if self._ping_owed:
             # An owed ping carries a due rekey: it waits for data_to_send(), not for time.
-            deadlines.append(self.codec.rekey_at(self.config))
-        return min(deadlines)
+            return deadline
+        rekey_at = self.codec.rekey_at(self.config)
+        return rekey_at if rekey_at < deadline else deadline
 
     def hold(self) -> None:
         self.liveness.held()
