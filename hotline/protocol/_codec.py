@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import struct
+from collections.abc import Sequence
 
 from .._config import Config
 from .._errors import AuthenticationError, RemoteProtocolError
@@ -182,14 +183,33 @@ class TransportCodec:
     def rekey_at(self, config: Config) -> float:
         return self.key_since + config.rekey_after_seconds
 
-    def write_record(self, data: bytes, now: float, config: Config) -> None:
-        """Encrypt ``data`` as one record: in pieces of at most :data:`MAX_CONTENT`, padded."""
-        view = memoryview(data)
-        offset = 0
+    def write_record(
+        self, data: bytes | Sequence[bytes], now: float, config: Config
+    ) -> None:
+        """Encrypt ``data`` as one record: in pieces of at most :data:`MAX_CONTENT`, padded.
+
+        ``data`` may be given as the parts it is the concatenation of, which are then never
+        joined into one record: each piece is copied once, from the parts into its plaintext.
+        """
+        parts = [memoryview(data)] if isinstance(data, bytes) else [memoryview(p) for p in data]
+        left = sum(len(part) for part in parts)
+        parts.reverse()  # Taken from the end: the next part is parts[-1].
         while True:
-            chunk = view[offset : offset + MAX_CONTENT]
-            offset += len(chunk)
-            flags = FLAG_FINAL if offset >= len(data) else 0
+            length = min(left, MAX_CONTENT)
+            left -= length
+            # This piece of the record: slices of its parts, ``length`` bytes in all.
+            piece: list[memoryview] = []
+            need = length
+            while need:
+                part = parts[-1]
+                if len(part) > need:
+                    piece.append(part[:need])
+                    parts[-1] = part[need:]
+                    break
+                piece.append(part)
+                need -= len(part)
+                parts.pop()
+            flags = 0 if left else FLAG_FINAL
             self._sent_under_key += 1
             rekey = (
                 self._sent_under_key >= config.rekey_after_messages
@@ -197,12 +217,12 @@ class TransportCodec:
             )
             if rekey:
                 flags |= FLAG_REKEY
-            size = _HEADER.size + len(chunk)
+            size = _HEADER.size + length
             padded = size
             if config.padding:
                 padded = min(-(-size // config.padding) * config.padding, MAX_PLAINTEXT)
             # Joined in one copy: the header, the piece of the record, the zero padding.
-            plaintext = b"".join((_HEADER.pack(flags, len(chunk)), chunk, _ZEROS[: padded - size]))
+            plaintext = b"".join((_HEADER.pack(flags, length), *piece, _ZEROS[: padded - size]))
             self._frames.write(self._send.encrypt_with_ad(b"", plaintext))
             if rekey:
                 self._send.rekey()
