@@ -1,12 +1,14 @@
 """Where a message's CPU goes: the sender's process and the receiver's, measured apart.
 
-``python -m bench.cpu_split [--messages N] [--store full|normal|memory] [--repeats R]``
+``python -m bench.cpu_split [--messages N] [--body BYTES] [--store full|normal|memory]
+[--repeats R]``
 
 The receiver runs in a forked child (Linux: its CPU time is read from ``/proc``); the
-sender, in this process, sends N 1 KiB messages from 256 concurrent ``send()`` calls and
-waits for the delivered receipt of the last. Each repeat prints the rate and, per process,
-the share of one core and the CPU microseconds per message. This is what
-docs/performance.md's throughput analysis quotes; the main benchmark does not split CPU.
+sender, in this process, sends N messages (1 KiB bodies unless ``--body`` says otherwise)
+from 256 concurrent ``send()`` calls and waits for the delivered receipt of the last. Each
+repeat prints the rate and, per process, the share of one core and the CPU microseconds per
+message. This is what docs/performance.md's throughput analysis quotes; the main benchmark
+does not split CPU.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ async def _send(args: argparse.Namespace, folder: Path, port: int, child: int) -
     async with open_line(A, B.public_key, store=_store(args.store, folder, "a.db"),
                          durability=_durability(args.store), connect=("127.0.0.1", port)) as line:
         await line.wait_liveness(Liveness.UP)
-        body = os.urandom(BODY)
+        body = os.urandom(args.body)
         for _ in range(args.repeats):
             t0, own0, child0 = time.perf_counter(), cpu_seconds(), _cpu_of(child)
             _, last, _ = await produce(line, body, args.messages, SENDERS)
@@ -77,6 +79,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--store", choices=("full", "normal", "memory"), default="full")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--body", type=int, default=BODY, metavar="BYTES",
+                        help="the size of each message's body (default 1024)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hotline-cpu-") as tmp:
         folder = Path(tmp)

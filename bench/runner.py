@@ -1242,6 +1242,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, metavar="N",
                         help="concurrent send() calls in hotline's throughput runs "
                              "(default 256)")
+    parser.add_argument("--sweep-sizes", metavar="BYTES",
+                        help="comma-separated body sizes for the size sweep (default: "
+                             "64,256,1024,4096,16384,65536; 64 KiB's target needs 65536)")
     parser.add_argument("--profile", metavar="DIR",
                         help="run every child under cProfile and write DIR/<child>.prof "
                              "(distorts the timings: for finding where time goes)")
@@ -1251,6 +1254,9 @@ def main(argv: list[str] | None = None) -> int:
     plan = plan_for(args.quick)
     if args.concurrency:
         plan = dataclasses.replace(plan, concurrency=args.concurrency)
+    if args.sweep_sizes:
+        sizes = tuple(int(size) for size in args.sweep_sizes.split(","))
+        plan = dataclasses.replace(plan, sweep_sizes=sizes)
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
         os.environ["BENCH_PROFILE_DIR"] = str(Path(args.profile).resolve())

@@ -542,6 +542,13 @@ def _load_private(
     return key
 
 
+#: From this many bytes on, :meth:`Identity.sign` signs with OpenSSL (cryptography) instead of
+#: libsodium (pynacl): libsodium is faster on short messages, OpenSSL past about 4 KiB (at
+#: 64 KiB, 0.2 ms against 0.42; at 1 MiB, 2.7 ms against 7.7). Verification stays with
+#: libsodium, whose checks decide what is accepted.
+_OPENSSL_SIGNS_FROM = 4096
+
+
 class Identity:
     """This node's private Ed25519 key.
 
@@ -554,7 +561,8 @@ class Identity:
     """
 
     __slots__ = (
-        "_comment", "_public", "_seed", "_signing_key", "_x25519_key", "_x25519_private",
+        "_comment", "_openssl_key", "_public", "_seed", "_signing_key", "_x25519_key",
+        "_x25519_private",
     )
 
     def __init__(self, signing_key: nacl.signing.SigningKey, comment: str = "") -> None:
@@ -567,6 +575,7 @@ class Identity:
         self._comment = comment
         self._x25519_private: bytes | None = None
         self._x25519_key: x25519.X25519PrivateKey | None = None
+        self._openssl_key: ed25519.Ed25519PrivateKey | None = None
 
     @classmethod
     def generate(cls, comment: str = "") -> Identity:
@@ -591,7 +600,13 @@ class Identity:
 
     def sign(self, message: bytes) -> bytes:
         """A 64-byte detached Ed25519 signature of ``message``."""
-        return self._signing_key.sign(message).signature
+        if len(message) < _OPENSSL_SIGNS_FROM:
+            return self._signing_key.sign(message).signature
+        # Ed25519 signatures are deterministic (RFC 8032): both libraries give the same 64
+        # bytes, and OpenSSL's SHA-512 makes it two to three times faster on long messages.
+        if self._openssl_key is None:
+            self._openssl_key = ed25519.Ed25519PrivateKey.from_private_bytes(self._seed)
+        return self._openssl_key.sign(message)
 
     @property
     def x25519_private(self) -> bytes:

@@ -65,10 +65,14 @@ from hotline.protocol import (
     MAX_CONTENT,
     MIN_REQUESTED_INTERVAL,
     REPLACED,
+    CipherState,
     HandshakeState,
     decode_message,
     handshake_prologue,
 )
+from hotline.protocol._codec import Frames, TransportCodec
+from hotline.protocol._records import pack
+from hotline.protocol._transport import T_MESSAGE, message_record
 from hotline.store import MemoryStore
 from hotline.testing import split_frames, transport_plaintext, wall_ns
 
@@ -279,6 +283,30 @@ def test_multipart_body_arrives_intact(size: int) -> None:
     pair.pump()
     assert pair.b.delivered == [body]
     assert pair.a.state.peer_delivered == 1
+
+
+@pytest.mark.parametrize("padding", [0, 64])
+@pytest.mark.parametrize("size", [0, 255, 256, MAX_CONTENT - 300, MAX_CONTENT - 4, 0xFFFF,
+                                  0x10000, MAX_CONTENT * 2 + 5, 1 << 20])
+def test_a_message_record_in_parts_is_the_same_bytes_as_packed(size: int, padding: int) -> None:
+    # Messages are written from their envelope without packing the record first; the
+    # transport messages must be exactly those of the packed record, at every bin width of
+    # the envelope and wherever the pieces cut it.
+    envelope = bytes((i * 7 + size) % 256 for i in range(size))
+    config = Config(padding=padding)
+    for signature in (b"", bytes(range(64))):
+        packed = pack([T_MESSAGE, envelope, signature])
+        parts = message_record(envelope, signature)
+        assert b"".join(parts) == packed
+        outputs = []
+        for record in (parts, packed):
+            frames = Frames()
+            keys = (CipherState("ChaChaPoly", bytes(32)), CipherState("ChaChaPoly", bytes(32)))
+            codec = TransportCodec(frames, *keys, now=0.0)
+            codec.write_record(record, 0.0, config)
+            outputs.append(frames.take_output())
+        assert outputs[0] == outputs[1]
+        assert len(split_frames(outputs[0])) == -(-len(packed) // MAX_CONTENT)
 
 
 def test_body_of_exactly_max_body_size_arrives() -> None:

@@ -10,17 +10,19 @@ exactly once and in order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import hypothesis.strategies as st
 import msgpack
 import pytest
 from corepair import Pair, snapshot
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from hotline import AuthenticationError, Config, ConnectionState, RemoteProtocolError
 from hotline.protocol import MAX_STR_LEN, pack, strict_unpack
+from hotline.protocol._records import _unpack
 
 SIDES = st.sampled_from(["a", "b"])
 CONFIG = Config(rekey_after_messages=4, rekey_after_seconds=2.5)
@@ -237,3 +239,85 @@ def test_the_record_decoder_agrees_with_msgpack_or_refuses(data: bytes) -> None:
     else:
         with pytest.raises(RemoteProtocolError, match=r"^malformed record: "):
             strict_unpack(data, max_bin_len=MAX_BIN, max_array_len=MAX_FIELDS)
+
+
+def _header(fix: int | None, fix_limit: int, wide: list[tuple[int, int]], value: int,
+            choice: int) -> bytes:
+    """One msgpack header for ``value`` in the ``choice``-th of the forms that hold it, the
+    shortest first (the widest if there are fewer): 0 is the form msgpack writes."""
+    forms = [bytes([fix + value])] if fix is not None and value < fix_limit else []
+    forms += [bytes([tag]) + value.to_bytes(width, "big")
+              for tag, width in wide if value < 256**width]
+    return forms[min(choice, len(forms) - 1)]
+
+
+# Numbers and lengths on both sides of each form's limit, where a wrong bound would show.
+_LIMITS = (0, 15, 16, 31, 32, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1)
+_EDGES = (
+    st.sampled_from(_LIMITS)
+    | st.sampled_from([n for n in _LIMITS if n <= 65536]).map(bytes)
+    | st.sampled_from([n for n in _LIMITS if n <= MAX_STR_LEN]).map(lambda n: "x" * n)
+)
+_WIDE_BIN = 65536
+
+
+def _examples(values: list[bytes]) -> Callable[[Callable[[bytes], None]], Any]:
+    def add(test: Callable[[bytes], None]) -> Any:
+        for value in values:
+            test = example(value)(test)
+        return test
+    return add
+
+
+def _encode(fields: list[Any], wide: int, choice: int) -> bytes:
+    """``fields`` as msgpack writes them, except the header at ``wide`` (0: the array's,
+    i: field i - 1's, -1: none) in its ``choice``-th form."""
+
+    def width(index: int) -> int:
+        return choice if index == wide else 0
+
+    out = [_header(0x90, 16, [(0xDC, 2), (0xDD, 4)], len(fields), width(0))]
+    for index, field in enumerate(fields, 1):
+        if type(field) is int:
+            out.append(_header(0x00, 128, [(0xCC, 1), (0xCD, 2), (0xCE, 4), (0xCF, 8)], field,
+                               width(index)))
+        elif type(field) is bytes:
+            out += [_header(None, 0, [(0xC4, 1), (0xC5, 2), (0xC6, 4)], len(field),
+                            width(index)), field]
+        else:
+            raw = field.encode()
+            out += [_header(0xA0, 32, [(0xD9, 1), (0xDA, 2), (0xDB, 4)], len(raw),
+                            width(index)), raw]
+    return b"".join(out)
+
+
+@st.composite
+def _any_width_array(draw: st.DrawFn) -> bytes:
+    """A flat array of uint, bin and str written as msgpack writes it, except that at most
+    one header (the array's or a field's) may be in a wider form than its value needs: with
+    one alone, a wrong bound for that form cannot hide behind another field's."""
+    fields = draw(st.lists(_EDGES | SCALARS, max_size=MAX_FIELDS))
+    return _encode(fields, draw(st.integers(-1, len(fields))), draw(st.integers(1, 4)))
+
+
+# Every value at the limits of each form, alone in an array, in each form that holds it; and
+# arrays too long for a drawn one to be likely, their lengths in each form around the limits.
+_BOUNDARIES = [
+    _encode([field], wide, choice)
+    for field in [
+        *_LIMITS,
+        *(bytes(n) for n in _LIMITS if n <= 65536),
+        *("x" * n for n in _LIMITS if n <= MAX_STR_LEN),
+    ]
+    for wide, choice in [(-1, 0), (1, 1), (1, 2), (1, 3), (1, 4)]
+] + [_encode([0] * n, 0, choice) for n in (15, 16, 65535, 65536) for choice in (0, 1, 2)]
+
+
+@given(_any_width_array())
+@settings(derandomize=True, database=None, max_examples=1000)
+@_examples(_BOUNDARIES)
+def test_an_envelope_is_canonical_exactly_when_msgpack_writes_it_so(data: bytes) -> None:
+    # The envelope check reads the headers' widths instead of encoding the fields again: it
+    # must agree with encoding them again, every time.
+    fields, canonical = _unpack(data, _WIDE_BIN, 1 << 17)
+    assert canonical == (pack(fields) == data)

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 
 from hotline._errors import KeyFileError, LocalProtocolError
-from hotline._keys import Identity, PublicKey, line_id, load_identity_file
+from hotline._keys import _OPENSSL_SIGNS_FROM, Identity, PublicKey, line_id, load_identity_file
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX-only")
 
@@ -666,6 +666,19 @@ def test_sign_verify() -> None:
         flipped = bytearray(sig)
         flipped[i // 8] ^= 1 << (i % 8)
         assert not pub.verify(message, bytes(flipped))
+
+
+@pytest.mark.parametrize("size", [0, 1, _OPENSSL_SIGNS_FROM - 1, _OPENSSL_SIGNS_FROM,
+                                  65536 + 167, 1 << 20])
+def test_a_signature_is_libsodiums_at_every_length(size: int) -> None:
+    # Long messages are signed by OpenSSL, short ones by libsodium: Ed25519 is deterministic,
+    # so the bytes must be libsodium's whichever signs (the wire carries them).
+    for seed in (RFC_SEED, hashlib.sha256(b"another seed").digest()):
+        ident = Identity.from_seed(seed)
+        message = bytes((i * 131 + size) % 251 for i in range(size))
+        signature = ident.sign(message)
+        assert signature == nacl.signing.SigningKey(seed).sign(message).signature
+        assert ident.public_key.verify(message, signature)
 
 
 @pytest.mark.parametrize("length", [0, 1, 63, 65, 128])

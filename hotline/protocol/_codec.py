@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import struct
+from collections.abc import Sequence
 
 from .._config import Config
 from .._errors import AuthenticationError, RemoteProtocolError
@@ -40,6 +41,7 @@ FLAG_FINAL = 0x01
 FLAG_REKEY = 0x02
 _KNOWN_FLAGS = FLAG_FINAL | FLAG_REKEY
 _PREFIX = 2
+_ZEROS = memoryview(bytes(MAX_PLAINTEXT))  # Padding is sliced from it, never allocated.
 
 
 class Frames:
@@ -48,13 +50,17 @@ class Frames:
 
     def __init__(self) -> None:
         self._inbuf = bytearray()
-        self._outbuf = bytearray()
+        # Output as the pieces written, joined once when the driver takes them: appending
+        # each to one growing buffer copied it again at every reallocation, and a body of
+        # 64 KiB or more made that most of the sender's work.
+        self._outbuf: list[bytes] = []
+        self._outlen = 0
         self._in_flight = 0  # What the last take_output() returned: unsent until the next.
 
     def copy(self) -> Frames:
         clone = copy.copy(self)
         clone._inbuf = bytearray(self._inbuf)
-        clone._outbuf = bytearray(self._outbuf)
+        clone._outbuf = list(self._outbuf)
         return clone
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
@@ -72,13 +78,16 @@ class Frames:
         length = (self._inbuf[0] << 8) | self._inbuf[1]
         if len(self._inbuf) < _PREFIX + length:
             return None
-        frame = bytes(self._inbuf[_PREFIX : _PREFIX + length])
+        # Through a view, so the frame is copied once (a bytearray slice is a copy itself).
+        with memoryview(self._inbuf) as view:
+            frame = bytes(view[_PREFIX : _PREFIX + length])
         del self._inbuf[: _PREFIX + length]
         return frame
 
     def write(self, noise_message: bytes) -> None:
-        self._outbuf += len(noise_message).to_bytes(_PREFIX, "big")
-        self._outbuf += noise_message
+        self._outbuf.append(len(noise_message).to_bytes(_PREFIX, "big"))
+        self._outbuf.append(noise_message)
+        self._outlen += _PREFIX + len(noise_message)
 
     def written(self) -> None:
         """The driver asks for more: what it took before is written."""
@@ -86,14 +95,15 @@ class Frames:
 
     def take_output(self) -> bytes:
         """Everything buffered, which counts as unsent until :meth:`written`."""
-        data = bytes(self._outbuf)
+        data = b"".join(self._outbuf)
         self._outbuf.clear()
+        self._outlen = 0
         self._in_flight = len(data)
         return data
 
     @property
     def unsent(self) -> int:
-        return self._in_flight + len(self._outbuf)
+        return self._in_flight + self._outlen
 
 
 class TransportCodec:
@@ -163,8 +173,7 @@ class TransportCodec:
             self._partial += memoryview(plaintext)[_HEADER.size : end]
             return None
         if self._partial:
-            self._partial += memoryview(plaintext)[_HEADER.size : end]
-            record = bytes(self._partial)
+            record = b"".join((self._partial, memoryview(plaintext)[_HEADER.size : end]))
             self._partial.clear()
             return record
         return plaintext[_HEADER.size : end]
@@ -174,14 +183,33 @@ class TransportCodec:
     def rekey_at(self, config: Config) -> float:
         return self.key_since + config.rekey_after_seconds
 
-    def write_record(self, data: bytes, now: float, config: Config) -> None:
-        """Encrypt ``data`` as one record: in pieces of at most :data:`MAX_CONTENT`, padded."""
-        view = memoryview(data)
-        offset = 0
+    def write_record(
+        self, data: bytes | Sequence[bytes], now: float, config: Config
+    ) -> None:
+        """Encrypt ``data`` as one record: in pieces of at most :data:`MAX_CONTENT`, padded.
+
+        ``data`` may be given as the parts it is the concatenation of, which are then never
+        joined into one record: each piece is copied once, from the parts into its plaintext.
+        """
+        parts = [memoryview(data)] if isinstance(data, bytes) else [memoryview(p) for p in data]
+        left = sum(len(part) for part in parts)
+        parts.reverse()  # Taken from the end: the next part is parts[-1].
         while True:
-            chunk = view[offset : offset + MAX_CONTENT]
-            offset += len(chunk)
-            flags = FLAG_FINAL if offset >= len(data) else 0
+            length = min(left, MAX_CONTENT)
+            left -= length
+            # This piece of the record: slices of its parts, ``length`` bytes in all.
+            piece: list[memoryview] = []
+            need = length
+            while need:
+                part = parts[-1]
+                if len(part) > need:
+                    piece.append(part[:need])
+                    parts[-1] = part[need:]
+                    break
+                piece.append(part)
+                need -= len(part)
+                parts.pop()
+            flags = 0 if left else FLAG_FINAL
             self._sent_under_key += 1
             rekey = (
                 self._sent_under_key >= config.rekey_after_messages
@@ -189,13 +217,13 @@ class TransportCodec:
             )
             if rekey:
                 flags |= FLAG_REKEY
-            size = _HEADER.size + len(chunk)
+            size = _HEADER.size + length
+            padded = size
             if config.padding:
-                size = min(-(-size // config.padding) * config.padding, MAX_PLAINTEXT)
-            plaintext = bytearray(size)
-            _HEADER.pack_into(plaintext, 0, flags, len(chunk))
-            plaintext[_HEADER.size : _HEADER.size + len(chunk)] = chunk
-            self._frames.write(self._send.encrypt_with_ad(b"", bytes(plaintext)))
+                padded = min(-(-size // config.padding) * config.padding, MAX_PLAINTEXT)
+            # Joined in one copy: the header, the piece of the record, the zero padding.
+            plaintext = b"".join((_HEADER.pack(flags, length), *piece, _ZEROS[: padded - size]))
+            self._frames.write(self._send.encrypt_with_ad(b"", plaintext))
             if rekey:
                 self._send.rekey()
                 self.rekeys_sent += 1

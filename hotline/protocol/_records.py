@@ -130,9 +130,16 @@ class Receipt:
         return f"<Receipt {self.kind.value} upto={self.upto}>"
 
 
+# The hash state after the domain prefix: each message's hash continues a copy of it, so the
+# envelope is hashed where it lies instead of being copied behind the prefix first.
+_MESSAGE_HASH_PREFIX = hashlib.blake2b(DOMAIN_MESSAGE_HASH, digest_size=HASH_SIZE)
+
+
 def message_hash(envelope: bytes) -> bytes:
     """The chain hash of a message: BLAKE2b-256 over a domain prefix and its envelope."""
-    return hashlib.blake2b(DOMAIN_MESSAGE_HASH + envelope, digest_size=HASH_SIZE).digest()
+    state = _MESSAGE_HASH_PREFIX.copy()
+    state.update(envelope)
+    return state.digest()
 
 
 #: The longest str any decoder accepts (a goodbye reason is cut to 200 characters).
@@ -143,6 +150,15 @@ _UINT_WIDTHS = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
 _BIN_WIDTHS = {0xC4: 1, 0xC5: 2, 0xC6: 4}
 _STR_WIDTHS = {0xD9: 1, 0xDA: 2, 0xDB: 4}
 _ARRAY_WIDTHS = {0xDC: 2, 0xDD: 4}
+# The smallest value (a uint's, or a bin's, str's or array's length) that each wider form
+# is the shortest one for: below it, a shorter form holds it and the encoding is not
+# canonical. bin has no shorter form than 0xc4, so any length is canonical there.
+_SHORTEST = {
+    0xCC: 0x80, 0xCD: 0x100, 0xCE: 0x1_0000, 0xCF: 0x1_0000_0000,
+    0xC4: 0, 0xC5: 0x100, 0xC6: 0x1_0000,
+    0xD9: 0x20, 0xDA: 0x100, 0xDB: 0x1_0000,
+    0xDC: 0x10, 0xDD: 0x1_0000,
+}
 
 
 def _malformed(why: str) -> RemoteProtocolError:
@@ -183,15 +199,30 @@ def strict_unpack(
     :data:`MAX_STR_LEN` bytes of UTF-8. Raises :class:`RemoteProtocolError` for anything
     else, trailing bytes included.
     """
+    return _unpack(data, max_bin_len, max_array_len)[0]
+
+
+def _unpack(
+    data: bytes, max_bin_len: int, max_array_len: int
+) -> tuple[list[int | bytes | str], bool]:
+    """:func:`strict_unpack`, and whether ``data`` is the canonical encoding of what it
+    decodes to: what :func:`pack` gives for it, found without encoding it again.
+
+    :func:`pack` writes every number and length in the shortest form that holds it, so
+    ``data`` is canonical exactly when no header is wider than its value needs (see
+    :data:`_SHORTEST`); a str's UTF-8 is the same both ways, as the decoder is strict.
+    """
     size = len(data)
     if not size:
         raise _malformed("empty")
     head = data[0]
     if 0x90 <= head <= 0x9F:
         count, pos = head & 0x0F, 1
+        canonical = True
     elif head in _ARRAY_WIDTHS:
         count = _number(data, 1, _ARRAY_WIDTHS[head])
         pos = 1 + _ARRAY_WIDTHS[head]
+        canonical = count >= _SHORTEST[head]
     else:
         raise _malformed("not an array")
     if count > max_array_len:
@@ -206,8 +237,11 @@ def strict_unpack(
             fields.append(tag)
             continue
         if tag in _UINT_WIDTHS:
-            fields.append(_number(data, pos, _UINT_WIDTHS[tag]))
+            value = _number(data, pos, _UINT_WIDTHS[tag])
+            fields.append(value)
             pos += _UINT_WIDTHS[tag]
+            if value < _SHORTEST[tag]:
+                canonical = False
             continue
         if tag in _BIN_WIDTHS:
             length = _number(data, pos, _BIN_WIDTHS[tag])
@@ -225,21 +259,23 @@ def strict_unpack(
             if tag in _BIN_WIDTHS:
                 raise _BinTooLong(index, length, limit)
             raise _malformed(f"{length} bytes, more than {limit}")
+        if length < _SHORTEST.get(tag, 0):
+            canonical = False
         end = pos + length
         if end > size:
             raise _malformed("truncated")
-        value = data[pos:end]
+        chunk = data[pos:end]
         pos = end
         if tag in _BIN_WIDTHS:
-            fields.append(bytes(value))
+            fields.append(bytes(chunk))
             continue
         try:
-            fields.append(bytes(value).decode("utf-8"))
+            fields.append(bytes(chunk).decode("utf-8"))
         except UnicodeDecodeError:
             raise _malformed("a str that is not UTF-8") from None
     if pos != size:
         raise _malformed("trailing bytes")
-    return fields
+    return fields, canonical
 
 
 def pack(obj: list[Any]) -> bytes:
@@ -262,10 +298,10 @@ def _check_bytes(value: object, name: str, size: int | None = None) -> bytes:
 
 
 def _decode_envelope(envelope: bytes, fields: int, max_bin_len: int) -> list[Any]:
-    decoded = strict_unpack(envelope, max_bin_len=max_bin_len, max_array_len=fields)
+    decoded, canonical = _unpack(envelope, max_bin_len, fields)
     if len(decoded) != fields:
         raise RemoteProtocolError(f"an envelope must be an array of {fields} fields")
-    if pack(decoded) != envelope:
+    if not canonical:
         raise RemoteProtocolError("envelope is not in the canonical encoding")
     return decoded
 

@@ -488,7 +488,9 @@ class Transport:
             # pending holds peer_delivered + 1 .. sent_seq, in order.
             message = line.pending[self._transmitted_high - line.peer_delivered]
             self._transmitted_high = message.seq
-            self.emit_record([T_MESSAGE, message.envelope, message.signature])
+            self.codec.write_record(
+                message_record(message.envelope, message.signature), self.now, self.config
+            )
 
     def emit_record(self, record: list[Any]) -> None:
         """Encrypt and queue one record as it is (tests use it to play a hostile peer)."""
@@ -497,6 +499,23 @@ class Transport:
         except _PACKER_ERRORS as exc:  # pragma: no cover - our own records always pack
             raise LocalProtocolError(f"cannot encode record: {exc}") from None
         self.codec.write_record(data, self.now, self.config)
+
+
+def _bin_header(length: int) -> bytes:
+    """The msgpack header of a bin of ``length`` bytes, in the form :func:`pack` writes."""
+    if length <= 0xFF:
+        return b"\xc4" + length.to_bytes(1, "big")
+    if length <= 0xFFFF:
+        return b"\xc5" + length.to_bytes(2, "big")
+    return b"\xc6" + length.to_bytes(4, "big")
+
+
+def message_record(envelope: bytes, signature: bytes) -> tuple[bytes, ...]:
+    """A message record as the parts whose concatenation is ``pack([T_MESSAGE, envelope,
+    signature])``: encoded around the envelope, so that a large body is not copied into a
+    record before it is copied into its transport messages."""
+    head = b"\x93" + T_MESSAGE.to_bytes(1, "big") + _bin_header(len(envelope))
+    return head, envelope, _bin_header(len(signature)) + signature
 
 
 def _fields(fields: list[Any], count: int, *types: type) -> list[Any]:
