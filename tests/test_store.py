@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 from chains import Line
 
-import hotline.store._files
 import hotline.store._sqlite
 from hotline import (
     Identity,
@@ -674,23 +673,6 @@ def test_a_store_appears_whole_or_not_at_all(
 def test_journal_mode_is_wal(db: Path) -> None:
     with SQLiteStore(db) as store:
         assert _pragma(store, "journal_mode") == "wal"
-
-
-def test_a_new_store_has_large_pages_and_an_old_one_keeps_its_own(
-        db: Path, line: Line, monkeypatch: pytest.MonkeyPatch) -> None:
-    with SQLiteStore(db) as store:
-        assert _pragma(store, "page_size") == 16384
-    old = db.parent / "old.db"
-    monkeypatch.setattr(hotline.store._files, "PAGE_SIZE", 4096)
-    SQLiteStore(old).close()  # As every store was made before pages grew.
-    monkeypatch.undo()
-    with SQLiteStore(old) as store:
-        load(store, line)
-        store.commit(Batch(sent=line.send(2), received=line.receive(2)))
-        assert _pragma(store, "page_size") == 4096
-    with SQLiteStore(old) as store:
-        assert len(load(store, line).pending) == 2
-        assert _pragma(store, "integrity_check") == "ok"
 
 
 @pytest.mark.parametrize(("setting", "value"), [("FULL", 2), ("NORMAL", 1)])

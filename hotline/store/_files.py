@@ -57,16 +57,6 @@ def _sync_directory(path: str) -> None:
             os.close(dir_fd)
 
 
-#: The page size of a new store (an existing one keeps its own). SQLite's default of 4 KiB
-#: splits a 64 KiB body over 17 overflow pages, each a WAL frame written on its own and
-#: copied again at checkpoints, which cost a 64 KiB message about 50 writes and a 1 MiB one
-#: about 780; at 16 KiB they take 13 and 200, and the store's CPU for such bodies falls by a
-#: fifth to a half. The price is in commits of one small message, which write three times
-#: the bytes (about 54 KiB instead of 17 KiB): measured, a tenth of a millisecond more per
-#: commit. Larger pages cost small commits more and large bodies little less.
-PAGE_SIZE = 16384
-
-
 def _create_store(path: str) -> None:
     """Make a new store at ``path``, schema and all, in one step (the caller holds the lock).
 
@@ -85,7 +75,6 @@ def _create_store(path: str) -> None:
             # No journal: if this fails half way the partial file is thrown away, and a stale
             # journal could never be replayed into the next attempt's file.
             conn.execute("PRAGMA journal_mode=OFF")
-            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             conn.execute("BEGIN IMMEDIATE")
             for statement in SCHEMA:
                 conn.execute(statement)
