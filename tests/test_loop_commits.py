@@ -150,6 +150,18 @@ async def test_after_a_slow_commit_commits_stay_in_threads_until_one_is_quick(
     assert store.on_loop == [True, False, True]
 
 
+async def test_a_batch_of_large_bodies_commits_in_a_thread(clock: FakeRealTime) -> None:
+    """Its commit writes many pages: blocking the loop for it would hold up reading and
+    sending, which a thread lets go on."""
+    store = TimedStore(clock)
+    async with open_line(A, B.public_key, store=store) as line:
+        clock.now += 1.0
+        await line.send(bytes(_committer.LOOP_COMMIT_BYTES))
+        clock.now += 1.0
+        await line.send(bytes(_committer.LOOP_COMMIT_BYTES // 2))
+    assert store.on_loop == [False, True]
+
+
 async def test_a_store_without_short_commits_always_commits_in_a_thread(
     clock: FakeRealTime,
 ) -> None:

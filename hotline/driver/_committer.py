@@ -35,11 +35,14 @@ tasks is the loop's time blocked in such commits: one commit at a time, and, as 
 an idle spell at least as long as the commit before it, at most about half of the time
 (``python -m bench.loop_commits`` measures both sides of the trade). A disk that stalls
 stalls the loop, heartbeats included, once: after a commit slower than
-``LOOP_COMMIT_LIMIT``, commits stay in threads until one is quick again.
+``LOOP_COMMIT_LIMIT``, commits stay in threads until one is quick again. And only a small
+batch (at most ``LOOP_COMMIT_BYTES`` of messages) is committed there: the latency path's one
+message is; a burst of large bodies, whose commit writes many pages, is not.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -74,6 +77,8 @@ PEER_RECEIPT_DELAY = 0.05
 #: A commit slower than this (seconds) sends the next ones to worker threads until one is
 #: quick again: a disk that takes this long is not one whose commits are short.
 LOOP_COMMIT_LIMIT = 0.005
+#: The most message bytes (envelopes, both directions) a commit on the loop may hold.
+LOOP_COMMIT_BYTES = 16384
 
 _T = TypeVar("_T")
 
@@ -98,6 +103,15 @@ class _ProcessCommits:
     def ended(self, started: float) -> None:
         self._last_end = real_time()
         self._last_seconds = self._last_end - started
+
+
+def _small(batch: Batch) -> bool:
+    size = 0
+    for message in itertools.chain(batch.sent, batch.received):
+        size += len(message.envelope)
+        if size > LOOP_COMMIT_BYTES:
+            return False
+    return True
 
 
 _process_commits: trio.lowlevel.RunVar[_ProcessCommits] = trio.lowlevel.RunVar("commits")
@@ -325,7 +339,7 @@ class Committer:
         commits = _commits()
         # The lock is free unless an inbox read is in a thread; then so is this commit.
         on_loop = (self._may_commit_on_loop and not self._store_lock.locked()
-                   and commits.idle())
+                   and _small(batch) and commits.idle())
         started = real_time()
         try:
             if on_loop:
