@@ -344,6 +344,12 @@ class Committer:
         try:
             if on_loop:
                 self.store.commit(batch)  # Nothing awaits: no other call can begin meanwhile.
+            elif not self.store.commits_block:
+                # A scheduling round before the commit, as a thread's hand-off would be: what
+                # the line's producers queue meanwhile joins the next batch, so under load
+                # batches grow and fewer of their messages need a signature of their own.
+                await trio.lowlevel.checkpoint()
+                self.store.commit(batch)
             else:
                 commits.in_threads += 1
                 try:
