@@ -12,6 +12,7 @@ import threading
 
 import pytest
 import trio
+import trio.testing
 
 from hotline import Identity, MemoryStore, open_line
 from hotline.driver import _committer
@@ -121,9 +122,8 @@ async def test_no_commit_on_the_loop_while_another_is_in_a_thread(clock: FakeRea
     ):
         clock.now += 1.0
         outgoing = line_held.send_nowait(b"held in its thread")
-        with trio.fail_after(10):
-            while not _committer._commits().in_threads:
-                await trio.sleep(0.001)
+        await trio.testing.wait_all_tasks_blocked()  # The committer waits on its thread.
+        assert _committer._commits().in_threads == 1
         await line.send(b"while the other commit waits in its thread")
         gate.set()
         await outgoing.stored()

@@ -244,8 +244,7 @@ class Session:
             self.end(f"the connection failed: {exc!r}")
             return False
         if scope.cancelled_caught:
-            self.stalled = True
-            self.end(f"the peer read nothing for {self._config.down_after:.3f} s")
+            self._stall()
             return False
         return True
 
@@ -276,9 +275,12 @@ class Session:
                 self.end(f"the connection failed: {exc!r}")
                 return
         if self.writing.cancelled_caught:
-            patience = self._config.down_after
-            self.stalled = True
-            self.end(f"the peer read nothing for {patience:.3f} s")
+            self._stall()
+
+    def _stall(self) -> None:
+        """End the session on a write that did not go out within ``down_after``."""
+        self.stalled = True
+        self.end(f"the peer read nothing for {self._config.down_after:.3f} s")
 
     async def _idle(self) -> None:
         """Wait until kicked or until the core's next deadline, and then run its timers.

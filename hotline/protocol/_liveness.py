@@ -156,18 +156,17 @@ class PeerLiveness:
         Asked after every read and every wake-up of an idle line: it compares plain floats
         rather than building a list of them.
         """
-        ping_at = self._last_ping_at + self._ping_interval
+        deadline = self.ping_at()
         if self._held:
-            return ping_at
-        config = self._config
-        down_at = self._last_heard + config.down_after
-        if down_at < ping_at:
-            ping_at = down_at
+            return deadline
+        down_at = self._down_at()
+        if down_at < deadline:
+            deadline = down_at
         if self.state is Liveness.UP:
-            suspect_at = self._last_heard + config.suspect_after * config.heartbeat_interval
-            if suspect_at < ping_at:
+            suspect_at = self._suspect_at()
+            if suspect_at < deadline:
                 return suspect_at
-        return ping_at
+        return deadline
 
     def advance(self, now: float) -> LivenessChanged | None:
         """Run the silence timers due at ``now``; the peer may now be suspect or down."""

@@ -97,9 +97,9 @@ class Store(Protocol):
 
     short_commits: bool
     """True when a commit of a few records takes about one fsync (a millisecond or so): the
-    trio driver may then make a commit on its event loop when the line's store has been idle,
-    within a process-wide share of the loop's time (see ``hotline.driver._committer``), to
-    save the two thread switches of a worker thread on the latency path. Optional: a store
+    trio driver may then make a small commit on its event loop when the process's commits
+    have been idle (see ``hotline.driver._committer``), to save the two thread switches of a
+    worker thread on the latency path. Optional: a store
     without the attribute is treated as False, every blocking commit in a worker thread."""
 
     def load(self, identity: PublicKey, peer: PublicKey) -> LineState:
