@@ -8,19 +8,15 @@ has a deadline and every child is killed in a ``finally``.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from cli_child import Child, spawner
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="signals are POSIX")
 
@@ -31,70 +27,10 @@ NO_ANSWER = ("connected, but the peer closed the connection during the handshake
              "rate-limiting our calls")
 
 
-class Child:
-    """A ``hotline`` process whose standard output and error are collected by threads."""
-
-    def __init__(self, args: list[object], cwd: Path) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hotline", *map(str, args)], cwd=cwd, env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        self._changed = threading.Condition()
-        for stream, sink in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
-            threading.Thread(target=self._pump, args=(stream, sink), daemon=True).start()
-
-    def _pump(self, stream: Any, sink: list[str]) -> None:
-        for line in stream:
-            with self._changed:
-                sink.append(line.rstrip("\n"))
-                self._changed.notify_all()
-
-    def wait_for(self, found: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while not (result := found()):
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
-                    raise AssertionError(f"no {what} (exit {self.proc.poll()})\n" + self.describe())
-                self._changed.wait(min(left, 0.1))
-            return result
-
-    def dials(self) -> list[dict[str, Any]]:
-        events = []
-        for line in list(self.stdout):
-            event = json.loads(line)
-            if event["event"] == "dial":
-                events.append(event)
-        return events
-
-    def describe(self) -> str:
-        return "stdout:\n" + "\n".join(self.stdout) + "\nstderr:\n" + "\n".join(self.stderr)
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(TIMEOUT)
-
-
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Callable[..., Child]]:
-    children: list[Child] = []
-
-    def start(*args: object) -> Child:
-        child = Child(list(args), tmp_path)
-        children.append(child)
-        return child
-
-    try:
+    with spawner(tmp_path, timeout=TIMEOUT) as start:
         yield start
-    finally:
-        for child in children:
-            if child.proc.poll() is None:
-                child.proc.kill()
-                child.proc.wait(5)
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +56,7 @@ def test_a_closed_port_is_reported_once_then_rate_limited(
     port = closed_port()
     alice = spawn("-vv", "run", "--key", keys / "alice", "--peer", keys / "bob.pub", "--data",
                   "alice", "--connect", f"127.0.0.1:{port}", "--json")
-    first = alice.wait_for(alice.dials, "dial event")[0]
+    first = alice.wait_for(lambda: alice.events("dial"), "dial event")[0]
     assert first.pop("time")
     assert first == {
         "event": "dial", "address": f"127.0.0.1:{port}",
@@ -131,7 +67,7 @@ def test_a_closed_port_is_reported_once_then_rate_limited(
     # Four more calls (at about 0.1, 0.3, 0.7 and 1.5 s) fail the same way, each logged
     # (-vv) once its report, if any, would have been printed: none is reported.
     alice.wait_for(lambda: any(" dial 5 failed: " in line for line in alice.stderr), "dial 5")
-    assert len(alice.dials()) == 1, alice.describe()
+    assert len(alice.events("dial")) == 1, alice.describe()
     assert alice.stop() == 0, alice.describe()
 
 
@@ -157,10 +93,10 @@ def test_a_listener_that_does_not_answer_names_the_likely_causes(
     bob.wait_for(lambda: any("listening on" in line for line in bob.stderr), "listening")
     alice = spawn("run", "--key", keys / "alice", "--peer", keys / "carol.pub", "--data",
                   "alice", "--connect", f"127.0.0.1:{port}", "--json")
-    dials = alice.wait_for(alice.dials, "dial event")
+    dials = alice.wait_for(lambda: alice.events("dial"), "dial event")
     assert dials[0]["reason"] == NO_ANSWER, alice.describe()
     assert dials[0]["attempt"] == 1
     assert dials[0]["address"] == f"127.0.0.1:{port}"
     assert alice.stop() == 0, alice.describe()
     assert bob.stop() == 0, bob.describe()
-    assert not bob.dials()
+    assert not bob.events("dial")

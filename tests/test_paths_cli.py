@@ -3,19 +3,16 @@ the configuration file, and ``path`` events in ``--json`` between two real proce
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_child import Child, spawner
 
 from hotline.cli._config_file import ConfigFileError, apply_config_file
 from hotline.cli._parser import build_parser
@@ -77,49 +74,6 @@ def test_a_bad_address_list_is_named(tmp_path: Path, value: str, problem: str) -
         parsed("--config", str(config))
 
 
-class Child:
-    """A ``hotline`` process whose standard output and error are collected by threads."""
-
-    def __init__(self, args: list[object], cwd: Path) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hotline", *map(str, args)], cwd=cwd, env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        self._changed = threading.Condition()
-        for stream, sink in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
-            threading.Thread(target=self._pump, args=(stream, sink), daemon=True).start()
-
-    def _pump(self, stream: Any, sink: list[str]) -> None:
-        for line in stream:
-            with self._changed:
-                sink.append(line.rstrip("\n"))
-                self._changed.notify_all()
-
-    def wait_for(self, found: Callable[[], Any], what: str) -> Any:
-        deadline = time.monotonic() + TIMEOUT
-        with self._changed:
-            while not (result := found()):
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
-                    raise AssertionError(f"no {what} (exit {self.proc.poll()})\nstdout:\n"
-                                         + "\n".join(self.stdout) + "\nstderr:\n"
-                                         + "\n".join(self.stderr))
-                self._changed.wait(min(left, 0.1))
-            return result
-
-    def events(self, kind: str) -> list[dict[str, Any]]:
-        found = [json.loads(line) for line in list(self.stdout)]
-        return [event for event in found if event["event"] == kind]
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(TIMEOUT)
-
-
 @pytest.fixture
 def keys(tmp_path: Path) -> Path:
     for name in ("alice", "bob"):
@@ -132,20 +86,8 @@ def keys(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Callable[..., Child]]:
-    children: list[Child] = []
-
-    def start(*args: object) -> Child:
-        child = Child(list(args), tmp_path)
-        children.append(child)
-        return child
-
-    try:
+    with spawner(tmp_path, timeout=TIMEOUT) as start:
         yield start
-    finally:
-        for child in children:
-            if child.proc.poll() is None:
-                child.proc.kill()
-                child.proc.wait(5)
 
 
 @pytest.mark.skipif(os.name != "posix", reason="signals are POSIX")
