@@ -519,6 +519,14 @@ async def deliver_burst(peer: Peer, session: Session, messages: list[Any]) -> No
     await peer.await_delivered(session, peer.seq, peer.head)
 
 
+async def send_unsigned(peer: Peer, session: Session, messages: list[Any]) -> None:
+    """Send ``messages`` without their signatures, as messages the implementation must not
+    deliver (each marked hostile until something covers it)."""
+    for message in messages:
+        peer.hostile[message.hash] = message.seq
+        await peer.send_message(session, message, signature=b"")
+
+
 @case("8.1", "burst: an unsigned run covered by a signature is accepted")
 async def case_burst_accepted(peer: Peer) -> None:
     messages = burst(peer, 4, "burst")
@@ -531,9 +539,7 @@ async def case_burst_accepted(peer: Peer) -> None:
 async def case_burst_cut(peer: Peer) -> None:
     messages = burst(peer, 3, "cut burst")
     async with peer.opened() as session:
-        for message in messages[:-1]:
-            peer.hostile[message.hash] = message.seq
-            await peer.send_message(session, message, signature=b"")
+        await send_unsigned(peer, session, messages[:-1])
         await session.send_ping()
         await trio.sleep(0.2)
         await peer.goodbye(session)
@@ -547,9 +553,7 @@ async def case_burst_cut(peer: Peer) -> None:
 async def case_burst_bad_signature(peer: Peer) -> None:
     messages = burst(peer, 4, "badly covered burst")
     async with peer.opened() as session:
-        for message in messages[:-1]:
-            peer.hostile[message.hash] = message.seq
-            await peer.send_message(session, message, signature=b"")
+        await send_unsigned(peer, session, messages[:-1])
         last = messages[-1]
         peer.hostile[last.hash] = last.seq
         await peer.send_message(session, last, signature=bytes([last.signature[0] ^ 1])
@@ -561,9 +565,7 @@ async def case_burst_bad_signature(peer: Peer) -> None:
 async def case_burst_over_bound(peer: Peer) -> None:
     messages = burst(peer, DEFAULT_MAX_UNSIGNED_RUN + 1, "overlong run")
     async with peer.opened() as session:
-        for message in messages:
-            peer.hostile[message.hash] = message.seq
-            await peer.send_message(session, message, signature=b"")
+        await send_unsigned(peer, session, messages)
         await peer.expect_refusal(session, f"{len(messages)} unsigned messages in a row")
 
 
