@@ -23,6 +23,8 @@ import contextlib
 import itertools
 import logging
 import math
+import os
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -124,6 +126,12 @@ class Session:
         self.backup = trio.CancelScope()
         self._backup_deadline = math.inf
         self.in_write = False
+        self.writer_idle = False  # The writer waits in _idle(): output may be written directly.
+        # What a direct write (_write_now()) left for the writer.
+        self._unwritten: bytes | memoryview = b""
+        # Output may be written without awaiting (_write_direct()): a TCP socket, whose
+        # descriptor takes os.write() (not on Windows).
+        self._direct = type(stream) is trio.SocketStream and sys.platform != "win32"
         # When the write in progress has taken too long, unless a receipt puts it off.
         self._write_deadline = math.inf
         self.end_reason = ""
@@ -224,7 +232,49 @@ class Session:
                 conn.send_receipt(receipt)
         if batch.received:
             conn.send_receipt(batch.own_receipts[-1])
-        self.kick()
+        self._write_now()
+
+    def _write_now(self) -> None:
+        """Write the core's output from the calling task while the writer is idle; else kick
+        the writer.
+
+        A kicked writer costs a scheduling round before the bytes go out and trio's
+        ``send_all`` another after: on the latency path (one message in flight) a round at
+        each end for every message. While the writer is idle nothing of ours is being
+        written, so whoever produced the output (the committer, the reader) may write it
+        with one non-blocking write; what the socket does not take waits for the writer,
+        which writes it before anything newer.
+        """
+        if not (self.writer_idle and self._direct):
+            self.kick()
+            return
+        conn = self.conn
+        # The core counts what it returned last as being written until it is asked again.
+        while data := conn.data_to_send():
+            written = self._write_direct(data)
+            if written < len(data):
+                self._unwritten = memoryview(data)[written:]
+                self.kick()
+                return
+        self._rearm()
+        if conn.state is not ConnectionState.OPEN:
+            self.kick()
+
+    def _write_direct(self, data: bytes | memoryview) -> int:
+        """Write what a TCP socket takes of ``data`` without blocking; the bytes written.
+
+        An error writes nothing: the writer's ``send_all`` meets it again and raises it as
+        trio's.
+        """
+        fd = self.stream.socket.fileno()  # type: ignore[attr-defined]
+        if fd < 0:
+            return 0  # Closed: send_all says so.
+        try:
+            written = os.write(fd, data)
+        except OSError:
+            return 0
+        self._stats.bytes_sent += written
+        return written
 
     async def _write_opening(self) -> bool:
         """Write what :meth:`start` produced (a responder's answer to the handshake and its
@@ -233,7 +283,10 @@ class Session:
         The stream is fresh, so a few hundred bytes do not block; the writer's bound on a
         write applies all the same.
         """
-        data = self.conn.data_to_send()
+        data: bytes | memoryview = self.conn.data_to_send()
+        if self._direct:
+            written = self._write_direct(data)
+            data = memoryview(data)[written:]
         if not data:
             return True
         try:
@@ -263,7 +316,11 @@ class Session:
                     self.wake = trio.Event()
                     # Asked again only once the last output is written: the core holds back
                     # what it owes the peer until then (see Connection.data_to_send).
-                    data = conn.data_to_send()
+                    data = self._unwritten
+                    if data:
+                        self._unwritten = b""
+                    else:
+                        data = conn.data_to_send()
                     if data:
                         await self._write(data)
                         continue
@@ -291,11 +348,15 @@ class Session:
         """
         conn = self.conn
         deadline = conn.next_deadline()
-        if deadline is None:
-            await self.wake.wait()
-            return
-        with trio.CancelScope(deadline=deadline) as self.alarm:
-            await self.wake.wait()
+        # Under a scope even without a deadline: a direct write may bring one (_rearm()).
+        self.writer_idle = True
+        try:
+            with trio.CancelScope(
+                deadline=math.inf if deadline is None else deadline
+            ) as self.alarm:
+                await self.wake.wait()
+        finally:
+            self.writer_idle = False
         if self.alarm.cancelled_caught or trio.current_time() >= self.alarm.deadline:
             self._tick()
 
@@ -309,13 +370,19 @@ class Session:
             batch.run()
             conn.signatures_checked(batch)
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes | memoryview) -> None:
         """Write ``data`` in pieces, each with ``down_after`` to go out: when one does not
         and no new receipt shows that the peer reads, the writer's scope is cancelled.
 
         Meanwhile the writer cannot run the core's timers: the backup timer does, so that a
         peer that stops reading is still declared suspect and down on time.
         """
+        if self._direct:
+            # Mostly the socket takes it all, and the write costs no scheduling round.
+            written = self._write_direct(data)
+            if written == len(data):
+                return
+            data = memoryview(data)[written:]
         patience = self._config.down_after
         self._write_deadline = trio.current_time() + patience
         deadline = self.conn.next_deadline()
@@ -427,7 +494,7 @@ class Session:
             self.end(str(exc))
         # The writer needs waking only for output: a ping from the peer mostly brings none.
         if conn.has_output or conn.state is not ConnectionState.OPEN:
-            self.kick()
+            self._write_now()
         return None
 
     def _on_message(self, event: MessageReceived) -> bool:
