@@ -34,6 +34,7 @@ from hotline import (
     open_receipt,
 )
 from hotline.driver import Line
+from hotline.driver._committer import AUTO_ACK_DELAY
 from hotline.store import Direction
 from hotline.testing import StreamWrapper
 
@@ -378,6 +379,60 @@ async def test_peer_receipts_ride_the_next_commit_or_wait_50_ms(
         await trio.sleep_until(due + 0.05)
         await trio.testing.wait_all_tasks_blocked()
         assert _stored_peer_receipts(line_a)[-1] == ("acknowledged", 2)
+
+    await _run_pair(Config(), Config(), scenario)
+
+
+async def test_auto_acks_ride_the_next_commit_or_wait_25_ms(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async def scenario(
+        line_a: Line, line_b: Line, tap_a: Tap, tap_b: Tap, rec_a: Recorder, rec_b: Recorder
+    ) -> None:
+        await line_a.wait_liveness(Liveness.UP)
+        taken: list[tuple[int, float]] = []
+
+        async def take() -> None:
+            # Auto-ack: asking for the next message acknowledges the one taken before.
+            while True:
+                message = await line_b.receive()
+                taken.append((message.seq, trio.current_time()))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(take)
+            await trio.sleep_until(1.0)
+            first = await line_a.send(b"one")
+            # Nothing else to commit: the acknowledgement goes AUTO_ACK_DELAY after the
+            # application asked for the next message (the in-memory link takes no time).
+            assert (await first.acknowledged()).upto == 1
+            assert taken == [(1, 1.0)]
+            assert trio.current_time() == 1.0 + AUTO_ACK_DELAY
+            # The next message comes within the delay: its commit carries the waiting
+            # acknowledgement, which arrives with its delivered receipt.
+            second = await line_a.send(b"two")
+            await trio.sleep(AUTO_ACK_DELAY / 2)
+            third_sent_at = trio.current_time()
+            third = await line_a.send(b"three")
+            assert (await second.acknowledged()).upto == 2
+            assert trio.current_time() == third_sent_at
+            assert (await third.delivered()).upto == 3
+            assert trio.current_time() == third_sent_at
+            # flush() does not wait for the delay: it stores the acknowledgement at once.
+            await trio.sleep(AUTO_ACK_DELAY / 5)
+            flushed_at = trio.current_time()
+            await line_b.flush()
+            assert (await third.acknowledged()).upto == 3
+            assert trio.current_time() == flushed_at
+            # Closing the line sends a waiting one before its goodbye.
+            fourth = await line_a.send(b"four")
+            await fourth.delivered()
+            await trio.testing.wait_all_tasks_blocked()
+            closed_at = trio.current_time()
+            await line_b.aclose()
+            assert (await fourth.acknowledged()).upto == 4
+            assert trio.current_time() == closed_at
+            assert [seq for seq, _ in taken] == [1, 2, 3, 4]
+            nursery.cancel_scope.cancel()
 
     await _run_pair(Config(), Config(), scenario)
 

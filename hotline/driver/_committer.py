@@ -21,7 +21,11 @@ same step (nothing awaits in between, so no reader sees the two disagree).
 The peer's receipts are the exception: checked by the connection, they move the state (a
 successor swapped in at once, as for a commit) when they arrive and join the batch to be
 stored, but alone they do not start a commit: they wait up to 50 ms for one that stores
-something else (a commit per receipt would make the next send() wait behind it).
+something else (a commit per receipt would make the next send() wait behind it). So does
+the acknowledgement ``auto_ack`` makes when the application asks for the next message, for
+up to 25 ms (:data:`AUTO_ACK_DELAY`): the next message's commit then carries it, and its
+receipt goes in the same write as that message's delivered receipt. One the application makes
+itself, with ``Message.ack()``, is committed at once, and ``flush()`` commits a waiting one.
 
 Where a commit runs. A store whose commits wait on the disk is committed in a worker thread,
 so that the event loop goes on (the line's other tasks, other lines, the next batch filling)
@@ -73,6 +77,14 @@ logger = logging.getLogger("hotline")
 #: cover stay in the stored outbox, and after a crash the next connection retransmits them
 #: and the peer, dropping the duplicates, sends its latest delivered receipt again.
 PEER_RECEIPT_DELAY = 0.05
+
+#: How long an acknowledgement made by asking for the next message (``auto_ack``) may wait for
+#: a commit that stores something else as well: the next message's, mostly, which then carries
+#: both receipts in one write. Committed at once, it costs a commit, a write and a read of its
+#: own per message, and a durable store an fsync that the next message's commit waits behind.
+#: QUIC's default ``max_ack_delay`` (RFC 9000, 18.2); TCP's delayed acknowledgement is 40 ms.
+#: An acknowledgement the application makes itself (``Message.ack()``) goes at once.
+AUTO_ACK_DELAY = 0.025
 
 #: A commit slower than this (seconds) sends the next ones to worker threads until one is
 #: quick again: a disk that takes this long is not one whose commits are short.
@@ -256,11 +268,17 @@ class Committer:
         self.batch.received.append(message)
         self._wanted.set()
 
-    def acknowledge(self, seq: int, head: bytes) -> None:
-        """Sign an acknowledged receipt up to ``seq`` with the next batch."""
+    def acknowledge(self, seq: int, head: bytes, *, wait: bool = False) -> None:
+        """Sign an acknowledged receipt up to ``seq`` with the next batch: at once, or with
+        ``wait`` when a commit comes within :data:`AUTO_ACK_DELAY`."""
         if self._ack_target is None or seq > self._ack_target[0]:
             self._ack_target = (seq, head)
-            self._wanted.set()
+            if not wait:
+                self._wanted.set()
+                return
+            due = trio.current_time() + AUTO_ACK_DELAY
+            if self._receipts_due is None or due < self._receipts_due:
+                self._receipts_due = self._alarm.deadline = due
 
     def add_peer_receipt(self, receipt: Receipt) -> None:
         """Record a receipt the connection checked: in the state at once (the outbox and
@@ -424,7 +442,8 @@ class Committer:
 
     async def flush(self) -> None:
         """Wait until everything queued so far is durable (or the committer has stopped)."""
-        while self.batch or self._wanted.is_set() or self._inflight is not None:
+        while (self.batch or self._ack_target is not None or self._wanted.is_set()
+               or self._inflight is not None):
             if not self.alive:
                 return
             if self._inflight is not None:

@@ -125,7 +125,9 @@ class Inbox:
 
     async def _receive(self) -> Message:
         if self._auto_ack and self._last_yielded is not None:
-            self._last_yielded.ack()
+            # Made while waiting for more: it may ride with the next message's receipt.
+            last = self._last_yielded
+            self._committer.acknowledge(last.seq, last.hash, wait=True)
         while self._yield_next > self._committer.state.received_seq:
             await usable_or_cancelled(self._check_usable)
             self._stored = trio.Event()
