@@ -639,9 +639,16 @@ async def section_scale(run: Run) -> None:
     plan = run.plan
     n = plan.scale_pairs
     config = {"heartbeat_interval": plan.scale_heartbeat}
-    run.say(f"scale: {n} idle lines per process, heartbeat {plan.scale_heartbeat} s")
+    run.say(f"scale: {n} idle lines per process, heartbeat {plan.scale_heartbeat} s, and "
+            f"{n} plain trio connections per process, one 82-byte record per "
+            f"{plan.scale_heartbeat} s each way, measured in the same windows")
+    # Both run at once and are measured over the same windows: the machine's speed moves by
+    # tens of percent from minute to minute, and the ratio is what the target is about.
     listen = await Proc.start(run.nursery, "scale-listen", "bench.scale_peer", [], run.logs)
     dial = await Proc.start(run.nursery, "scale-dial", "bench.scale_peer", [], run.logs)
+    floor_listen = await Proc.start(run.nursery, "floor-listen", "bench.scale_peer", [],
+                                    run.logs)
+    floor_dial = await Proc.start(run.nursery, "floor-dial", "bench.scale_peer", [], run.logs)
     try:
         await listen.request("base")
         await dial.request("base")
@@ -649,11 +656,19 @@ async def section_scale(run: Run) -> None:
         dialled = await dial.request("open_dial", n=n, address=opened["address"],
                                      config=config, timeout=1200)
         await listen.request("wait_all_up", timeout=300)
+        opened = await floor_listen.request("open_plain_listen", n=n,
+                                            interval=plan.scale_heartbeat)
+        await floor_dial.request("open_plain_dial", n=n, address=opened["address"],
+                                 interval=plan.scale_heartbeat, timeout=600)
         await trio.sleep(min(2.0, plan.scale_window))  # Let the handshakes' garbage settle.
-        windows = await _idle_windows(plan, listen, dial)
+        both = await _idle_windows(plan, {"listen": listen, "dial": dial,
+                                          "floor-listen": floor_listen,
+                                          "floor-dial": floor_dial})
     finally:
-        for proc in (listen, dial):
+        for proc in (listen, dial, floor_listen, floor_dial):
             await proc.aclose(timeout=5)
+    windows = {key: both[key] for key in ("listen", "dial")}
+    floor = {key.removeprefix("floor-"): both[key] for key in ("floor-listen", "floor-dial")}
 
     def per_side(key: str) -> dict[str, Any]:
         rows = windows[key]
@@ -690,20 +705,6 @@ async def section_scale(run: Run) -> None:
         sides[worst_cpu]["cpu_us_per_line_per_s"], "us CPU per line per s", process=worst_cpu,
         **common)
 
-    # The floor: the same number of idle TCP connections in trio, without hotline.
-    run.say(f"scale: {n} plain trio connections per process, one 82-byte record per "
-            f"{plan.scale_heartbeat} s each way")
-    listen = await Proc.start(run.nursery, "floor-listen", "bench.scale_peer", [], run.logs)
-    dial = await Proc.start(run.nursery, "floor-dial", "bench.scale_peer", [], run.logs)
-    try:
-        opened = await listen.request("open_plain_listen", n=n, interval=plan.scale_heartbeat)
-        await dial.request("open_plain_dial", n=n, address=opened["address"],
-                           interval=plan.scale_heartbeat, timeout=600)
-        await trio.sleep(min(2.0, plan.scale_window))
-        floor = await _idle_windows(plan, listen, dial)
-    finally:
-        for proc in (listen, dial):
-            await proc.aclose(timeout=5)
     floor_us = {key: [1e6 * w["cpu"] / w["wall"] / w["lines"] for w in rows]
                 for key, rows in floor.items()}
     floor_worst = max(floor_us, key=lambda key: statistics.median(floor_us[key]))
@@ -713,7 +714,8 @@ async def section_scale(run: Run) -> None:
         percent_of_one_core_for_n=statistics.median(floor_us[floor_worst]) * n / 1e4,
         method="n plain trio TCP connections between two processes; each end a timer task "
                "writing one 82-byte record per interval (random phase) and a reader task; "
-               "process CPU time over an idle window / window / n, the worse process")
+               "process CPU time over an idle window / window / n, the worse process; "
+               "measured in the same windows as the idle lines, both pairs running")
 
 
 #: Open files the 10,000-line run wants in each process: one per line end, with room to spare.
@@ -765,7 +767,7 @@ async def section_idle(run: Run) -> None:
         for proc in (listen, dial):
             await proc.request("freeze", timeout=120)
         await trio.sleep(min(5.0, plan.scale_window))  # Let the handshakes' garbage settle.
-        windows = await _idle_windows(plan, listen, dial)
+        windows = await _idle_windows(plan, {"listen": listen, "dial": dial})
     finally:
         for proc in (listen, dial):
             await proc.aclose(timeout=30)
@@ -798,12 +800,12 @@ async def section_idle(run: Run) -> None:
         method="process CPU time (user+system) over an idle window / window", **common)
 
 
-async def _idle_windows(plan: Plan, listen: Proc, dial: Proc) -> dict[str, list[dict[str, Any]]]:
-    """``plan.scale_windows`` idle windows, measured in both processes at once."""
-    windows: dict[str, list[dict[str, Any]]] = {"listen": [], "dial": []}
+async def _idle_windows(plan: Plan, procs: dict[str, Proc]) -> dict[str, list[dict[str, Any]]]:
+    """``plan.scale_windows`` idle windows, measured in every process of ``procs`` at once."""
+    windows: dict[str, list[dict[str, Any]]] = {key: [] for key in procs}
     for _ in range(plan.scale_windows):
         async with trio.open_nursery() as nursery:
-            for key, proc in (("listen", listen), ("dial", dial)):
+            for key, proc in procs.items():
                 async def measure(key: str = key, proc: Proc = proc) -> None:
                     windows[key].append(await proc.request(
                         "idle", window=plan.scale_window, timeout=plan.scale_window + 120))
