@@ -284,9 +284,8 @@ class Session:
         write applies all the same.
         """
         data: bytes | memoryview = self.conn.data_to_send()
-        if self._direct:
-            written = self._write_direct(data)
-            data = memoryview(data)[written:]
+        if data and self._direct:
+            data = memoryview(data)[self._write_direct(data):]
         if not data:
             return True
         try:
