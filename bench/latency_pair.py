@@ -9,6 +9,10 @@ hotline (two processes, MemoryStores, 1 KiB bodies, ``send()`` to the delivered 
 ``bench/hotline_peer.py`` measures it) and Reticulum (``bench/rns_peer.py``: a Link to a
 ``PROVE_ALL`` destination, one 1 KiB packet at a time, send to its proof). Prints each
 round's medians and ratio, and the median of the ratios. Needs ``rns`` (the ``bench`` extra).
+
+``--store full`` measures hotline with SQLite ``FULL`` stores instead and leaves Reticulum
+out (the target compares the ``MemoryStore`` figure): run alternately against another
+checkout of the code, it compares two versions' ``FULL`` latency on the same machine.
 """
 
 from __future__ import annotations
@@ -38,14 +42,32 @@ async def main(args: argparse.Namespace) -> None:
         async with trio.open_nursery() as nursery:
             a = await Proc.start(nursery, "A", "bench.hotline_peer", [], tmp)
             b = await Proc.start(nursery, "B", "bench.hotline_peer", [], tmp)
-            server = await Proc.start(nursery, "rns-server", "bench.rns_peer", ["server"], tmp)
-            client = await Proc.start(nursery, "rns-client", "bench.rns_peer", ["client"], tmp)
+            rns = args.store == "memory"
+            server = client = None
+            if rns:
+                server = await Proc.start(nursery, "rns-server", "bench.rns_peer", ["server"],
+                                          tmp)
+                client = await Proc.start(nursery, "rns-client", "bench.rns_peer", ["client"],
+                                          tmp)
             try:
                 opened = await b.request("open", name="l", me=B_SEED, peer=A_SEED,
-                                         store="memory", listen=True)
-                await a.request("open", name="l", me=A_SEED, peer=B_SEED, store="memory",
-                                connect=opened["listen"])
+                                         store=args.store, path=str(tmp / "b.db"), listen=True)
+                await a.request("open", name="l", me=A_SEED, peer=B_SEED, store=args.store,
+                                path=str(tmp / "a.db"), connect=opened["listen"])
                 await a.request("wait_up", name="l", timeout=60)
+                if not rns:
+                    samples = []
+                    for index in range(args.rounds):
+                        ours = await a.request("latency", name="l", n=args.n, size=BODY,
+                                               timeout=600)
+                        samples.append(statistics.median(ours["samples"]) * 1e3)
+                        print(f"round {index + 1}: hotline {args.store.upper()} "
+                              f"{samples[-1]:.3f} ms", flush=True)
+                    print(f"{BODY}-byte bodies, {args.rounds} rounds of {args.n}: median "
+                          f"{statistics.median(samples):.3f} ms")
+                    return
+                assert server is not None
+                assert client is not None
                 port = _free_port()
                 started = await server.request("start", config_dir=str(tmp / "rns-server"),
                                                port=port, timeout=120)
@@ -69,7 +91,8 @@ async def main(args: argparse.Namespace) -> None:
                       f"{statistics.median(ratios):.2f} (target <= 1)")
             finally:
                 for proc in (client, server, a, b):
-                    await proc.aclose(timeout=10)
+                    if proc is not None:
+                        await proc.aclose(timeout=10)
             nursery.cancel_scope.cancel()
 
 
@@ -77,4 +100,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("-n", type=int, default=300, help="sends of each kind per round")
+    parser.add_argument("--store", choices=("memory", "full"), default="memory",
+                        help="hotline's stores (full: SQLite FULL, and no Reticulum)")
     trio.run(main, parser.parse_args())
