@@ -17,8 +17,9 @@ One message from ``send()`` to the peer's ``receive()``, and its receipt back:
    on disk.
 4. ``_session.py``: :meth:`Session.transmit` gives the message to the
    :class:`~hotline.Connection`, which moves its own marks (it read the line state once, at
-   ``start()``), frames and encrypts it, and kicks the writer, the only task that writes to
-   the stream.
+   ``start()``), frames and encrypts it, and writes it: over a socket, with one
+   non-blocking write from the committer's task while the session's writer is idle;
+   otherwise (and whatever the socket did not take) by kicking the writer.
 
    On the peer's side, its session's reader feeds the bytes to its connection, which
    decrypts, verifies and orders them, and hands each event to the handler of its type.
@@ -27,7 +28,8 @@ One message from ``send()`` to the peer's ``receive()``, and its receipt back:
    That committer stores it together with the delivered receipt it signs for it, then hands
    the batch to the session (which sends the receipt) and tells the inbox, whose
    ``receive()`` now returns the message; ``ack()`` signs the acknowledged receipt into the
-   next batch the same way.
+   next batch the same way (with ``auto_ack``, the acknowledgement made by asking for the
+   next message waits up to 25 ms for the next batch).
 6. Back in our ``_session.py``, the reader hands the receipt to
    :meth:`Outbox.on_peer_receipt`, the outbox's last section: it wakes
    :meth:`Outgoing.delivered`, frees room in the outbox, and queues the receipt for the

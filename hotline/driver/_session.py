@@ -2,14 +2,21 @@
 
 The session is the only caller of its :class:`~hotline.Connection`. A responder writes its
 answer to the handshake before anything else starts; then the session runs three tasks: a
-writer (the only task that writes to the stream; others *kick* it), which is also the timer
-while it is idle (it waits for a kick or the core's next deadline, whichever comes first); a
-reader (bytes -> core -> events, each handed on through a dispatch table), which kicks the
-writer only when there is output; and a backup timer, which runs the core's timers only while
-a write is in progress (a peer that stops reading must still be declared suspect and down on
-time). So an idle line wakes its writer once a heartbeat to write the ping and its reader
-once to read the peer's, and nothing else. What the committer has stored comes in
-through :meth:`Session.transmit`.
+writer, which is also the timer while it is idle (it waits for a kick or the core's next
+deadline, whichever comes first); a reader (bytes -> core -> events, each handed on through a
+dispatch table); and a backup timer, which runs the core's timers only while a write is in
+progress (a peer that stops reading must still be declared suspect and down on time). What
+the committer has stored comes in through :meth:`Session.transmit`.
+
+Who writes. Waking the writer costs a scheduling round, and trio's ``send_all`` another once
+the bytes are out: on the latency path (one message in flight) two rounds at each end for
+every message. So over a socket (a ``trio.SocketStream``) output goes out with one
+non-blocking write where it is made: the committer or the reader writes it while the writer
+is idle (nothing of ours is being written then, so the order holds), and the writer tries
+the same before it awaits. What the socket does not take is the writer's to finish, before
+anything newer; any other stream is written by the writer alone, kicked by the others. So an
+idle line wakes its writer once a heartbeat to write the ping and its reader once to read the
+peer's, and nothing else.
 
 Output owed to the peer is bounded: the core holds back receipts, pings and messages while
 earlier output is unwritten, the writer writes in pieces, and a peer that takes no piece and
