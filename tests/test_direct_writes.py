@@ -9,15 +9,17 @@ made small so that writes are cut short and the writer must finish them in order
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import socket
+from collections.abc import AsyncIterator
 
 import pytest
 import trio
 
 from hotline import Config, Identity, Liveness, MemoryStore, open_line
-from hotline.driver import _session
+from hotline.driver import Line, _session
 
 A = Identity.from_seed(bytes([0x81]) * 32, "a")
 B = Identity.from_seed(bytes([0x82]) * 32, "b")
@@ -35,6 +37,21 @@ def _socket_streams(buffer: int | None = None) -> tuple[trio.SocketStream, trio.
     return trio.SocketStream(left), trio.SocketStream(right)
 
 
+@contextlib.asynccontextmanager
+async def _joined(buffer: int | None) -> AsyncIterator[tuple[Line, Line, trio.Nursery]]:
+    """Lines A and B joined by a Unix socket pair (``buffer``: its buffers' size), and a
+    nursery the caller cancels when done."""
+    left, right = _socket_streams(buffer)
+    async with (
+        open_line(A, B.public_key, store=MemoryStore(), config=QUIET) as line_a,
+        open_line(B, A.public_key, store=MemoryStore(), config=QUIET) as line_b,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(functools.partial(line_a.run_stream, left, initiator=True))
+        nursery.start_soon(functools.partial(line_b.run_stream, right, initiator=False))
+        yield line_a, line_b, nursery
+
+
 class _Writes:
     """Counts the session's direct writes, and those the socket cut short."""
 
@@ -48,7 +65,7 @@ class _Writes:
             self.short += written < len(data)
             return written
 
-        monkeypatch.setattr(_session.os, "write", write)
+        monkeypatch.setattr(_session.os, "write", write)  # type: ignore[attr-defined]
 
 
 class _WriterSteps(trio.abc.Instrument):
@@ -65,15 +82,8 @@ async def test_one_message_at_a_time_never_wakes_the_writer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     writes = _Writes(monkeypatch)
-    left, right = _socket_streams()
     with trio.fail_after(LIMIT):
-        async with (
-            open_line(A, B.public_key, store=MemoryStore(), config=QUIET) as line_a,
-            open_line(B, A.public_key, store=MemoryStore(), config=QUIET) as line_b,
-            trio.open_nursery() as nursery,
-        ):
-            nursery.start_soon(functools.partial(line_a.run_stream, left, initiator=True))
-            nursery.start_soon(functools.partial(line_b.run_stream, right, initiator=False))
+        async with _joined(None) as (line_a, line_b, nursery):
             await line_a.wait_liveness(Liveness.UP)
             await line_b.wait_liveness(Liveness.UP)
 
@@ -106,16 +116,9 @@ async def test_writes_the_socket_cuts_short_are_finished_in_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     writes = _Writes(monkeypatch)
-    left, right = _socket_streams(buffer=4096)
     bodies = [bytes([index]) * (150_000 + index) for index in range(6)]
     with trio.fail_after(LIMIT):
-        async with (
-            open_line(A, B.public_key, store=MemoryStore(), config=QUIET) as line_a,
-            open_line(B, A.public_key, store=MemoryStore(), config=QUIET) as line_b,
-            trio.open_nursery() as nursery,
-        ):
-            nursery.start_soon(functools.partial(line_a.run_stream, left, initiator=True))
-            nursery.start_soon(functools.partial(line_b.run_stream, right, initiator=False))
+        async with _joined(4096) as (line_a, line_b, nursery):
             received = []
 
             async def consume() -> None:
