@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
+import trio.testing
 
 from hotline import Config, Identity, Liveness, MemoryStore, open_line
 from hotline.driver import Line, _session
@@ -50,6 +51,17 @@ async def _joined(buffer: int | None) -> AsyncIterator[tuple[Line, Line, trio.Nu
         nursery.start_soon(functools.partial(line_a.run_stream, left, initiator=True))
         nursery.start_soon(functools.partial(line_b.run_stream, right, initiator=False))
         yield line_a, line_b, nursery
+
+
+async def _until_the_writer_is_idle(line: Line, peer: Line) -> None:
+    """Return once ``line``'s writer waits for work (it has written everything so far),
+    after a first message that ``peer`` has taken."""
+    await line.send(b"warm-up")
+    assert (await peer.receive()).body == b"warm-up"
+    await trio.testing.wait_all_tasks_blocked()
+    session = line._active
+    assert session is not None
+    assert session.writer_idle
 
 
 class _Writes:
@@ -138,3 +150,93 @@ async def test_writes_the_socket_cuts_short_are_finished_in_order(
             nursery.cancel_scope.cancel()
     assert received == bodies
     assert writes.short >= 2
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="needs Unix sockets")
+async def test_a_session_closed_in_the_middle_of_a_write_sends_no_broken_frame(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The session is told to close, and then ended, in the same step as a direct write the
+    # socket cut short: part of a frame is out, the rest and a goodbye are waiting. What
+    # follows the part may only be the rest of that frame; the peer must never read a frame
+    # broken off and followed by another. The message then comes whole on the next
+    # connection.
+    real_write_now = _session.Session._write_now
+    ended: list[str] = []
+    sent_after_the_cut: list[int] = []
+
+    def write_now_then_end(self: _session.Session) -> None:
+        real_write_now(self)
+        if self._unwritten and not ended:
+            ended.append("ended")
+            real_send_all = self.stream.send_all
+
+            async def send_all(data: bytes | memoryview) -> None:
+                # The writer finishes what the direct write left and is cancelled (the
+                # session ends); whatever is written after that follows a cut frame.
+                if self.end_reason and not self.in_write:
+                    sent_after_the_cut.append(len(data))
+                await real_send_all(data)
+
+            self.stream.send_all = send_all  # type: ignore[method-assign]
+            self.close("closing in the middle of a write")
+            self.end("ended in the middle of a write")
+
+    monkeypatch.setattr(_session.Session, "_write_now", write_now_then_end)
+    body = bytes(range(256)) * 600
+    with trio.fail_after(LIMIT):
+        async with (
+            open_line(A, B.public_key, store=MemoryStore(), config=QUIET) as line_a,
+            open_line(B, A.public_key, store=MemoryStore(), config=QUIET) as line_b,
+        ):
+            for connection in range(2):
+                left, right = _socket_streams(4096)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(
+                        functools.partial(line_a.run_stream, left, initiator=True))
+                    nursery.start_soon(
+                        functools.partial(line_b.run_stream, right, initiator=False))
+                    if connection == 0:
+                        await _until_the_writer_is_idle(line_a, line_b)
+                        await line_a.queue(body)
+                    else:
+                        message = await line_b.receive()
+                        nursery.cancel_scope.cancel()
+    assert ended == ["ended"]
+    assert sent_after_the_cut == []
+    assert message.body == body
+    broken = [record.getMessage() for record in caplog.records
+              if "authentication failed" in record.getMessage()
+              or "protocol error" in record.getMessage()]
+    assert broken == []
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="needs Unix sockets")
+async def test_what_a_direct_write_left_goes_out_when_the_session_ends_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The session has just been ended (its writer is cancelled, but has not run yet) when
+    # a direct write is cut short: nobody but the session's last flush can send the rest of
+    # that frame, and it must, before anything else.
+    real_write_direct = _session.Session._write_direct
+    left_over: list[int] = []
+
+    def end_then_write(self: _session.Session, data: bytes | memoryview) -> int:
+        if left_over or not self.writer_idle or len(data) < 100_000:
+            return real_write_direct(self, data)
+        self.end("ended just before a direct write")
+        written = real_write_direct(self, data)
+        left_over.append(len(data) - written)
+        return written
+
+    body = bytes(range(256)) * 600
+    with trio.fail_after(LIMIT):
+        async with _joined(4096) as (line_a, line_b, nursery):
+            await _until_the_writer_is_idle(line_a, line_b)
+            monkeypatch.setattr(_session.Session, "_write_direct", end_then_write)
+            await line_a.queue(body)
+            message = await line_b.receive()
+            nursery.cancel_scope.cancel()
+    assert left_over
+    assert left_over[0] > 0
+    assert message.body == body

@@ -144,7 +144,9 @@ class Session:
         self.end_reason = ""
         self.started = False
         self.replaced_by_peer = False
-        self.stalled = False  # The writer gave up part way through a write.
+        # A write was cut short (it stalled, or the session ended during it): the stream may
+        # end in part of a frame, and nothing more may follow it.
+        self.write_cut_short = False
         # The writer's scope, cancelled by the backup timer when a write stalls.
         self.writing = trio.CancelScope()
         # What each event of the core means here (others mean nothing to a started
@@ -295,13 +297,17 @@ class Session:
             data = memoryview(data)[self._write_direct(data):]
         if not data:
             return True
+        written = False
         try:
             with trio.move_on_after(self._config.down_after) as scope:
                 await self.stream.send_all(data)
                 self._stats.bytes_sent += len(data)
+                written = True
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.end(f"the connection failed: {exc!r}")
             return False
+        finally:
+            self.write_cut_short = not written
         if scope.cancelled_caught:
             self._stall()
             return False
@@ -342,7 +348,7 @@ class Session:
 
     def _stall(self) -> None:
         """End the session on a write that did not go out within ``down_after``."""
-        self.stalled = True
+        self.write_cut_short = True
         self.end(f"the peer read nothing for {self._config.down_after:.3f} s")
 
     async def _idle(self) -> None:
@@ -396,6 +402,7 @@ class Session:
             deadline = self._write_deadline
         self._backup_deadline = self.backup.deadline = deadline
         self.in_write = True
+        written = False
         try:
             if len(data) <= WRITE_PIECE:
                 await self.stream.send_all(data)
@@ -408,7 +415,10 @@ class Session:
                     piece = view[start : start + WRITE_PIECE]
                     await self.stream.send_all(piece)
                     self._stats.bytes_sent += len(piece)
+            written = True
         finally:
+            # Cancelled or failed part way, send_all leaves unknown how much went out.
+            self.write_cut_short = self.write_cut_short or not written
             self.in_write = False
             self._write_deadline = math.inf
             self._backup_deadline = self.backup.deadline = math.inf
@@ -556,9 +566,12 @@ class Session:
         """Flush what is unwritten (briefly) and close the stream."""
         with trio.CancelScope(shield=True):
             # After a write cut short, more bytes would only arrive as a broken frame.
-            if self.started and not self.stalled:
+            if self.started and not self.write_cut_short:
                 with trio.move_on_after(CLOSE_TIMEOUT / 2):
-                    data = self.conn.data_to_send()
+                    # What a direct write left, if the session ended before the writer took
+                    # it, comes first: the rest of a frame the peer has begun to read.
+                    data = bytes(self._unwritten) + self.conn.data_to_send()
+                    self._unwritten = b""
                     if data:
                         with contextlib.suppress(
                             trio.BrokenResourceError, trio.ClosedResourceError, OSError
