@@ -18,7 +18,6 @@ checkout of the code, it compares two versions' ``FULL`` latency on the same mac
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import tempfile
 from pathlib import Path
@@ -26,14 +25,7 @@ from pathlib import Path
 import trio
 
 from ._proc import Proc
-from .runner import A_SEED, B_SEED, BODY
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from .runner import A_SEED, B_SEED, BODY, _free_port
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -20,7 +20,6 @@ import argparse
 import bisect
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,8 @@ import trio
 from hotline import Identity, Liveness, MemoryStore, open_line
 from hotline.driver import _session
 from hotline.protocol import Connection
+
+from .runner import _free_port
 
 A = Identity.from_seed(bytes([0x61]) * 32)
 B = Identity.from_seed(bytes([0x62]) * 32)
@@ -130,9 +131,7 @@ def main() -> None:
         with open(args.out, "w") as out:
             json.dump(NOTES, out)
         return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     with tempfile.TemporaryDirectory(prefix="hotline-timeline-") as folder:
         notes_path = os.path.join(folder, "receiver.json")
         child = subprocess.Popen([sys.executable, "-m", "bench.latency_timeline", "--role",

@@ -245,15 +245,8 @@ class Session:
 
     def _write_now(self) -> None:
         """Write the core's output from the calling task while the writer is idle; else kick
-        the writer.
-
-        A kicked writer costs a scheduling round before the bytes go out and trio's
-        ``send_all`` another after: on the latency path (one message in flight) a round at
-        each end for every message. While the writer is idle nothing of ours is being
-        written, so whoever produced the output (the committer, the reader) may write it
-        with one non-blocking write; what the socket does not take waits for the writer,
-        which writes it before anything newer.
-        """
+        the writer (the module's "Who writes" says why). What the socket does not take waits
+        for the writer, which writes it before anything newer."""
         if not (self.writer_idle and self._direct):
             self.kick()
             return
@@ -297,17 +290,17 @@ class Session:
             data = memoryview(data)[self._write_direct(data):]
         if not data:
             return True
-        written = False
+        finished = False
         try:
             with trio.move_on_after(self._config.down_after) as scope:
                 await self.stream.send_all(data)
                 self._stats.bytes_sent += len(data)
-                written = True
+                finished = True
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.end(f"the connection failed: {exc!r}")
             return False
         finally:
-            self.write_cut_short = not written
+            self.write_cut_short = not finished
         if scope.cancelled_caught:
             self._stall()
             return False
@@ -402,7 +395,7 @@ class Session:
             deadline = self._write_deadline
         self._backup_deadline = self.backup.deadline = deadline
         self.in_write = True
-        written = False
+        finished = False
         try:
             if len(data) <= WRITE_PIECE:
                 await self.stream.send_all(data)
@@ -415,10 +408,10 @@ class Session:
                     piece = view[start : start + WRITE_PIECE]
                     await self.stream.send_all(piece)
                     self._stats.bytes_sent += len(piece)
-            written = True
+            finished = True
         finally:
             # Cancelled or failed part way, send_all leaves unknown how much went out.
-            self.write_cut_short = self.write_cut_short or not written
+            self.write_cut_short = self.write_cut_short or not finished
             self.in_write = False
             self._write_deadline = math.inf
             self._backup_deadline = self.backup.deadline = math.inf
