@@ -273,12 +273,10 @@ class Committer:
         ``wait`` when a commit comes within :data:`AUTO_ACK_DELAY`."""
         if self._ack_target is None or seq > self._ack_target[0]:
             self._ack_target = (seq, head)
-            if not wait:
+            if wait:
+                self._commit_by(trio.current_time() + AUTO_ACK_DELAY)
+            else:
                 self._wanted.set()
-                return
-            due = trio.current_time() + AUTO_ACK_DELAY
-            if self._receipts_due is None or due < self._receipts_due:
-                self._receipts_due = self._alarm.deadline = due
 
     def add_peer_receipt(self, receipt: Receipt) -> None:
         """Record a receipt the connection checked: in the state at once (the outbox and
@@ -287,9 +285,12 @@ class Committer:
         state.apply_peer_receipt(receipt)
         self.state = state
         self.batch.peer_receipts.append(receipt)
-        if self._receipts_due is None:
-            self._receipts_due = trio.current_time() + PEER_RECEIPT_DELAY
-            self._alarm.deadline = self._receipts_due
+        self._commit_by(trio.current_time() + PEER_RECEIPT_DELAY)
+
+    def _commit_by(self, due: float) -> None:
+        """Commit at ``due`` at the latest: sooner if something else starts a commit."""
+        if self._receipts_due is None or due < self._receipts_due:
+            self._receipts_due = self._alarm.deadline = due
 
     def next_initiation(self) -> int:
         """A handshake timestamp this side has never used (stored with the next batch)."""
